@@ -1,0 +1,80 @@
+"""pykka-registry: names, death watch, supervision and a pluggable registry for Pykka.
+
+Importing the package installs its death watch (see :mod:`pykka_registry._deathwatch`):
+it wraps ``pykka.ActorRegistry.unregister`` and ``stop_all`` and chains a
+``threading.excepthook`` handler, once per process.
+"""
+
+from pykka_registry import _deathwatch
+from pykka_registry._errors import (
+    ActorNotAliveError,
+    AlreadyRegisteredError,
+    InvalidActorRefError,
+    InvalidKeyError,
+    InvalidMetadataError,
+    NotRegisteredError,
+    RegistryError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+)
+from pykka_registry._events import (
+    MetadataUpdated,
+    Registered,
+    Subscription,
+    Unregistered,
+    UnregisterReason,
+)
+from pykka_registry._keys import test_namespace
+from pykka_registry._monitor import DownEvent, Monitor, monitor
+from pykka_registry._registry import Registry
+from pykka_registry._server import RegistryServer
+from pykka_registry._stats import HealthReport, RegistryStats
+from pykka_registry._supervisor import (
+    ChildInfo,
+    ChildSpec,
+    RestartIntensityExceeded,
+    Supervisor,
+    SupervisorError,
+)
+from pykka_registry._via import Via, ViaProxy
+from pykka_registry.backends import Backend, IndexedBackend, MemoryBackend, validate_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorNotAliveError",
+    "AlreadyRegisteredError",
+    "Backend",
+    "ChildInfo",
+    "ChildSpec",
+    "DownEvent",
+    "HealthReport",
+    "IndexedBackend",
+    "InvalidActorRefError",
+    "InvalidKeyError",
+    "InvalidMetadataError",
+    "MemoryBackend",
+    "MetadataUpdated",
+    "Monitor",
+    "NotRegisteredError",
+    "Registered",
+    "Registry",
+    "RegistryError",
+    "RegistryServer",
+    "RegistryStats",
+    "RegistryTimeoutError",
+    "RegistryUnavailableError",
+    "RestartIntensityExceeded",
+    "Subscription",
+    "Supervisor",
+    "SupervisorError",
+    "UnregisterReason",
+    "Unregistered",
+    "Via",
+    "ViaProxy",
+    "monitor",
+    "test_namespace",
+    "validate_backend",
+]
+
+_deathwatch.install()

@@ -1,0 +1,229 @@
+"""Registry events and their delivery.
+
+Guarantees
+----------
+* Events are produced by the registry's server thread, the only writer, in
+  the order the writes happened; one dispatcher thread per registry delivers
+  them to every listener in that order. Events of one key therefore arrive in
+  the order they happened (and so do all events of one registry).
+* Listeners run in the dispatcher thread, never in the server's: a slow
+  listener delays later events, never ``register``. A listener that raises is
+  logged and skipped; the others and the registry carry on.
+* ``subscribe(..., replay=True)`` delivers the current entries first, as
+  :class:`Registered` events, then the live stream, with no gap or duplicate:
+  the snapshot is taken in the server thread at the same point in the write
+  order where the subscription starts.
+* Events are values (frozen attrs classes, read-only metadata views) that are
+  safe to keep and to pass between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import types
+from collections.abc import Hashable, Mapping
+from typing import Any, Callable, Optional, Union
+
+import attrs
+
+__all__ = [
+    "EventListener",
+    "MetadataUpdated",
+    "Registered",
+    "Subscription",
+    "UnregisterReason",
+    "Unregistered",
+]
+
+logger = logging.getLogger("pykka_registry")
+
+
+@attrs.define(frozen=True)
+class UnregisterReason:
+    """Why a name went away.
+
+    ``kind`` is one of:
+
+    * ``"unregistered"``: an explicit :meth:`Registry.unregister`;
+    * ``"stopped"``: the actor stopped normally;
+    * ``"crashed"``: the actor died of ``exception``;
+    * ``"namespace_stopped"``: :meth:`Registry.stop_namespace`;
+    * ``"lost"``: a networked backend found the name claimed by another
+      process (for example after this process lost its lease).
+    """
+
+    kind: str
+    exception: Optional[BaseException] = attrs.field(default=None, eq=False)
+
+    @property
+    def crashed(self) -> bool:
+        return self.kind == "crashed"
+
+    @classmethod
+    def from_death(cls, exception: Optional[BaseException]) -> UnregisterReason:
+        return STOPPED if exception is None else cls("crashed", exception)
+
+
+UNREGISTERED = UnregisterReason("unregistered")
+STOPPED = UnregisterReason("stopped")
+NAMESPACE_STOPPED = UnregisterReason("namespace_stopped")
+
+
+def _frozen(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return types.MappingProxyType(dict(metadata))
+
+
+@attrs.define(frozen=True)
+class Registered:
+    """A name was taken (or, with ``replay=True``, was held when you subscribed)."""
+
+    namespace: Hashable
+    service: Hashable
+    actor_ref: Any
+    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+
+
+@attrs.define(frozen=True)
+class MetadataUpdated:
+    """The metadata of a name was replaced (``update_metadata``, or the holder
+    registering the same name again)."""
+
+    namespace: Hashable
+    service: Hashable
+    actor_ref: Any
+    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+
+
+@attrs.define(frozen=True)
+class Unregistered:
+    """A name went away; ``reason`` says why."""
+
+    namespace: Hashable
+    service: Hashable
+    actor_ref: Any
+    reason: UnregisterReason
+
+
+Event = Union[Registered, MetadataUpdated, Unregistered]
+EventListener = Callable[[Event], None]
+
+
+class Subscription:
+    """A listener's place in a registry's event stream. ``cancel()`` ends it."""
+
+    def __init__(
+        self, bus: EventBus, listener: EventListener, namespace: Optional[Hashable], all_ns: bool
+    ) -> None:
+        self._bus = bus
+        self.listener = listener
+        self.namespace = namespace
+        self._all_namespaces = all_ns
+        self.active = False  # set by the dispatcher when the stream starts
+        self.cancelled = False
+
+    def wants(self, event: Event) -> bool:
+        return self._all_namespaces or event.namespace == self.namespace
+
+    def cancel(self) -> None:
+        """Stop delivering events to the listener. Idempotent; events already
+        being delivered may still arrive once."""
+        self.cancelled = True
+        self._bus.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+@attrs.define(frozen=True)
+class _Start:
+    subscription: Subscription
+    replay: tuple[Event, ...]
+
+
+_STOP = object()
+
+
+class EventBus:
+    """One registry's event queue and dispatcher thread.
+
+    :meth:`publish` and :meth:`start_subscription` are called by the server
+    thread only; everything else from any thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._subscriptions: tuple[Subscription, ...] = ()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+        #: True while anyone listens: the server builds events only then.
+        self.active = False
+        self.delivered = 0
+
+    def new_subscription(self, listener: EventListener, namespace: Optional[Hashable],
+                         all_namespaces: bool) -> Subscription:
+        return Subscription(self, listener, namespace, all_namespaces)
+
+    def start_subscription(self, subscription: Subscription, replay: tuple[Event, ...]) -> None:
+        """Called in the server thread: from this point of the write order on,
+        ``subscription`` gets every event, after ``replay``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._subscriptions = (*self._subscriptions, subscription)
+            self.active = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"pykka-registry-events-{self._name}", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(_Start(subscription, replay))
+
+    def remove(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+            self.active = bool(self._subscriptions)
+
+    def publish(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued, then stop the dispatcher (within ``timeout``)."""
+        with self._lock:
+            self._closed = True
+            self.active = False
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            if threading.current_thread() is not thread:
+                thread.join(timeout)
+
+    def _deliver(self, subscription: Subscription, event: Event) -> None:
+        if subscription.cancelled:
+            return
+        try:
+            subscription.listener(event)
+            self.delivered += 1
+        except Exception:
+            logger.exception("registry event listener %r failed on %r", subscription.listener,
+                             event)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Start):
+                for event in item.replay:
+                    self._deliver(item.subscription, event)
+                item.subscription.active = True
+                continue
+            for subscription in self._subscriptions:
+                if subscription.active and subscription.wants(item):
+                    self._deliver(subscription, item)

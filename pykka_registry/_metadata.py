@@ -1,0 +1,92 @@
+"""Metadata: the registry's own copies, and the meaning of ``match`` criteria.
+
+The registry never stores a caller's mapping, and never hands out the one it
+stores. Containers (``dict``, ``list``, ``set``, ``bytearray`` and tuples that
+hold them) are copied; every other object (strings, numbers, actor refs, your
+own classes) is kept by reference, because copying those could break them
+(a ``threading.Event`` inside an :class:`pykka.ActorRef` cannot be copied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pykka_registry._errors import InvalidMetadataError
+
+__all__ = ["COLLECTION_TYPES", "copy_metadata", "is_flat", "metadata_matches"]
+
+#: Metadata fields of these types match a criterion that is one of their items.
+COLLECTION_TYPES = (list, tuple, set, frozenset)
+
+_MUTABLE_CONTAINERS = (dict, list, set, bytearray)
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _copy_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_value(item) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_copy_value(item) for item in value)
+    if isinstance(value, set):
+        return {_copy_value(item) for item in value}
+    if isinstance(value, bytearray):
+        return bytearray(value)
+    return value
+
+
+def copy_metadata(metadata: Any) -> dict[Any, Any]:
+    """Validate ``metadata`` and return the registry's own copy of it.
+
+    ``None`` means no metadata (an empty dict).
+
+    Raises:
+        InvalidMetadataError: ``metadata`` is not a mapping.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadataError(
+            f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
+        )
+    return {key: _copy_value(value) for key, value in metadata.items()}
+
+
+def _holds_mutable(value: Any) -> bool:
+    if isinstance(value, _MUTABLE_CONTAINERS):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return any(_holds_mutable(item) for item in value)
+    return False
+
+
+def is_flat(metadata: Mapping[Any, Any]) -> bool:
+    """True when a shallow ``dict`` copy of ``metadata`` is a safe copy."""
+    return not any(_holds_mutable(value) for value in metadata.values())
+
+
+def _field_matches(have: Any, want: Any) -> bool:
+    try:
+        if have == want:
+            return True
+    except Exception:  # an exotic __eq__ must not break a query
+        return False
+    if isinstance(have, COLLECTION_TYPES):
+        try:
+            return want in have
+        except TypeError:  # unhashable criterion against a set
+            return False
+    return False
+
+
+def metadata_matches(metadata: Mapping[Any, Any], criteria: Mapping[Any, Any]) -> bool:
+    """The meaning of ``Registry.match``: every ``key: value`` in ``criteria`` holds.
+
+    A criterion holds when ``metadata[key] == value``, or when ``metadata[key]``
+    is a list, tuple, set or frozenset that contains ``value``.
+    """
+    for key, want in criteria.items():
+        if key not in metadata or not _field_matches(metadata[key], want):
+            return False
+    return True

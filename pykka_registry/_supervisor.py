@@ -1,0 +1,520 @@
+"""Supervision trees, as in OTP: restart children by strategy and intensity,
+and keep their names in a registry across restarts.
+
+Guarantees
+----------
+* A supervisor is a Pykka actor; :class:`Supervisor` is a handle on it whose
+  methods ``ask`` it with a timeout. Children are started, restarted and
+  stopped in the supervisor's own thread, one at a time.
+* A child with a ``name`` is registered under it (with its metadata) before
+  :meth:`Supervisor.start` / :meth:`Supervisor.start_child` return, and again
+  after every restart. Between a child's death and its restart the name is
+  absent: lookups never return the dead actor.
+* Restart types: ``"permanent"`` children are always restarted,
+  ``"transient"`` ones only after a crash, ``"temporary"`` ones never (their
+  spec is dropped when they die).
+* Strategies: ``"one_for_one"`` restarts the child that died;
+  ``"one_for_all"`` stops the others (in reverse start order) and restarts all
+  in start order; ``"rest_for_one"`` does that for the child and those started
+  after it.
+* Intensity: more than ``max_restarts`` restarts within ``max_seconds`` and
+  the supervisor stops every child, then dies of
+  :class:`RestartIntensityExceeded` (a crash, which its own supervisor sees).
+* :meth:`Supervisor.stop`, :meth:`Supervisor.terminate_child` return once the
+  actors concerned have stopped (each child within its ``shutdown`` seconds;
+  Pykka cannot kill a thread, so a child that ignores its stop is reported
+  and left behind).
+* While :meth:`pykka.ActorRegistry.stop_all` runs, supervisors restart
+  nothing: ``stop_all`` means "shut everything down".
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Callable, Optional
+
+import attrs
+import pykka
+
+from pykka_registry import _deathwatch
+from pykka_registry._errors import RegistryError, RegistryUnavailableError
+from pykka_registry._monitor import DownEvent, Monitor, monitor
+
+__all__ = [
+    "ChildInfo",
+    "ChildSpec",
+    "RestartIntensityExceeded",
+    "Supervisor",
+    "SupervisorError",
+    "current_supervisor",
+]
+
+logger = logging.getLogger("pykka_registry")
+
+RESTART_TYPES = ("permanent", "transient", "temporary")
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+_local = threading.local()
+_supervisor_counter = itertools.count(1)
+
+
+def current_supervisor() -> Optional[Supervisor]:
+    """The supervisor whose thread is starting a child right now, if any.
+
+    Lets a child's ``start`` function know which tree it is being started in.
+    """
+    return getattr(_local, "supervisor", None)
+
+
+class SupervisorError(RegistryError):
+    """A supervisor could not do what was asked (unknown child id, a child
+    that failed to start...)."""
+
+
+class RestartIntensityExceeded(SupervisorError):
+    """A supervisor saw more restarts than its intensity allows and gave up."""
+
+
+def _validate_name(name: Any) -> Any:
+    if name is not None and not (isinstance(name, tuple) and len(name) == 2):
+        raise ValueError(f"name must be a (namespace, service) tuple or None, got {name!r}")
+    return name
+
+
+@attrs.define(frozen=True)
+class ChildSpec:
+    """How to start, name and restart one child.
+
+    ``start`` returns the child's :class:`pykka.ActorRef` (or a
+    :class:`Supervisor`, for a nested tree). ``name`` is a
+    ``(namespace, service)`` pair to register the child under, in the
+    supervisor's registry. ``shutdown`` is how long stopping it may take.
+    """
+
+    id: Hashable
+    start: Callable[[], Any]
+    restart: str = attrs.field(default="permanent")
+    name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
+    metadata: Optional[Mapping[Any, Any]] = None
+    shutdown: float = 5.0
+
+    @restart.validator
+    def _check_restart(self, attribute: Any, value: str) -> None:
+        if value not in RESTART_TYPES:
+            raise ValueError(f"restart must be one of {RESTART_TYPES}, got {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.start):
+            raise TypeError(f"start must be callable, got {type(self.start).__name__}")
+        try:
+            hash(self.id)
+        except TypeError:
+            raise TypeError(f"child id must be hashable, got {self.id!r}") from None
+        if not self.shutdown > 0:
+            raise ValueError(f"shutdown must be positive, got {self.shutdown!r}")
+
+
+@attrs.define(frozen=True)
+class ChildInfo:
+    """A child as :meth:`Supervisor.which_children` reports it."""
+
+    id: Hashable
+    actor_ref: Optional[pykka.ActorRef[Any]]
+    restarts: int
+    restart: str
+    name: Optional[tuple[Hashable, Hashable]]
+
+
+class _Child:
+    """The supervisor's mutable record of a child (supervisor thread only)."""
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.ref: Optional[pykka.ActorRef[Any]] = None
+        self.handle: Any = None  # a nested Supervisor, when start returned one
+        self.monitor: Optional[Monitor] = None
+        self.restarts = 0
+
+    def info(self) -> ChildInfo:
+        return ChildInfo(self.spec.id, self.ref, self.restarts, self.spec.restart,
+                         self.spec.name)
+
+
+# -- messages ------------------------------------------------------------------
+
+
+@attrs.define(frozen=True)
+class _StartChildren:
+    pass
+
+
+@attrs.define(frozen=True)
+class _ChildDown:
+    event: DownEvent
+
+
+@attrs.define(frozen=True)
+class _StartChild:
+    spec: ChildSpec
+
+
+@attrs.define(frozen=True)
+class _ChildOp:
+    op: str
+    id: Hashable
+
+
+@attrs.define(frozen=True)
+class _WhichChildren:
+    pass
+
+
+class SupervisorActor(pykka.ThreadingActor):
+    """The actor behind a :class:`Supervisor`. Runs in its own thread."""
+
+    def __init__(
+        self,
+        handle: Supervisor,
+        specs: Sequence[ChildSpec],
+        strategy: str,
+        max_restarts: int,
+        max_seconds: float,
+        registry: Any,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self.children: list[_Child] = [_Child(spec) for spec in specs]
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        self.registry = registry
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.shutting_down = False
+
+    # -- helpers (supervisor thread) ------------------------------------------------
+
+    def _find(self, child_id: Hashable) -> _Child:
+        for child in self.children:
+            if child.spec.id == child_id:
+                return child
+        raise SupervisorError(f"no child with id {child_id!r}")
+
+    def _start(self, child: _Child) -> pykka.ActorRef[Any]:
+        previous = getattr(_local, "supervisor", None)
+        _local.supervisor = self.handle
+        try:
+            started = child.spec.start()
+        finally:
+            _local.supervisor = previous
+        handle = None
+        if isinstance(started, Supervisor):
+            handle, started = started, started.actor_ref
+        if not isinstance(started, pykka.ActorRef):
+            raise SupervisorError(
+                f"start() of child {child.spec.id!r} returned {type(started).__name__}, "
+                "not a pykka.ActorRef or Supervisor"
+            )
+        try:
+            if child.spec.name is not None:
+                if self.registry is None:
+                    raise SupervisorError(
+                        f"child {child.spec.id!r} has a name but the supervisor has no registry"
+                    )
+                namespace, service = child.spec.name
+                self.registry.register(namespace, service, started, child.spec.metadata)
+        except BaseException:
+            self._stop_ref(started, handle, child.spec.shutdown)
+            raise
+        child.ref, child.handle = started, handle
+        me = self.actor_ref
+        child.monitor = monitor(started, lambda event: _tell_quietly(me, _ChildDown(event)))
+        return started
+
+    @staticmethod
+    def _stop_ref(ref: pykka.ActorRef[Any], handle: Any, timeout: float) -> bool:
+        try:
+            ref.stop(block=True, timeout=timeout)
+        except pykka.ActorDeadError:
+            pass
+        except pykka.Timeout:
+            logger.error("%s did not stop within %ss; left running", ref, timeout)
+            return False
+        if handle is not None:
+            handle.wait_finished(timeout)
+        return True
+
+    def _terminate(self, child: _Child) -> None:
+        if child.monitor is not None:
+            child.monitor.cancel()
+            child.monitor = None
+        ref, handle = child.ref, child.handle
+        child.ref = child.handle = None
+        if ref is not None:
+            self._stop_ref(ref, handle, child.spec.shutdown)
+
+    def _terminate_all(self, children: Sequence[_Child]) -> None:
+        for child in reversed(children):
+            self._terminate(child)
+
+    def _note_restart(self) -> None:
+        now = time.monotonic()
+        self.restart_times.append(now)
+        while self.restart_times and now - self.restart_times[0] > self.max_seconds:
+            self.restart_times.popleft()
+        if len(self.restart_times) > self.max_restarts:
+            raise RestartIntensityExceeded(
+                f"{self.handle.name}: more than {self.max_restarts} restarts in "
+                f"{self.max_seconds}s"
+            )
+
+    def _restart(self, children: Sequence[_Child]) -> None:
+        """Start ``children`` again in order; a start that fails counts as a
+        restart and is retried until the intensity limit gives up."""
+        for child in children:
+            while child.ref is None:
+                self._note_restart()
+                child.restarts += 1
+                try:
+                    self._start(child)
+                except Exception:
+                    logger.exception("%s: restarting child %r failed", self.handle.name,
+                                     child.spec.id)
+
+    # -- message handlers -------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _ChildDown):
+            return self._child_down(message.event)
+        if isinstance(message, _StartChildren):
+            return self._start_children()
+        if isinstance(message, _StartChild):
+            return self._start_child(message.spec)
+        if isinstance(message, _ChildOp):
+            return self._child_op(message.op, message.id)
+        if isinstance(message, _WhichChildren):
+            return [child.info() for child in self.children]
+        return super().on_receive(message)
+
+    def _start_children(self) -> None:
+        started: list[_Child] = []
+        for child in self.children:
+            try:
+                self._start(child)
+            except BaseException:
+                self._terminate_all(started)
+                raise
+            started.append(child)
+
+    def _start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
+        if any(child.spec.id == spec.id for child in self.children):
+            raise SupervisorError(f"a child with id {spec.id!r} already exists")
+        child = _Child(spec)
+        ref = self._start(child)
+        self.children.append(child)
+        return ref
+
+    def _child_op(self, op: str, child_id: Hashable) -> Any:
+        child = self._find(child_id)
+        if op == "terminate":
+            self._terminate(child)
+        elif op == "restart":
+            if child.ref is not None:
+                raise SupervisorError(f"child {child_id!r} is running; terminate it first")
+            self._start(child)
+            return child.ref
+        elif op == "delete":
+            self._terminate(child)
+            self.children.remove(child)
+        return None
+
+    def _child_down(self, event: DownEvent) -> None:
+        """A monitored child died (tell-ed: an exception here crashes us)."""
+        index = next(
+            (i for i, c in enumerate(self.children)
+             if c.ref is not None and c.ref.actor_urn == event.actor_ref.actor_urn),
+            None,
+        )
+        if index is None:
+            return  # a child we stopped on purpose, or one already replaced
+        child = self.children[index]
+        if child.handle is not None:
+            child.handle.wait_finished(child.spec.shutdown)
+        child.ref = child.handle = None
+        child.monitor = None
+        if self.shutting_down or _deathwatch.stopping_all():
+            return
+        restart = child.spec.restart
+        if restart == "temporary" or (restart == "transient" and event.reason is None):
+            if restart == "temporary":
+                self.children.remove(child)
+            return
+        try:
+            if self.strategy == "one_for_one":
+                affected = [child]
+            elif self.strategy == "one_for_all":
+                affected = list(self.children)
+            else:
+                affected = self.children[index:]
+            self._terminate_all([c for c in affected if c is not child])
+            self._restart(affected)
+        except RestartIntensityExceeded:
+            logger.error("%s: restart intensity exceeded; stopping every child",
+                         self.handle.name)
+            self.shutting_down = True
+            self._terminate_all(self.children)
+            raise
+
+    def on_stop(self) -> None:
+        self.shutting_down = True
+        self._terminate_all(self.children)
+        self.handle._finished.set()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self.shutting_down = True
+        self._terminate_all(self.children)
+        self.handle._finished.set()
+
+
+def _stop_quietly(ref: pykka.ActorRef[Any]) -> None:
+    try:
+        ref.stop(block=False)
+    except pykka.ActorDeadError:
+        pass
+
+
+def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
+class Supervisor:
+    """A handle on a running supervisor. Create one with :meth:`Supervisor.start`.
+
+    Every method may be called from any thread except the supervisor's own
+    (a child must not call its supervisor's methods from ``on_start``).
+    """
+
+    def __init__(self, name: str, call_timeout: float) -> None:
+        self.name = name
+        self.call_timeout = call_timeout
+        self._finished = threading.Event()
+        self._ref: Optional[pykka.ActorRef[Any]] = None
+
+    @classmethod
+    def start(
+        cls,
+        children: Sequence[ChildSpec] = (),
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        registry: Any = None,
+        *,
+        name: Optional[str] = None,
+        call_timeout: float = 30.0,
+    ) -> Supervisor:
+        """Start a supervisor and its children, in order; return once every
+        child is running (and registered, if named).
+
+        If a child fails to start, the ones already started are stopped (in
+        reverse order), the supervisor stops, and the error is raised here.
+        """
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+        specs = list(children)
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise TypeError(f"children must be ChildSpec values, got {type(spec).__name__}")
+        ids = [spec.id for spec in specs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"child ids must be unique, got {ids!r}")
+        handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
+        ref = SupervisorActor.start(handle, specs, strategy, max_restarts, max_seconds, registry)
+        handle._ref = ref
+        try:
+            ref.ask(_StartChildren(), timeout=call_timeout)
+        except BaseException:
+            _stop_quietly(ref)
+            handle.wait_finished(call_timeout)
+            raise
+        return handle
+
+    @property
+    def actor_ref(self) -> pykka.ActorRef[Any]:
+        """The supervisor actor (monitor it, or nest it in another tree)."""
+        assert self._ref is not None
+        return self._ref
+
+    def is_alive(self) -> bool:
+        return self._ref is not None and self._ref.is_alive()
+
+    def _ask(self, message: Any) -> Any:
+        try:
+            return self.actor_ref.ask(message, timeout=self.call_timeout)
+        except pykka.ActorDeadError:
+            raise SupervisorError(f"{self.name} is not running") from None
+        except pykka.Timeout:
+            raise RegistryUnavailableError(
+                f"{self.name} did not answer within {self.call_timeout}s"
+            ) from None
+
+    def which_children(self) -> list[ChildInfo]:
+        """Every child, in start order, with its current ref (``None`` while down)."""
+        return self._ask(_WhichChildren())
+
+    def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
+        """Add a child and start it; return its ref once it runs (and is registered)."""
+        if not isinstance(spec, ChildSpec):
+            raise TypeError(f"spec must be a ChildSpec, got {type(spec).__name__}")
+        return self._ask(_StartChild(spec))
+
+    def terminate_child(self, id: Hashable, timeout: Optional[float] = None) -> None:
+        """Stop a child (it stays in the tree, down, until ``restart_child``);
+        returns once it has stopped."""
+        self._ask(_ChildOp("terminate", id))
+
+    def restart_child(self, id: Hashable) -> pykka.ActorRef[Any]:
+        """Start a terminated child again; return its new ref."""
+        return self._ask(_ChildOp("restart", id))
+
+    def delete_child(self, id: Hashable, timeout: Optional[float] = None) -> None:
+        """Stop a child if it runs and remove its spec from the tree."""
+        self._ask(_ChildOp("delete", id))
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop every child in reverse start order, then the supervisor; return
+        once all have stopped. Idempotent."""
+        timeout = self.call_timeout if timeout is None else timeout
+        ref = self._ref
+        if ref is None:
+            return
+        try:
+            ref.stop(block=True, timeout=timeout)
+        except pykka.ActorDeadError:
+            pass
+        except pykka.Timeout:
+            raise RegistryUnavailableError(f"{self.name} did not stop within {timeout}s") from None
+        self.wait_finished(timeout)
+
+    def wait_finished(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the supervisor has stopped all its children after dying."""
+        return self._finished.wait(self.call_timeout if timeout is None else timeout)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name}>"
