@@ -45,6 +45,7 @@ __all__ = [
     "death_reason",
     "death_seen",
     "install",
+    "is_alive",
     "is_dead",
     "remove_listener",
     "stopping_all",
@@ -70,6 +71,12 @@ def death_seen(actor_ref: Any) -> bool:
     """True once the actor's death has been noticed (possibly before
     ``actor_stopped`` is set)."""
     return _DEATH_ATTR in getattr(actor_ref, "__dict__", ())
+
+
+def is_alive(actor_ref: Any) -> bool:
+    """The registry's liveness test: alive by the ref's own ``is_alive()``
+    and no death noticed yet (the hot path of every lookup)."""
+    return bool(actor_ref.is_alive()) and _DEATH_ATTR not in getattr(actor_ref, "__dict__", ())
 
 
 def is_dead(actor_ref: Any) -> bool:

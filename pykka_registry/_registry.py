@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Union
 import pykka
 
 from pykka_registry import _deathwatch
+from pykka_registry._deathwatch import is_alive as _is_alive
 from pykka_registry._errors import (
     AlreadyRegisteredError,
     InvalidActorRefError,
@@ -345,7 +346,7 @@ class Registry:
         except TypeError:
             self._check_key(namespace, service)
             raise
-        if entry is None or not entry.actor_ref.is_alive():
+        if entry is None or not _is_alive(entry.actor_ref):
             return None
         return entry.actor_ref
 
@@ -359,7 +360,7 @@ class Registry:
         except TypeError:
             self._check_key(namespace, service)
             raise
-        if entry is None or not entry.actor_ref.is_alive():
+        if entry is None or not _is_alive(entry.actor_ref):
             return None
         return entry.actor_ref, entry.metadata_copy()
 
@@ -380,7 +381,7 @@ class Registry:
         found = []
         for entry in self._backend.entries(namespace):
             metadata = entry.metadata_copy()
-            if entry.actor_ref.is_alive() and predicate(metadata):
+            if _is_alive(entry.actor_ref) and predicate(metadata):
                 found.append((entry.service, entry.actor_ref, metadata))
         return found
 
@@ -397,7 +398,7 @@ class Registry:
         return [
             entry.as_match()
             for entry in self._backend.match(namespace, criteria)
-            if entry.actor_ref.is_alive()
+            if _is_alive(entry.actor_ref)
         ]
 
     def count(self, namespace: Optional[Hashable] = None) -> int:

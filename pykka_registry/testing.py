@@ -127,11 +127,13 @@ class _ZombieStart(pykka.ThreadingActor):
     """``on_start`` blocks until released, then raises a BaseException, which
     Pykka does not catch (the thread dies, the ref would stay 'alive')."""
 
-    def __init__(self, release: threading.Event) -> None:
+    def __init__(self, release: threading.Event, threads: list[threading.Thread]) -> None:
         super().__init__()
         self.release = release
+        self.threads = threads
 
     def on_start(self) -> None:
+        self.threads.append(threading.current_thread())
         self.release.wait(10)
         raise _TestBaseException("BaseException in on_start")
 
@@ -607,10 +609,13 @@ class RegistryConformance:
         # Pykka lets this escape its thread without unregistering the actor;
         # the death watch's excepthook handler catches it.
         release = threading.Event()
-        ref = actors(_ZombieStart, release)
+        threads: list[threading.Thread] = []
+        ref = actors(_ZombieStart, release, threads)
         services = self._register_all(registry, ns, ref)
         release.set()
         assert ref.actor_stopped.wait(5), "zombie actor never marked stopped"
+        wait_until(lambda: threads, message="actor thread seen")
+        threads[0].join(5)  # let every excepthook in the chain finish
         self._assert_gone(registry, ns, ref, services)
         assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is None
 

@@ -1,0 +1,308 @@
+"""Supervisor: strategies, restart types, intensity, escalation, names across restarts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pykka
+import pytest
+
+from pykka_registry import (
+    AlreadyRegisteredError,
+    ChildSpec,
+    DownEvent,
+    Registry,
+    RestartIntensityExceeded,
+    Supervisor,
+    SupervisorError,
+    monitor,
+    test_namespace,
+)
+from pykka_registry.testing import Echo, wait_until
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    with Registry.start() as registry:
+        yield registry
+
+
+@pytest.fixture
+def ns() -> Any:
+    return test_namespace()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_actors() -> Iterator[None]:
+    yield
+    leftovers = [ref for ref in pykka.ActorRegistry.get_all() if ref.actor_class is not Echo]
+    for ref in pykka.ActorRegistry.get_all():
+        ref.stop(block=True, timeout=5)
+    assert leftovers == [], "a test left actors running"
+
+
+class Recorded(pykka.ThreadingActor):
+    """Appends its label to a shared log when it stops."""
+
+    def __init__(self, label: str, log: list[str]) -> None:
+        super().__init__()
+        self.label = label
+        self.log = log
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError(f"{self.label} crashed")
+        return self.label
+
+    def on_stop(self) -> None:
+        self.log.append(self.label)
+
+
+def spec(child_id: str, ns: Any = None, restart: str = "permanent",
+         log: list[str] | None = None) -> ChildSpec:
+    stop_log: list[str] = [] if log is None else log
+    return ChildSpec(
+        id=child_id,
+        start=lambda: Recorded.start(child_id, stop_log),
+        restart=restart,
+        name=(ns, child_id) if ns is not None else None,
+        metadata={"id": child_id},
+    )
+
+
+def refs_of(sup: Supervisor) -> dict[Any, Any]:
+    return {child.id: child.actor_ref for child in sup.which_children()}
+
+
+def wait_restarted(sup: Supervisor, child_id: str, old: Any) -> Any:
+    return wait_until(
+        lambda: (r := refs_of(sup)[child_id]) is not None and r is not old and r,
+        message=f"{child_id} restarted",
+    )
+
+
+def test_one_for_one_restarts_only_the_dead_child(registry: Registry, ns: Any) -> None:
+    with Supervisor.start([spec("a", ns), spec("b", ns), spec("c", ns)],
+                          strategy="one_for_one", registry=registry) as sup:
+        before = refs_of(sup)
+        before["b"].tell("crash")
+        new_b = wait_restarted(sup, "b", before["b"])
+        after = refs_of(sup)
+        assert after["a"] is before["a"] and after["c"] is before["c"]
+        assert registry.lookup(ns, "b") is new_b
+        assert [c.restarts for c in sup.which_children()] == [0, 1, 0]
+
+
+def test_one_for_all_restarts_every_child(registry: Registry, ns: Any) -> None:
+    log: list[str] = []
+    with Supervisor.start([spec("a", ns, log=log), spec("b", ns, log=log),
+                           spec("c", ns, log=log)],
+                          strategy="one_for_all", registry=registry) as sup:
+        before = refs_of(sup)
+        before["b"].tell("crash")
+        wait_until(lambda: all(
+            r is not None and r is not before[k] for k, r in refs_of(sup).items()
+        ), message="all restarted")
+        assert log == ["c", "a"]  # siblings stopped in reverse start order
+        for child_id, ref in refs_of(sup).items():
+            assert registry.lookup(ns, child_id) is ref
+
+
+def test_rest_for_one_restarts_the_child_and_those_after_it(registry: Registry,
+                                                            ns: Any) -> None:
+    with Supervisor.start([spec("a", ns), spec("b", ns), spec("c", ns)],
+                          strategy="rest_for_one", registry=registry) as sup:
+        before = refs_of(sup)
+        before["b"].tell("crash")
+        wait_until(lambda: all(
+            refs_of(sup)[k] is not None and refs_of(sup)[k] is not before[k] for k in "bc"
+        ), message="b and c restarted")
+        assert refs_of(sup)["a"] is before["a"]
+
+
+@pytest.mark.parametrize(
+    ("restart", "how", "restarted"),
+    [
+        ("permanent", "stop", True),
+        ("permanent", "crash", True),
+        ("transient", "stop", False),
+        ("transient", "crash", True),
+        ("temporary", "stop", False),
+        ("temporary", "crash", False),
+    ],
+)
+def test_restart_types(registry: Registry, ns: Any, restart: str, how: str,
+                       restarted: bool) -> None:
+    with Supervisor.start([spec("w", ns, restart=restart), spec("marker", ns)],
+                          registry=registry) as sup:
+        old = refs_of(sup)["w"]
+        down = threading.Event()
+        monitor(old, lambda event: down.set())
+        if how == "stop":
+            old.stop(block=True)
+        else:
+            old.tell("crash")
+        assert down.wait(5)
+        # A later message to the supervisor is handled after the death notice.
+        if restarted:
+            new = wait_restarted(sup, "w", old)
+            assert registry.lookup(ns, "w") is new
+        else:
+            children = {c.id: c for c in sup.which_children()}
+            if restart == "temporary":
+                assert "w" not in children  # its spec is dropped
+            else:
+                assert children["w"].actor_ref is None
+            assert registry.lookup(ns, "w") is None
+
+
+def test_names_survive_restarts_through_one_via_handle(registry: Registry, ns: Any) -> None:
+    with Supervisor.start([spec("db", ns)], registry=registry) as sup:
+        via = registry.via(ns, "db")
+        proxy = via.proxy()
+        assert via.ask("hello") == "db"
+        for _ in range(3):
+            old = via.resolve()
+            seen_dead: list[Any] = []
+            # At the moment of death (in the dying thread), the name must not
+            # resolve to the dead actor any more.
+            monitor(old, lambda e, seen=seen_dead: seen.append(registry.lookup(ns, "db")))
+            old.tell("crash")
+            wait_restarted(sup, "db", old)
+            assert via.ask("hello") == "db"
+            assert proxy.label.get(timeout=5) == "db"
+            assert via.resolve() is not old
+            assert seen_dead and seen_dead[0] is not old
+        assert registry.lookup_with_metadata(ns, "db")[1] == {"id": "db"}  # type: ignore[index]
+
+
+def test_intensity_exhaustion_stops_children_then_the_supervisor(registry: Registry,
+                                                                 ns: Any) -> None:
+    log: list[str] = []
+    sup = Supervisor.start([spec("a", ns, log=log), spec("b", ns, log=log)],
+                           max_restarts=2, max_seconds=30, registry=registry)
+    down: list[DownEvent] = []
+    gone = threading.Event()
+    monitor(sup.actor_ref, lambda e: (down.append(e), gone.set()))
+    for _ in range(2):  # two restarts are within the intensity
+        victim = refs_of(sup)["b"]
+        victim.tell("crash")
+        wait_restarted(sup, "b", victim)
+    refs_of(sup)["b"].tell("crash")  # the third is one too many
+    assert gone.wait(5), "supervisor did not give up"
+    assert isinstance(down[0].reason, RestartIntensityExceeded)
+    assert sup.wait_finished(5)
+    assert registry.count(ns) == 0 or wait_until(lambda: registry.count(ns) == 0)
+    assert "a" in log
+
+
+def test_escalation_in_a_two_level_tree(registry: Registry, ns: Any) -> None:
+    def inner() -> Supervisor:
+        return Supervisor.start([spec("leaf", ns)], max_restarts=0, max_seconds=30,
+                                registry=registry, name="inner")
+
+    outer = Supervisor.start(
+        [ChildSpec(id="inner", start=inner), spec("sibling", ns)],
+        strategy="one_for_one", max_restarts=3, max_seconds=30, registry=registry,
+        name="outer",
+    )
+    try:
+        sibling = refs_of(outer)["sibling"]
+        inner_ref = refs_of(outer)["inner"]
+        leaf = registry.lookup(ns, "leaf")
+        assert leaf is not None
+        leaf.tell("crash")  # inner may not restart anything: it gives up
+        new_inner = wait_restarted(outer, "inner", inner_ref)
+        assert new_inner is not inner_ref
+        new_leaf = wait_until(lambda: registry.lookup(ns, "leaf"), message="leaf re-registered")
+        assert new_leaf is not leaf
+        assert refs_of(outer)["sibling"] is sibling
+        assert [c.restarts for c in outer.which_children()] == [1, 0]
+    finally:
+        outer.stop()
+    assert not new_leaf.is_alive()
+
+
+def test_stop_stops_children_in_reverse_order_and_waits(registry: Registry, ns: Any) -> None:
+    log: list[str] = []
+    sup = Supervisor.start([spec(c, ns, log=log) for c in ("a", "b", "c")], registry=registry)
+    refs = refs_of(sup)
+    sup.stop()
+    assert log == ["c", "b", "a"]
+    assert all(not ref.is_alive() for ref in refs.values())
+    assert not sup.is_alive()
+    wait_until(lambda: registry.count(ns) == 0, message="names released")
+    sup.stop()  # idempotent
+
+
+def test_child_operations(registry: Registry, ns: Any) -> None:
+    with Supervisor.start([spec("a", ns)], registry=registry) as sup:
+        b = sup.start_child(spec("b", ns))
+        assert registry.lookup(ns, "b") is b  # registered before start_child returns
+        with pytest.raises(SupervisorError):
+            sup.start_child(spec("b", ns))
+        sup.terminate_child("b")
+        assert not b.is_alive()  # returns once stopped
+        assert registry.lookup(ns, "b") is None
+        assert refs_of(sup)["b"] is None
+        with pytest.raises(SupervisorError):
+            sup.restart_child("a")  # running
+        b2 = sup.restart_child("b")
+        assert registry.lookup(ns, "b") is b2
+        sup.delete_child("b")
+        assert not b2.is_alive()
+        assert [c.id for c in sup.which_children()] == ["a"]
+        with pytest.raises(SupervisorError):
+            sup.terminate_child("nope")
+
+
+def test_failed_child_start_stops_earlier_children(registry: Registry, ns: Any) -> None:
+    log: list[str] = []
+
+    def broken() -> Any:
+        raise OSError("cannot start")
+
+    with pytest.raises(OSError):
+        Supervisor.start([spec("a", ns, log=log), ChildSpec(id="bad", start=broken)],
+                         registry=registry)
+    assert log == ["a"]
+    assert registry.lookup(ns, "a") is None
+
+
+def test_named_child_whose_name_is_taken_fails_to_start(registry: Registry, ns: Any) -> None:
+    squatter = Echo.start()
+    try:
+        registry.register(ns, "a", squatter)
+        with pytest.raises(AlreadyRegisteredError):
+            Supervisor.start([spec("a", ns)], registry=registry)
+        assert registry.lookup(ns, "a") is squatter
+    finally:
+        squatter.stop()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Supervisor.start([], strategy="one_for_everyone"),
+        lambda: Supervisor.start([spec("a"), spec("a")]),
+        lambda: Supervisor.start([], max_restarts=-1),
+        lambda: Supervisor.start([], max_seconds=0),
+        lambda: Supervisor.start(["not a spec"]),  # type: ignore[list-item]
+        lambda: ChildSpec(id="x", start=Echo.start, restart="sometimes"),
+        lambda: ChildSpec(id="x", start="Echo.start"),  # type: ignore[arg-type]
+        lambda: ChildSpec(id=["unhashable"], start=Echo.start),
+        lambda: ChildSpec(id="x", start=Echo.start, name="just-a-string"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_arguments_raise_before_anything_starts(make: Callable[[], Any]) -> None:
+    before = len(pykka.ActorRegistry.get_all())
+    with pytest.raises((ValueError, TypeError)):
+        make()
+    assert len(pykka.ActorRegistry.get_all()) == before
+
+
+def test_named_child_without_registry_is_an_error() -> None:
+    with pytest.raises(SupervisorError):
+        Supervisor.start([spec("a", test_namespace())])
