@@ -56,6 +56,10 @@ from pykka_registry.backends.memory import MemoryBackend
 
 __all__ = ["Registry"]
 
+
+def _nothing(state: RegistryState) -> None:
+    return None
+
 _registry_counter = itertools.count(1)
 
 BackendSpec = Union[type[Backend], Backend]
@@ -212,6 +216,12 @@ class Registry:
     def call_timeout(self) -> float:
         """How long a call waits for the server before giving up, in seconds."""
         return self._state.call_timeout
+
+    @property
+    def running(self) -> bool:
+        """True while the registry is open and its server actor is alive."""
+        server = self._state.server_ref
+        return not self._state.closed and server is not None and server.is_alive()
 
     @property
     def server_ref(self) -> pykka.ActorRef[Any]:
@@ -521,6 +531,16 @@ class Registry:
         )
         self._call(Subscribe(subscription, replay))
         return subscription
+
+    def sync(self, timeout: Optional[float] = None) -> None:
+        """Return once every write and death notice queued before this call
+        has been applied, so listings (``count``, ``match``...) reflect every
+        actor that had stopped by then. ``lookup`` never needs this.
+
+        Raises:
+            RegistryUnavailableError: the server did not answer in time.
+        """
+        self._call(Call(_nothing), timeout)
 
     def run_in_server(self, function: Callable[[RegistryState], Any]) -> Any:
         """Run ``function(state)`` in the server thread, atomically with respect

@@ -248,7 +248,7 @@ class SupervisorActor(pykka.ThreadingActor):
             handle.wait_finished(timeout)
         return True
 
-    def _terminate(self, child: _Child) -> None:
+    def _terminate(self, child: _Child, sync: bool = True) -> None:
         if child.monitor is not None:
             child.monitor.cancel()
             child.monitor = None
@@ -256,10 +256,25 @@ class SupervisorActor(pykka.ThreadingActor):
         child.ref = child.handle = None
         if ref is not None:
             self._stop_ref(ref, handle, child.spec.shutdown)
+            if sync:
+                self._sync_names([child])
 
     def _terminate_all(self, children: Sequence[_Child]) -> None:
         for child in reversed(children):
-            self._terminate(child)
+            self._terminate(child, sync=False)
+        self._sync_names(children)
+
+    def _sync_names(self, children: Sequence[_Child]) -> None:
+        """Once stopped children are gone, make their names leave every
+        listing too before we return (lookups already ignore them)."""
+        if self.registry is None or not any(c.spec.name for c in children):
+            return
+        if not self.registry.running:
+            return  # its server is down (perhaps one of ours): it reaps on restart
+        try:
+            self.registry.sync()
+        except RegistryError:
+            pass  # the registry itself is down (stopping with us): nothing to sync
 
     def _note_restart(self) -> None:
         now = time.monotonic()

@@ -647,6 +647,19 @@ class RegistryConformance:
         assert registry.lookup(ns, "svc") is new
         assert registry.keys_of(new) == [(ns, "svc")]
 
+    def test_sync_makes_listings_reflect_every_death_so_far(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        refs = [actors() for _ in range(5)]
+        for i, ref in enumerate(refs):
+            registry.register(ns, f"s{i}", ref, {"role": "x"})
+        for ref in refs[:3]:
+            ref.stop(block=True)
+        registry.sync()
+        assert registry.count(ns) == 2  # no waiting needed after sync
+        assert sorted(registry.list_services(ns), key=str) == ["s3", "s4"]
+        assert len(registry.match(ns, {"role": "x"})) == 2
+
     def test_death_of_unregistered_actor_is_harmless(self, registry: Registry, ns: Any,
                                                      actors: ActorFactory) -> None:
         kept, stray = actors(), actors()

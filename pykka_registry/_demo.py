@@ -1,0 +1,141 @@
+"""``python -m pykka_registry demo``: a short narrated tour on a real registry.
+
+Each step prints what it did and how long it took. The tour starts a
+supervised tree of named workers, sends them messages through ``via`` names,
+crashes one on purpose and shows its name served by the replacement, picks
+workers by metadata with ``match``, and ends with ``stats()`` and
+``health_check()``. It stops everything it started before it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Optional
+
+import pykka
+
+from pykka_registry._events import Registered
+from pykka_registry._registry import Registry
+from pykka_registry._supervisor import ChildSpec, Supervisor
+from pykka_registry.backends.indexed import IndexedBackend
+from pykka_registry.backends.memory import MemoryBackend
+
+__all__ = ["run_demo"]
+
+NAMESPACE = "demo"
+
+
+class Worker(pykka.ThreadingActor):
+    """A worker that squares numbers; ``"crash"`` makes it fail on purpose."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.jobs = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError(f"{self.label} crashed on purpose")
+        if isinstance(message, int):
+            self.jobs += 1
+            return message * message
+        return f"{self.label} does not understand {message!r}"
+
+    def whoami(self) -> str:
+        return f"{self.label} ({self.actor_urn[-8:]})"
+
+
+@contextmanager
+def _step(out: Callable[[str], None], title: str) -> Iterator[None]:
+    started = time.perf_counter()
+    out(f"\n> {title}")
+    yield
+    out(f"  ({(time.perf_counter() - started) * 1000:.2f} ms)")
+
+
+def _tour(registry: Registry, out: Callable[[str], None]) -> None:
+    roles = {"w1": ["cpu"], "w2": ["cpu", "gpu"], "w3": ["io"]}
+    def starter(label: str) -> Callable[[], Any]:
+        return lambda: Worker.start(label)
+
+    specs = [
+        ChildSpec(
+            id=label,
+            start=starter(label),
+            name=(NAMESPACE, label),
+            metadata={"pool": "squares", "caps": caps},
+        )
+        for label, caps in roles.items()
+    ]
+    with _step(out, "start a supervisor with three named workers (one_for_one)"):
+        supervisor = Supervisor.start(specs, strategy="one_for_one", registry=registry,
+                                      name="demo-tree")
+        out(f"  registered: {sorted(map(str, registry.list_services(NAMESPACE)))}")
+    try:
+        with _step(out, "send messages through via names (resolved at every call)"):
+            w2 = registry.via(NAMESPACE, "w2")
+            out(f"  w2.ask(7) -> {w2.ask(7)}")
+            out(f"  w2 is {w2.proxy().whoami().get(timeout=5)}")
+
+        with _step(out, "crash w2 on purpose; the supervisor restarts it under the same name"):
+            old = w2.resolve()
+            replaced = threading.Event()
+
+            def on_event(event: Any) -> None:
+                if isinstance(event, Registered) and event.service == "w2":
+                    replaced.set()
+
+            with registry.subscribe(on_event, namespace=NAMESPACE):
+                w2.tell("crash")
+                if not replaced.wait(5):
+                    raise RuntimeError("w2 was not restarted within 5 s")
+            new = w2.resolve()
+            out(f"  old w2 alive: {old.is_alive()}; new w2 is a different actor: {new is not old}")
+            out(f"  the same via handle now reaches {w2.proxy().whoami().get(timeout=5)}")
+            out(f"  w2.ask(8) -> {w2.ask(8)}")
+
+        with _step(out, "pick workers by metadata with match"):
+            for criteria in ({"caps": "cpu"}, {"caps": "gpu"}, {"pool": "squares", "caps": "io"}):
+                found = sorted(str(service) for service, _, _ in registry.match(NAMESPACE, criteria))
+                out(f"  match({criteria}) -> {found}")
+
+        with _step(out, "a name nobody holds"):
+            out(f"  lookup('ghost') -> {registry.lookup(NAMESPACE, 'ghost')}")
+    finally:
+        with _step(out, "stop the tree (children in reverse start order)"):
+            supervisor.stop()
+            out(f"  names left in {NAMESPACE!r}: {registry.count(NAMESPACE)}")
+
+    with _step(out, "stats and health"):
+        stats = registry.stats()
+        out(f"  stats: registrations made={stats.registrations_total}, "
+            f"deaths cleaned up={stats.deaths_reaped_total}, backend={stats.backend}")
+        health = registry.health_check()
+        out(f"  health: {health.status} (server alive: {health.server_alive})")
+
+
+def run_demo(backend: str = "memory", out: Optional[Callable[[str], None]] = None) -> int:
+    """Run the tour on ``backend`` (``"memory"`` or ``"indexed"``); return an exit code."""
+    out = out or print
+    backends = {"memory": MemoryBackend, "indexed": IndexedBackend}
+    if backend not in backends:
+        raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
+    # The crash is on purpose: keep Pykka's traceback for it out of the tour.
+    pykka_logger = logging.getLogger("pykka")
+    previous_level = pykka_logger.level
+    pykka_logger.setLevel(logging.CRITICAL)
+    started = time.perf_counter()
+    try:
+        out(f"pykka-registry demo on the {backend} backend")
+        with Registry.start(backend=backends[backend]) as registry:
+            _tour(registry, out)
+    finally:
+        pykka_logger.setLevel(previous_level)
+    leftovers = pykka.ActorRegistry.get_all()
+    out(f"\ndone in {(time.perf_counter() - started) * 1000:.1f} ms; "
+        f"actors still running: {len(leftovers)}")
+    return 0 if not leftovers else 1

@@ -1,0 +1,43 @@
+"""The command line: python -m pykka_registry demo (and its errors)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pykka_registry", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.mark.parametrize("backend", ["memory", "indexed"])
+def test_demo_tours_and_exits_cleanly(backend: str) -> None:
+    result = run("demo", "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"on the {backend} backend" in out
+    assert "registered: ['w1', 'w2', 'w3']" in out
+    assert "w2.ask(7) -> 49" in out
+    assert "new w2 is a different actor: True" in out
+    assert "w2.ask(8) -> 64" in out
+    assert "match({'caps': 'gpu'}) -> ['w2']" in out
+    assert "names left in 'demo': 0" in out
+    assert "health: healthy" in out
+    assert "actors still running: 0" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_backend_is_refused() -> None:
+    result = run("demo", "--backend", "nosuch")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_a_command_is_required() -> None:
+    result = run()
+    assert result.returncode == 2
