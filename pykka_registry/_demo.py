@@ -100,7 +100,8 @@ def _tour(registry: Registry, out: Callable[[str], None]) -> None:
 
         with _step(out, "pick workers by metadata with match"):
             for criteria in ({"caps": "cpu"}, {"caps": "gpu"}, {"pool": "squares", "caps": "io"}):
-                found = sorted(str(service) for service, _, _ in registry.match(NAMESPACE, criteria))
+                matches = registry.match(NAMESPACE, criteria)
+                found = sorted(str(service) for service, _, _ in matches)
                 out(f"  match({criteria}) -> {found}")
 
         with _step(out, "a name nobody holds"):
