@@ -27,6 +27,8 @@ Guarantees
   twice when ``on_stop`` raises); the reason recorded is the first one.
 * :func:`death_seen` is true from the first notice on, even before
   ``actor_stopped`` is set: use it, not ``is_alive()``, to refuse a dying actor.
+* Calling ``pykka.ActorRegistry.unregister(ref)`` yourself counts as that
+  actor's death here (Pykka offers no other signal): its names are released.
 """
 
 from __future__ import annotations

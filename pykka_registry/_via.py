@@ -8,8 +8,9 @@ Guarantees
   reaches the new actor.
 * With no live holder, every call raises :class:`NotRegisteredError` at once.
 * ``ask`` always has a deadline: ``timeout=None`` means the registry's
-  ``call_timeout``. If the holder dies before answering, the ask raises
-  (``pykka.ActorDeadError``) rather than waiting.
+  ``call_timeout``; a late answer raises :class:`RegistryTimeoutError`. If the
+  holder dies before answering, the ask raises ``pykka.ActorDeadError`` rather
+  than waiting.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Optional
 
-from pykka_registry._errors import NotRegisteredError
+import pykka
+
+from pykka_registry._errors import NotRegisteredError, RegistryTimeoutError
 
 if TYPE_CHECKING:
     from pykka_registry._registry import Registry
@@ -54,12 +57,24 @@ class Via:
     def ask(self, message: Any, timeout: Optional[float] = None) -> Any:
         """Send ``message`` to the current holder and return its answer.
 
-        ``timeout=None`` waits at most the registry's ``call_timeout``;
-        ``pykka.Timeout`` is raised when the answer is late.
+        ``timeout=None`` waits at most the registry's ``call_timeout``.
+
+        Raises:
+            NotRegisteredError: nobody holds the name.
+            RegistryTimeoutError: no answer in time (also a ``TimeoutError``).
+            pykka.ActorDeadError: the holder died before answering.
+            Whatever the actor's handler raised.
         """
         if timeout is None:
             timeout = self.registry.call_timeout
-        return self.resolve().ask(message, timeout=timeout)
+        target = self.resolve()
+        try:
+            return target.ask(message, timeout=timeout)
+        except pykka.Timeout:
+            raise RegistryTimeoutError(
+                f"{target} ({self.service!r} in {self.namespace!r}) did not answer "
+                f"within {timeout}s"
+            ) from None
 
     def proxy(self) -> ViaProxy:
         """A proxy whose every attribute access goes to the current holder."""

@@ -699,6 +699,25 @@ class RegistryConformance:
         assert via.ask("label") == "second"
         assert proxy.get_label().get(timeout=5) == "second"
 
+    def test_via_ask_has_a_deadline(self, registry: Registry, ns: Any,
+                                    actors: ActorFactory) -> None:
+        from pykka_registry import RegistryTimeoutError
+
+        release = threading.Event()
+
+        class Slow(pykka.ThreadingActor):
+            def on_receive(self, message: Any) -> Any:
+                release.wait(5)
+                return message
+
+        registry.register(ns, "slow", actors(Slow))
+        started = time.monotonic()
+        with pytest.raises(RegistryTimeoutError) as caught:
+            registry.via(ns, "slow").ask("hi", timeout=0.05)
+        release.set()
+        assert isinstance(caught.value, TimeoutError)
+        assert time.monotonic() - started < 2
+
     def test_via_without_holder_raises(self, registry: Registry, ns: Any) -> None:
         via = registry.via(ns, "nobody")
         for call in (via.resolve, lambda: via.tell("x"), lambda: via.ask("x")):
