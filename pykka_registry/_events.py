@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
+from pykka_registry._metadata import copy_metadata, is_flat
+
 __all__ = [
     "EventListener",
     "MetadataUpdated",
@@ -72,7 +74,13 @@ NAMESPACE_STOPPED = UnregisterReason("namespace_stopped")
 
 
 def _frozen(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return types.MappingProxyType(dict(metadata))
+    """A read-only view no listener can change the store through: the stored
+    mapping itself when it holds no mutable container, else a deep copy."""
+    if isinstance(metadata, types.MappingProxyType):
+        return metadata
+    if isinstance(metadata, dict) and is_flat(metadata):
+        return types.MappingProxyType(metadata)
+    return types.MappingProxyType(copy_metadata(metadata))
 
 
 @attrs.define(frozen=True)

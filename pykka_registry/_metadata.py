@@ -36,6 +36,11 @@ def _copy_value(value: Any) -> Any:
     return value
 
 
+# Values of these exact types need no copy (the common case, checked first:
+# an exact type test is far cheaper than the ABC checks below).
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def copy_metadata(metadata: Any) -> dict[Any, Any]:
     """Validate ``metadata`` and return the registry's own copy of it.
 
@@ -50,7 +55,10 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
         raise InvalidMetadataError(
             f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
         )
-    return {key: _copy_value(value) for key, value in metadata.items()}
+    return {
+        key: value if type(value) in _SCALARS else _copy_value(value)
+        for key, value in metadata.items()
+    }
 
 
 def _holds_mutable(value: Any) -> bool:
@@ -63,7 +71,10 @@ def _holds_mutable(value: Any) -> bool:
 
 def is_flat(metadata: Mapping[Any, Any]) -> bool:
     """True when a shallow ``dict`` copy of ``metadata`` is a safe copy."""
-    return not any(_holds_mutable(value) for value in metadata.values())
+    for value in metadata.values():
+        if type(value) not in _SCALARS and _holds_mutable(value):
+            return False
+    return True
 
 
 def _field_matches(have: Any, want: Any) -> bool:

@@ -25,6 +25,7 @@ import itertools
 import threading
 import time
 from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 
 import pykka
@@ -383,16 +384,19 @@ class Registry:
         self, namespace: Hashable, predicate: Callable[[Mapping[Any, Any]], bool]
     ) -> list[tuple[Hashable, Any, dict[Any, Any]]]:
         """``(service, actor_ref, metadata)`` for every entry of ``namespace``
-        whose metadata satisfies ``predicate`` (called with a copy, in the
-        caller's thread; it scans the namespace: prefer :meth:`match`)."""
+        whose metadata satisfies ``predicate`` (called in the caller's thread with
+        a read-only view or a copy of each entry's metadata; it scans the
+        namespace: prefer :meth:`match`, which an indexed backend answers
+        from its index)."""
         self._check_key(namespace, "")
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
         found = []
         for entry in self._backend.entries(namespace):
-            metadata = entry.metadata_copy()
-            if _is_alive(entry.actor_ref) and predicate(metadata):
-                found.append((entry.service, entry.actor_ref, metadata))
+            # A flat entry can be shown read-only; copy only what matches.
+            view = MappingProxyType(entry.metadata) if entry.flat else entry.metadata_copy()
+            if _is_alive(entry.actor_ref) and predicate(view):
+                found.append(entry.as_match())
         return found
 
     def match(
@@ -413,9 +417,11 @@ class Registry:
 
     def count(self, namespace: Optional[Hashable] = None) -> int:
         """How many names ``namespace`` holds; with ``None``, all namespaces."""
-        if namespace is not None:
+        try:
+            return self._backend.count(namespace)
+        except TypeError:
             self._check_key(namespace, "")
-        return self._backend.count(namespace)
+            raise
 
     def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
         """Every ``(namespace, service)`` the actor holds here."""

@@ -1,0 +1,162 @@
+"""``python -m pykka_registry ls``: list every name held through a Redis server.
+
+Usage::
+
+    python -m pykka_registry ls --redis URL [--prefix P] [--namespace NS] [--json]
+
+Reads Redis only (it starts no node and takes no lease). A name is listed if
+its node's lease is alive, which is exactly when other processes can see it.
+``--namespace`` takes a plain string; a JSON integer or array selects an int
+or tuple namespace (``--namespace 7``, ``--namespace '["test", "x"]'``).
+
+Table columns: namespace, service, node, actor class, metadata, lease age
+(seconds since the node last renewed its lease). ``--json`` prints one JSON
+array of objects with the keys ``namespace``, ``service``, ``node``,
+``actor_class``, ``metadata``, ``lease_age_s``; tuple keys appear as arrays.
+
+Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional, TextIO
+
+__all__ = ["list_names", "main"]
+
+_FIELDS = ("k", "node", "inc", "urn", "cls", "meta")
+
+
+def _parse_namespace(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, bool) or not isinstance(value, (int, list)):
+        return text
+    from pykka_registry.backends.redis import _untuple
+
+    return _untuple(value)
+
+
+def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str, Any]]:
+    """Every live name under ``prefix`` (optionally of one ``namespace``), as
+    dicts with the ``--json`` keys, sorted by namespace and service."""
+    from pykka_registry.backends.redis import key_from_json
+
+    name_keys = sorted(client.smembers(f"{prefix}:names"))
+    pipe = client.pipeline(transaction=False)
+    for name_key in name_keys:
+        pipe.hmget(name_key, *_FIELDS)
+    records = [dict(zip(_FIELDS, (_text(v) for v in row))) for row in pipe.execute()]
+    records = [r for r in records if r["k"] and r["node"]]
+    nodes = sorted({r["node"] for r in records})
+    pipe = client.pipeline(transaction=False)
+    for node in nodes:
+        pipe.get(f"{prefix}:node:{node}")
+        pipe.pttl(f"{prefix}:node:{node}")
+        pipe.get(f"{prefix}:nodeinfo:{node}")
+    answers = pipe.execute()
+    leases: dict[str, tuple[str, Optional[float]]] = {}
+    for i, node in enumerate(nodes):
+        inc, pttl, info = _text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        age: Optional[float] = None
+        try:
+            ttl_ms = json.loads(info)["ttl_ms"] if info else None
+        except (ValueError, KeyError, TypeError):
+            ttl_ms = None
+        if ttl_ms is not None and isinstance(pttl, int) and pttl >= 0:
+            age = round(max(0, int(ttl_ms) - pttl) / 1000, 3)
+        leases[node] = (inc, age)
+    rows = []
+    for record in records:
+        inc, age = leases.get(record["node"], ("", None))
+        if not inc or inc != record["inc"]:
+            continue  # the node's lease lapsed: the name is free
+        ns, service = key_from_json(record["k"])
+        if namespace is not None and ns != namespace:
+            continue
+        rows.append({
+            "namespace": ns,
+            "service": service,
+            "node": record["node"],
+            "actor_class": record["cls"],
+            "metadata": json.loads(record["meta"]) if record["meta"] else {},
+            "lease_age_s": age,
+        })
+    rows.sort(key=lambda r: (json.dumps(r["namespace"]), json.dumps(r["service"])))
+    return rows
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table."""
+    headers = ("NAMESPACE", "SERVICE", "NODE", "ACTOR CLASS", "METADATA", "LEASE AGE")
+    cells = [
+        (
+            _cell(r["namespace"]), _cell(r["service"]), r["node"], r["actor_class"],
+            _cell(r["metadata"]),
+            "-" if r["lease_age_s"] is None else f"{r['lease_age_s']:.1f}s",
+        )
+        for r in rows
+    ]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
+    """Run ``ls`` with the arguments after ``ls`` (a leading ``"ls"`` is ignored)."""
+    out = out or sys.stdout
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["ls"]:
+        args_list = args_list[1:]
+    parser = argparse.ArgumentParser(
+        prog="python -m pykka_registry ls",
+        description="List every name held through a Redis server.",
+    )
+    parser.add_argument("--redis", metavar="URL", required=True,
+                        help="redis-py URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)")
+    parser.add_argument("--prefix", default="pykka_registry",
+                        help="key prefix the registries use (default: %(default)s)")
+    parser.add_argument("--namespace", metavar="NS",
+                        help="only this namespace (a string; JSON for an int or a tuple)")
+    parser.add_argument("--json", action="store_true", help="print one JSON array")
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        import redis  # an optional dependency
+    except ImportError:
+        print("ls needs redis-py: pip install 'pykka-registry[redis]'", file=sys.stderr)
+        return 1
+    namespace = None if args.namespace is None else _parse_namespace(args.namespace)
+    try:
+        client = redis.Redis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            rows = list_names(client, args.prefix, namespace)
+        finally:
+            client.close()
+    except redis.RedisError as error:
+        print(f"cannot read Redis at {args.redis}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False), file=out)
+    else:
+        print(format_table(rows), file=out)
+    return 0
