@@ -215,9 +215,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="pin the whole run (every thread) to one CPU; see "
                              "_harness.pinned_to_one_cpu")
-    parser.add_argument("--output", type=Path, default=RESULTS / "latest.md",
-                        help="where to write the Markdown (default: results/latest.md)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the Markdown (default: results/latest.md, "
+                             "or results/quick.md with --quick, so a quick run never "
+                             "overwrites the published full run)")
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = RESULTS / ("quick.md" if args.quick else "latest.md")
 
     info = h.machine_info()
     if args.pin:
