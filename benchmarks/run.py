@@ -216,12 +216,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="pin the whole run (every thread) to one CPU; see "
                              "_harness.pinned_to_one_cpu")
     parser.add_argument("--output", type=Path, default=None,
-                        help="where to write the Markdown (default: results/latest.md, "
-                             "or results/quick.md with --quick, so a quick run never "
-                             "overwrites the published full run)")
+                        help="where to write the Markdown, plots beside it (default: "
+                             "results/latest.md, or results/quick/latest.md with --quick, "
+                             "so a quick run never overwrites the published full run)")
     args = parser.parse_args(argv)
     if args.output is None:
-        args.output = RESULTS / ("quick.md" if args.quick else "latest.md")
+        args.output = (RESULTS / "quick" if args.quick else RESULTS) / "latest.md"
 
     info = h.machine_info()
     if args.pin:
