@@ -5,6 +5,8 @@ it wraps ``pykka.ActorRegistry.unregister`` and ``stop_all`` and chains a
 ``threading.excepthook`` handler, once per process.
 """
 
+import logging
+
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
@@ -78,3 +80,7 @@ __all__ = [
 ]
 
 _deathwatch.install()
+
+# Library etiquette (as Pykka does): log nothing unless the application
+# configures logging.
+logging.getLogger("pykka_registry").addHandler(logging.NullHandler())

@@ -61,10 +61,13 @@ class UnregisterReason:
 
     @property
     def crashed(self) -> bool:
+        """True when the actor died of an exception (``kind == "crashed"``)."""
         return self.kind == "crashed"
 
     @classmethod
     def from_death(cls, exception: Optional[BaseException]) -> UnregisterReason:
+        """The reason for an actor's death: ``"stopped"`` without an exception,
+        ``"crashed"`` with it."""
         return STOPPED if exception is None else cls("crashed", exception)
 
 
@@ -132,6 +135,7 @@ class Subscription:
         self.cancelled = False
 
     def wants(self, event: Event) -> bool:
+        """True if ``event`` is of this subscription's namespace (or it has none)."""
         return self._all_namespaces or event.namespace == self.namespace
 
     def cancel(self) -> None:

@@ -41,6 +41,7 @@ class DownEvent:
 
     @property
     def crashed(self) -> bool:
+        """True when an exception killed the actor (``reason`` is not ``None``)."""
         return self.reason is not None
 
 

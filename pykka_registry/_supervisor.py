@@ -471,16 +471,18 @@ class Supervisor:
         return self._ref
 
     def is_alive(self) -> bool:
+        """True while the supervisor actor runs."""
         return self._ref is not None and self._ref.is_alive()
 
-    def _ask(self, message: Any) -> Any:
+    def _ask(self, message: Any, timeout: Optional[float] = None) -> Any:
+        timeout = self.call_timeout if timeout is None else timeout
         try:
-            return self.actor_ref.ask(message, timeout=self.call_timeout)
+            return self.actor_ref.ask(message, timeout=timeout)
         except pykka.ActorDeadError:
             raise SupervisorError(f"{self.name} is not running") from None
         except pykka.Timeout:
             raise RegistryUnavailableError(
-                f"{self.name} did not answer within {self.call_timeout}s"
+                f"{self.name} did not answer within {timeout}s"
             ) from None
 
     def which_children(self) -> list[ChildInfo]:
@@ -495,16 +497,21 @@ class Supervisor:
 
     def terminate_child(self, id: Hashable, timeout: Optional[float] = None) -> None:
         """Stop a child (it stays in the tree, down, until ``restart_child``);
-        returns once it has stopped."""
-        self._ask(_ChildOp("terminate", id))
+        returns once it has stopped and its name has left the registry.
+
+        ``timeout`` bounds the whole call (default: the supervisor's
+        ``call_timeout``); the child itself gets its spec's ``shutdown``.
+        """
+        self._ask(_ChildOp("terminate", id), timeout)
 
     def restart_child(self, id: Hashable) -> pykka.ActorRef[Any]:
         """Start a terminated child again; return its new ref."""
         return self._ask(_ChildOp("restart", id))
 
     def delete_child(self, id: Hashable, timeout: Optional[float] = None) -> None:
-        """Stop a child if it runs and remove its spec from the tree."""
-        self._ask(_ChildOp("delete", id))
+        """Stop a child if it runs and remove its spec from the tree; ``timeout``
+        as for :meth:`terminate_child`."""
+        self._ask(_ChildOp("delete", id), timeout)
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop every child in reverse start order, then the supervisor; return

@@ -63,7 +63,7 @@ class Via:
             NotRegisteredError: nobody holds the name.
             RegistryTimeoutError: no answer in time (also a ``TimeoutError``).
             pykka.ActorDeadError: the holder died before answering.
-            Whatever the actor's handler raised.
+            Exception: whatever the actor's handler raised reaches the caller.
         """
         if timeout is None:
             timeout = self.registry.call_timeout

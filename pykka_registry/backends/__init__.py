@@ -6,8 +6,15 @@
   an inverted metadata index.
 """
 
-from pykka_registry.backends.base import Backend, Entry, validate_backend
+from pykka_registry.backends.base import Backend, BackendContext, Entry, validate_backend
 from pykka_registry.backends.indexed import IndexedBackend
 from pykka_registry.backends.memory import MemoryBackend
 
-__all__ = ["Backend", "Entry", "IndexedBackend", "MemoryBackend", "validate_backend"]
+__all__ = [
+    "Backend",
+    "BackendContext",
+    "Entry",
+    "IndexedBackend",
+    "MemoryBackend",
+    "validate_backend",
+]

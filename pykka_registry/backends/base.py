@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Hashable, Mapping
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, Protocol
 
 import attrs
 import pykka
@@ -36,7 +36,29 @@ import pykka
 from pykka_registry._errors import InvalidKeyError
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
 
-__all__ = ["Backend", "Entry", "validate_backend"]
+__all__ = ["Backend", "BackendContext", "Entry", "validate_backend"]
+
+
+class BackendContext(Protocol):
+    """What :meth:`Backend.start` receives: the registry's side of the deal.
+
+    For backends whose data also changes from elsewhere (another process, a
+    change feed), this is how such changes enter the registry in order.
+    """
+
+    #: The registry's label (for thread names and logs).
+    name: str
+    #: How long a registry call may take, in seconds: bound your own waits by it.
+    call_timeout: float
+    #: The event bus: ``events.active`` is true while anyone listens; then
+    #: ``events.publish(event)`` (a :class:`~pykka_registry.Registered`,
+    #: :class:`~pykka_registry.MetadataUpdated` or
+    #: :class:`~pykka_registry.Unregistered`), from the server thread only.
+    events: Any
+
+    def submit(self, function: Callable[[Any], Any]) -> None:
+        """Run ``function(context)`` in the server thread, serialised with
+        every write, without waiting; exceptions are logged."""
 
 
 @attrs.define(frozen=True, eq=False)
@@ -103,11 +125,12 @@ class Backend(abc.ABC):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self, context: Any) -> None:  # noqa: B027 - optional hook
+    def start(self, context: BackendContext) -> None:  # noqa: B027 - optional hook
         """Called once by the registry before first use, in the caller's thread.
 
-        ``context`` gives networked backends what they need of the registry
-        (a way to report changes); in-memory backends ignore it.
+        ``context`` (a :class:`BackendContext`) gives networked backends what
+        they need of the registry (a way to apply outside changes in order and
+        publish their events); in-memory backends ignore it.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
