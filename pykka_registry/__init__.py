@@ -33,6 +33,7 @@ from pykka_registry._server import RegistryServer
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._supervisor import (
     ChildInfo,
+    ChildRetired,
     ChildSpec,
     RestartIntensityExceeded,
     Supervisor,
@@ -48,6 +49,7 @@ __all__ = [
     "AlreadyRegisteredError",
     "Backend",
     "ChildInfo",
+    "ChildRetired",
     "ChildSpec",
     "DownEvent",
     "HealthReport",

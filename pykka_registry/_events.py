@@ -202,6 +202,10 @@ class EventBus:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
             self.active = bool(self._subscriptions)
 
+    def is_dispatcher_thread(self) -> bool:
+        """True when called from this bus's dispatcher (inside a listener)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def publish(self, event: Event) -> None:
         self._queue.put(event)
 

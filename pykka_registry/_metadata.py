@@ -1,15 +1,20 @@
 """Metadata: the registry's own copies, and the meaning of ``match`` criteria.
 
 The registry never stores a caller's mapping, and never hands out the one it
-stores. Containers (``dict``, ``list``, ``set``, ``bytearray`` and tuples that
-hold them) are copied; every other object (strings, numbers, actor refs, your
-own classes) is kept by reference, because copying those could break them
-(a ``threading.Event`` inside an :class:`pykka.ActorRef` cannot be copied).
+stores. Containers are copied: ``dict``, ``list``, ``set``, ``bytearray``,
+tuples and namedtuples (rebuilt with copied items), and any other mutable
+mapping, sequence or set (``deque``, ``array``, ``UserList``..., deep-copied;
+one that cannot be copied is refused with ``InvalidMetadataError``). Every
+other object (strings, numbers, actor refs, your own classes) is kept by
+reference, because copying those could break them (a ``threading.Event``
+inside an :class:`pykka.ActorRef` cannot be copied).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import array
+import copy
+from collections.abc import Mapping, MutableMapping, MutableSequence, MutableSet
 from typing import Any
 
 from pykka_registry._errors import InvalidMetadataError
@@ -20,25 +25,38 @@ __all__ = ["COLLECTION_TYPES", "copy_metadata", "is_flat", "metadata_matches"]
 COLLECTION_TYPES = (list, tuple, set, frozenset)
 
 _MUTABLE_CONTAINERS = (dict, list, set, bytearray)
-
-
-def _copy_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _copy_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_value(item) for item in value]
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_copy_value(item) for item in value)
-    if isinstance(value, set):
-        return {_copy_value(item) for item in value}
-    if isinstance(value, bytearray):
-        return bytearray(value)
-    return value
-
+_OTHER_CONTAINERS = (MutableMapping, MutableSequence, MutableSet, array.array)
 
 # Values of these exact types need no copy (the common case, checked first:
 # an exact type test is far cheaper than the ABC checks below).
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _copy_value(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {key: _copy_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_value(item) for item in value]
+    if isinstance(value, tuple):
+        items = [_copy_value(item) for item in value]
+        if hasattr(value, "_fields"):  # a namedtuple: same type, copied fields
+            return type(value)._make(items)  # type: ignore[attr-defined]
+        return tuple(items)
+    if isinstance(value, set):
+        return {_copy_value(item) for item in value}
+    if isinstance(value, bytearray):
+        return bytearray(value)
+    if isinstance(value, _OTHER_CONTAINERS):
+        # deques, arrays, UserList/UserDict, other mutable mappings...
+        try:
+            return copy.deepcopy(value)
+        except Exception as error:
+            raise InvalidMetadataError(
+                f"metadata holds a {type(value).__name__} that cannot be copied: {error}"
+            ) from None
+    return value
 
 
 def copy_metadata(metadata: Any) -> dict[Any, Any]:
@@ -62,7 +80,7 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
 
 
 def _holds_mutable(value: Any) -> bool:
-    if isinstance(value, _MUTABLE_CONTAINERS):
+    if isinstance(value, (_MUTABLE_CONTAINERS, _OTHER_CONTAINERS)):
         return True
     if isinstance(value, (tuple, frozenset)):
         return any(_holds_mutable(item) for item in value)

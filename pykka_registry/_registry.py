@@ -151,11 +151,13 @@ class Registry:
         same backend, so a restart loses no registration. Put it before the
         children that use the registry (children start in order and stop in
         reverse order)."""
-        from pykka_registry._supervisor import ChildSpec, current_supervisor
+        from pykka_registry._supervisor import ChildRetired, ChildSpec, current_supervisor
 
         def start_server() -> pykka.ActorRef[Any]:
             if self._state.closed:
-                raise RegistryUnavailableError(f"{self._state.name} is stopped")
+                # Stopped (perhaps while its server was being restarted): tell
+                # the tree to drop this child rather than count a failure.
+                raise ChildRetired(f"{self._state.name} is stopped")
             self._state.owner = (current_supervisor(), id)
             return RegistryServer.start(self._state)
 
@@ -179,7 +181,7 @@ class Registry:
                 if self._own_supervisor is not None:
                     self._own_supervisor.stop(timeout=timeout)
                 elif owner is not None and owner[0] is not None and owner[0].is_alive():
-                    owner[0].delete_child(owner[1])
+                    owner[0].delete_child(owner[1], timeout=timeout)
                 elif server is not None:
                     server.stop(block=True, timeout=timeout)
             except (pykka.ActorDeadError, pykka.Timeout, RegistryError):
@@ -217,6 +219,11 @@ class Registry:
     def call_timeout(self) -> float:
         """How long a call waits for the server before giving up, in seconds."""
         return self._state.call_timeout
+
+    @property
+    def server_owner(self) -> Optional[tuple[Any, Hashable]]:
+        """``(supervisor, child_id)`` of the tree that runs the server, once started."""
+        return self._state.owner
 
     @property
     def running(self) -> bool:
@@ -258,6 +265,8 @@ class Registry:
             try:
                 return server.ask(message, timeout=remaining)
             except pykka.ActorDeadError:
+                if server.is_alive():
+                    raise  # raised by the handler itself (it asked a dead actor)
                 # The server died before handling the message: wait for the
                 # supervisor to start its successor, then send again.
                 owner = state.owner[0] if state.owner else None
@@ -457,6 +466,10 @@ class Registry:
             return ref
         timeout = self._state.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        if self._state.events.is_dispatcher_thread():
+            # Called from an event listener: the wake-up event would have to
+            # come from this very thread, so poll instead.
+            return self._poll_name(namespace, service, timeout, deadline)
         arrived = threading.Event()
 
         def listener(event: Event) -> None:
@@ -477,6 +490,20 @@ class Registry:
                 arrived.wait(remaining)
                 arrived.clear()
 
+    def _poll_name(self, namespace: Hashable, service: Hashable, timeout: float,
+                   deadline: float) -> pykka.ActorRef[Any]:
+        pause, delay = threading.Event(), 0.0005
+        while True:
+            ref = self.lookup(namespace, service)
+            if ref is not None:
+                return ref
+            if time.monotonic() >= deadline or self._state.closed:
+                raise RegistryTimeoutError(
+                    f"nobody registered {service!r} in namespace {namespace!r} within {timeout}s"
+                )
+            pause.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.01)
+
     def get_or_start(
         self,
         namespace: Hashable,
@@ -488,7 +515,9 @@ class Registry:
         register what it returns and return it.
 
         Atomic in this process: concurrent callers for one name run ``start``
-        once and all get the same actor. If ``start`` raises, the exception
+        once and all get the same actor. A caller waits at most the registry's
+        ``call_timeout`` for another caller's ``start`` (then
+        :class:`RegistryTimeoutError`). If ``start`` raises, the exception
         reaches the caller and the name stays free. If another actor took the
         name meanwhile (a plain ``register``, another process), the actor just
         started is stopped and the holder is returned.
@@ -498,7 +527,7 @@ class Registry:
             return ref
         self._check_key(namespace, service)
         own_metadata = self._backend.validate_metadata(metadata)
-        with self._state.key_lock(namespace, service):
+        with self._state.key_lock(namespace, service, self._state.call_timeout):
             ref = self.lookup(namespace, service)
             if ref is not None:
                 return ref
@@ -535,7 +564,11 @@ class Registry:
         subscription = self._state.events.new_subscription(
             listener, namespace, all_namespaces=namespace is None
         )
-        self._call(Subscribe(subscription, replay))
+        try:
+            self._call(Subscribe(subscription, replay))
+        except BaseException:
+            subscription.cancel()  # the server may still apply it after a timeout
+            raise
         return subscription
 
     def sync(self, timeout: Optional[float] = None) -> None:

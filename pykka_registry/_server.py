@@ -29,7 +29,7 @@ import attrs
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import ActorNotAliveError
+from pykka_registry._errors import ActorNotAliveError, RegistryTimeoutError
 from pykka_registry._events import (
     NAMESPACE_STOPPED,
     UNREGISTERED,
@@ -80,15 +80,23 @@ class RegistryState:
         self._key_locks_guard = threading.Lock()
 
     @contextlib.contextmanager
-    def key_lock(self, namespace: Hashable, service: Hashable) -> Iterator[None]:
-        """Serialise ``get_or_start`` callers of one name (in this process)."""
+    def key_lock(self, namespace: Hashable, service: Hashable, timeout: float) -> Iterator[None]:
+        """Serialise ``get_or_start`` callers of one name (in this process);
+        wait at most ``timeout`` for the lock."""
         key = (namespace, service)
         with self._key_locks_guard:
             slot = self._key_locks.setdefault(key, [threading.Lock(), 0])
             slot[1] += 1
         try:
-            with slot[0]:
+            if not slot[0].acquire(timeout=timeout):
+                raise RegistryTimeoutError(
+                    f"another get_or_start of {service!r} in {namespace!r} is still "
+                    f"starting it after {timeout}s"
+                )
+            try:
                 yield
+            finally:
+                slot[0].release()
         finally:
             with self._key_locks_guard:
                 slot[1] -= 1

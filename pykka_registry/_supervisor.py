@@ -47,6 +47,7 @@ from pykka_registry._monitor import DownEvent, Monitor, monitor
 
 __all__ = [
     "ChildInfo",
+    "ChildRetired",
     "ChildSpec",
     "RestartIntensityExceeded",
     "Supervisor",
@@ -78,6 +79,12 @@ class SupervisorError(RegistryError):
 
 class RestartIntensityExceeded(SupervisorError):
     """A supervisor saw more restarts than its intensity allows and gave up."""
+
+
+class ChildRetired(Exception):
+    """Raised by a child's ``start`` function to say the child is finished for
+    good (a registry that was stopped, say): the supervisor deletes the child
+    from its tree instead of counting a failed restart."""
 
 
 def _validate_name(name: Any) -> Any:
@@ -139,6 +146,8 @@ class _Child:
         self.handle: Any = None  # a nested Supervisor, when start returned one
         self.monitor: Optional[Monitor] = None
         self.restarts = 0
+        #: Down and due for a restart (not down because someone terminated it).
+        self.pending_restart = False
 
     def info(self) -> ChildInfo:
         return ChildInfo(self.spec.id, self.ref, self.restarts, self.spec.restart,
@@ -174,6 +183,11 @@ class _WhichChildren:
     pass
 
 
+@attrs.define(frozen=True)
+class _RetryRestart:
+    ids: tuple[Hashable, ...]
+
+
 class SupervisorActor(pykka.ThreadingActor):
     """The actor behind a :class:`Supervisor`. Runs in its own thread."""
 
@@ -195,20 +209,62 @@ class SupervisorActor(pykka.ThreadingActor):
         self.registry = registry
         self.restart_times: collections.deque[float] = collections.deque()
         self.shutting_down = False
+        handle._shutdown_budget = self._shutdown_budget
+
+    def _shutdown_budget(self) -> float:
+        """How long stopping this whole subtree may take (any thread)."""
+        total = 0.0
+        for child in list(self.children):
+            nested = child.handle.shutdown_budget() if child.handle is not None else 0.0
+            total += max(child.spec.shutdown, nested)
+        return total
 
     # -- helpers (supervisor thread) ------------------------------------------------
 
     def _find(self, child_id: Hashable) -> _Child:
+        child = self._get(child_id)
+        if child is None:
+            raise SupervisorError(f"no child with id {child_id!r}")
+        return child
+
+    def _get(self, child_id: Hashable) -> Optional[_Child]:
         for child in self.children:
             if child.spec.id == child_id:
                 return child
-        raise SupervisorError(f"no child with id {child_id!r}")
+        return None
 
-    def _start(self, child: _Child) -> pykka.ActorRef[Any]:
+    def _ensure_registry_running(self, child: _Child) -> None:
+        """Before registering a named child, restart the registry's server if
+        it is one of our children and down: its death notice may still wait
+        behind the message we are handling, and registering would otherwise
+        wait for a restart only this thread can do."""
+        if child.spec.name is None or self.registry is None or self.registry.running:
+            return
+        owner = getattr(self.registry, "server_owner", None)
+        if not owner or owner[0] is not self.handle:
+            return
+        server_child = self._get(owner[1])
+        if server_child is None or server_child is child:
+            return
+        if server_child.monitor is not None:
+            server_child.monitor.cancel()
+        server_child.ref = server_child.handle = server_child.monitor = None
+        server_child.restarts += 1
+        self._note_restart()
+        self._start(server_child)
+
+    def _start(self, child: _Child) -> Optional[pykka.ActorRef[Any]]:
+        """Start (and register) one child; ``None`` if it retired itself."""
+        self._ensure_registry_running(child)
         previous = getattr(_local, "supervisor", None)
         _local.supervisor = self.handle
         try:
             started = child.spec.start()
+        except ChildRetired:
+            logger.info("%s: child %r retired; removing it", self.handle.name, child.spec.id)
+            if child in self.children:
+                self.children.remove(child)
+            return None
         finally:
             _local.supervisor = previous
         handle = None
@@ -231,12 +287,17 @@ class SupervisorActor(pykka.ThreadingActor):
             self._stop_ref(started, handle, child.spec.shutdown)
             raise
         child.ref, child.handle = started, handle
+        child.pending_restart = False
         me = self.actor_ref
         child.monitor = monitor(started, lambda event: _tell_quietly(me, _ChildDown(event)))
         return started
 
     @staticmethod
     def _stop_ref(ref: pykka.ActorRef[Any], handle: Any, timeout: float) -> bool:
+        if handle is not None:
+            # A nested supervisor stops its own children, each within its
+            # shutdown: give it the whole subtree's budget.
+            timeout = max(timeout, handle.shutdown_budget())
         try:
             ref.stop(block=True, timeout=timeout)
         except pykka.ActorDeadError:
@@ -249,6 +310,7 @@ class SupervisorActor(pykka.ThreadingActor):
         return True
 
     def _terminate(self, child: _Child, sync: bool = True) -> None:
+        child.pending_restart = False
         if child.monitor is not None:
             child.monitor.cancel()
             child.monitor = None
@@ -287,18 +349,28 @@ class SupervisorActor(pykka.ThreadingActor):
                 f"{self.max_seconds}s"
             )
 
-    def _restart(self, children: Sequence[_Child]) -> None:
-        """Start ``children`` again in order; a start that fails counts as a
-        restart and is retried until the intensity limit gives up."""
-        for child in children:
-            while child.ref is None:
+    def _restart(self, ids: Sequence[Hashable]) -> None:
+        """Start again, in order, the children with these ids that are still
+        due for a restart. A start that fails counts against the intensity
+        and is retried by a message to ourselves, so that ``stop()`` and other
+        calls get in between attempts (OTP's ``try_again_restart``)."""
+        for child_id in ids:
+            child = self._get(child_id)
+            if child is None or not child.pending_restart or child.ref is not None:
+                continue
+            child.restarts += 1
+            try:
+                self._start(child)
+            except Exception:
+                logger.exception("%s: restarting child %r failed", self.handle.name, child_id)
                 self._note_restart()
-                child.restarts += 1
-                try:
-                    self._start(child)
-                except Exception:
-                    logger.exception("%s: restarting child %r failed", self.handle.name,
-                                     child.spec.id)
+                self.actor_ref.tell(_RetryRestart(tuple(ids)))
+                return
+
+    def _give_up(self) -> None:
+        logger.error("%s: restart intensity exceeded; stopping every child", self.handle.name)
+        self.shutting_down = True
+        self._terminate_all(self.children)
 
     # -- message handlers -------------------------------------------------------------
 
@@ -313,13 +385,16 @@ class SupervisorActor(pykka.ThreadingActor):
             return self._child_op(message.op, message.id)
         if isinstance(message, _WhichChildren):
             return [child.info() for child in self.children]
+        if isinstance(message, _RetryRestart):
+            return self._retry(message.ids)
         return super().on_receive(message)
 
     def _start_children(self) -> None:
         started: list[_Child] = []
-        for child in self.children:
+        for child in list(self.children):
             try:
-                self._start(child)
+                if self._start(child) is None:
+                    continue  # retired
             except BaseException:
                 self._terminate_all(started)
                 raise
@@ -329,8 +404,14 @@ class SupervisorActor(pykka.ThreadingActor):
         if any(child.spec.id == spec.id for child in self.children):
             raise SupervisorError(f"a child with id {spec.id!r} already exists")
         child = _Child(spec)
-        ref = self._start(child)
         self.children.append(child)
+        try:
+            ref = self._start(child)
+        except BaseException:
+            self.children.remove(child)
+            raise
+        if ref is None:
+            raise SupervisorError(f"child {spec.id!r} retired as it started")
         return ref
 
     def _child_op(self, op: str, child_id: Hashable) -> Any:
@@ -340,7 +421,8 @@ class SupervisorActor(pykka.ThreadingActor):
         elif op == "restart":
             if child.ref is not None:
                 raise SupervisorError(f"child {child_id!r} is running; terminate it first")
-            self._start(child)
+            if self._start(child) is None:
+                raise SupervisorError(f"child {child_id!r} retired as it started")
             return child.ref
         elif op == "delete":
             self._terminate(child)
@@ -358,7 +440,7 @@ class SupervisorActor(pykka.ThreadingActor):
             return  # a child we stopped on purpose, or one already replaced
         child = self.children[index]
         if child.handle is not None:
-            child.handle.wait_finished(child.spec.shutdown)
+            child.handle.wait_finished(max(child.spec.shutdown, child.handle.shutdown_budget()))
         child.ref = child.handle = None
         child.monitor = None
         if self.shutting_down or _deathwatch.stopping_all():
@@ -369,19 +451,33 @@ class SupervisorActor(pykka.ThreadingActor):
                 self.children.remove(child)
             return
         try:
+            self._note_restart()  # one restart per failure, whatever the strategy
             if self.strategy == "one_for_one":
                 affected = [child]
             elif self.strategy == "one_for_all":
                 affected = list(self.children)
             else:
                 affected = self.children[index:]
-            self._terminate_all([c for c in affected if c is not child])
-            self._restart(affected)
+            others = [c for c in affected if c is not child]
+            self._terminate_all(others)
+            for sibling in others:
+                if sibling.spec.restart == "temporary":  # stopped, never restarted
+                    self.children.remove(sibling)
+            restarting = [c for c in affected if c in self.children]
+            for c in restarting:
+                c.pending_restart = True
+            self._restart([c.spec.id for c in restarting])
         except RestartIntensityExceeded:
-            logger.error("%s: restart intensity exceeded; stopping every child",
-                         self.handle.name)
-            self.shutting_down = True
-            self._terminate_all(self.children)
+            self._give_up()
+            raise
+
+    def _retry(self, ids: tuple[Hashable, ...]) -> None:
+        if self.shutting_down or _deathwatch.stopping_all():
+            return
+        try:
+            self._restart(ids)
+        except RestartIntensityExceeded:
+            self._give_up()
             raise
 
     def on_stop(self) -> None:
@@ -421,6 +517,12 @@ class Supervisor:
         self.call_timeout = call_timeout
         self._finished = threading.Event()
         self._ref: Optional[pykka.ActorRef[Any]] = None
+        self._shutdown_budget: Callable[[], float] = lambda: 0.0
+
+    def shutdown_budget(self) -> float:
+        """How long stopping this supervisor's whole subtree may take: the sum
+        of its children's ``shutdown`` (nested trees counted in full)."""
+        return self._shutdown_budget()
 
     @classmethod
     def start(
@@ -458,6 +560,11 @@ class Supervisor:
         handle._ref = ref
         try:
             ref.ask(_StartChildren(), timeout=call_timeout)
+        except pykka.Timeout:
+            _stop_quietly(ref)
+            raise SupervisorError(
+                f"{handle.name}: children did not start within {call_timeout}s"
+            ) from None
         except BaseException:
             _stop_quietly(ref)
             handle.wait_finished(call_timeout)

@@ -408,6 +408,29 @@ class RegistryConformance:
         assert [s for s, _, _ in registry.match(ns, {"tags": "a"})] == ["svc"]
         assert registry.match(ns, {"tags": "x"}) == []
 
+    def test_nested_containers_of_every_kind_are_copied(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        if not self.any_metadata(registry):
+            pytest.skip(f"{registry.backend.name} stores JSON metadata only")
+        import collections
+
+        Cfg = collections.namedtuple("Cfg", "hosts port")
+        original: dict[str, Any] = {"cfg": Cfg(["h1"], 80), "queue": collections.deque([1]),
+                    "pair": (["x"], 1)}
+        ref = actors()
+        registry.register(ns, "svc", ref, original)
+        original["cfg"].hosts.append("changed")
+        original["queue"].append(2)
+        original["pair"][0].append("changed")
+        _, handed_out = registry.lookup_with_metadata(ns, "svc")  # type: ignore[misc]
+        handed_out["cfg"].hosts.append("changed")
+        handed_out["queue"].append(3)
+        _, stored = registry.lookup_with_metadata(ns, "svc")  # type: ignore[misc]
+        assert stored["cfg"] == Cfg(["h1"], 80) and type(stored["cfg"]) is Cfg
+        assert list(stored["queue"]) == [1]
+        assert stored["pair"] == (["x"], 1)
+
     def test_any_mapping_is_accepted(self, registry: Registry, ns: Any,
                                      actors: ActorFactory) -> None:
         import types
@@ -503,6 +526,16 @@ class RegistryConformance:
         registry.register(ns, "b", actors(), {"cfg": {"x": 2}})
         assert [s for s, _, _ in registry.match(ns, {"cfg": {"x": 1}})] == ["a"]
         assert [s for s, _, _ in registry.match(ns, {"tags": ["nested"]})] == ["a"]
+
+    def test_match_set_value_against_frozenset_criterion(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        if not self.any_metadata(registry):
+            pytest.skip(f"{registry.backend.name} stores JSON metadata only")
+        registry.register(ns, "a", actors(), {"tags": {1, 2}, "none": set()})
+        assert [s for s, _, _ in registry.match(ns, {"tags": frozenset({1, 2})})] == ["a"]
+        assert [s for s, _, _ in registry.match(ns, {"none": frozenset()})] == ["a"]
+        assert [s for s, _, _ in registry.match(ns, {"tags": 2})] == ["a"]
 
     def test_match_rejects_non_mapping_criteria(self, registry: Registry, ns: Any) -> None:
         with pytest.raises(TypeError):
@@ -951,6 +984,31 @@ class RegistryConformance:
             registry.await_name(ns, "never", timeout=0.05)
         assert isinstance(caught.value, TimeoutError)
         assert time.monotonic() - started < 2
+
+    def test_await_name_inside_a_listener_does_not_stall(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        from pykka_registry import RegistryTimeoutError
+
+        found: list[Any] = []
+        done = threading.Event()
+
+        def listener(event: Any) -> None:
+            if event.service == "first":
+                try:
+                    found.append(registry.await_name(ns, "second", timeout=5))
+                except RegistryTimeoutError as error:
+                    found.append(error)
+                done.set()
+
+        registry.subscribe(listener, namespace=ns)
+        started = time.monotonic()
+        registry.register(ns, "first", actors())
+        second = actors()
+        registry.register(ns, "second", second)
+        assert done.wait(6)
+        assert found == [second]
+        assert time.monotonic() - started < 2.5
 
     def test_get_or_start_is_atomic_under_contention(self, registry: Registry, ns: Any,
                                                      actors: ActorFactory) -> None:

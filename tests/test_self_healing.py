@@ -320,3 +320,14 @@ def test_a_restart_can_overlap_the_dying_instances_on_stop() -> None:
             gate.set()
             assert old.actor_stopped.wait(5)
             assert sup.which_children()[0].actor_ref is new
+
+
+def test_an_actor_dead_error_raised_by_a_handler_is_not_taken_for_a_server_death() -> None:
+    with Registry.start(call_timeout=3.0) as registry:
+        dead = Echo.start()
+        dead.stop(block=True)
+        started = time.monotonic()
+        with pytest.raises(pykka.ActorDeadError):
+            registry.run_in_server(lambda state: dead.ask("hi", timeout=1))
+        assert time.monotonic() - started < 1.0
+        assert registry.stats().server_restarts == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -307,3 +308,159 @@ def test_bad_arguments_raise_before_anything_starts(make: Callable[[], Any]) -> 
 def test_named_child_without_registry_is_an_error() -> None:
     with pytest.raises(SupervisorError):
         Supervisor.start([spec("a", test_namespace())])
+
+
+# -- regressions found in review ----------------------------------------------------------
+
+
+def hold_supervisor(sup: Supervisor) -> tuple[threading.Event, threading.Thread]:
+    """Keep the supervisor's thread busy (inside a child's start) until the
+    returned gate is set, so that messages queue up behind it."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow_start() -> Any:
+        entered.set()
+        gate.wait(5)
+        return Echo.start()
+
+    thread = threading.Thread(target=sup.start_child,
+                              args=(ChildSpec(id="blocker", start=slow_start),))
+    thread.start()
+    assert entered.wait(5)
+    return gate, thread
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_group_strategies_count_one_restart_per_failure(strategy: str) -> None:
+    specs = [ChildSpec(id=i, start=Echo.start) for i in range(4)]
+    sup = Supervisor.start(specs, strategy=strategy, max_restarts=3, max_seconds=30)
+    try:
+        downs: list[DownEvent] = []
+        monitor(sup.actor_ref, downs.append)
+        for _ in range(3):  # three failures, each restarting up to four children
+            first = refs_of(sup)[0]
+            first.tell("crash")
+            wait_restarted(sup, 0, first)
+        assert downs == []
+        assert sup.is_alive()
+    finally:
+        sup.stop()
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_temporary_siblings_are_stopped_not_restarted(strategy: str) -> None:
+    started: list[Any] = []
+
+    def start_temporary() -> Any:
+        ref = Echo.start()
+        started.append(ref)
+        return ref
+
+    with Supervisor.start([ChildSpec(id="perm", start=Echo.start),
+                           ChildSpec(id="temp", start=start_temporary, restart="temporary")],
+                          strategy=strategy) as sup:
+        perm = refs_of(sup)["perm"]
+        perm.tell("crash")
+        wait_restarted(sup, "perm", perm)
+        assert len(started) == 1
+        assert not started[0].is_alive()
+        assert [c.id for c in sup.which_children()] == ["perm"]
+
+
+def test_stop_gets_in_between_failing_restart_attempts() -> None:
+    healthy = threading.Event()
+    healthy.set()
+    attempts: list[float] = []
+    attempt_made = threading.Event()
+
+    def start() -> Any:
+        if healthy.is_set():
+            return Echo.start()
+        attempts.append(time.monotonic())
+        attempt_made.set()
+        threading.Event().wait(0.2)  # a slow failure (a connect timeout, say)
+        raise ConnectionError("backend down")
+
+    sup = Supervisor.start([ChildSpec(id="c", start=start)], max_restarts=3, max_seconds=0.5)
+    healthy.clear()
+    refs_of(sup)["c"].tell("crash")
+    assert attempt_made.wait(5)
+    sup.stop(timeout=3)  # would time out if the retries ran inline
+    assert not sup.is_alive()
+    count = len(attempts)
+    assert sup.wait_finished(1)
+    assert len(attempts) == count  # no attempt after the supervisor stopped
+
+
+def test_a_named_child_restarts_while_the_sibling_registry_server_is_down() -> None:
+    ns = test_namespace()
+    registry = Registry.new(call_timeout=1.0)
+    sup = Supervisor.start(
+        [registry.child_spec(), ChildSpec(id="w", start=Echo.start, name=(ns, "w"))],
+        max_restarts=5, max_seconds=30, registry=registry,
+    )
+    try:
+        gate, holder = hold_supervisor(sup)
+        worker = registry.lookup(ns, "w")
+        assert worker is not None
+        worker.stop(block=True)           # its death is handled first...
+        registry.server_ref.stop(block=True)  # ...while the registry's server is down
+        gate.set()
+        holder.join(5)
+        started = time.monotonic()
+        wait_until(lambda: registry.running and registry.lookup(ns, "w") not in (None, worker),
+                   message="server and worker back")
+        assert time.monotonic() - started < 1.0  # no call_timeout stall
+    finally:
+        sup.stop()
+        registry.stop()
+
+
+def test_stopping_the_registry_while_its_server_restarts_spares_the_tree() -> None:
+    registry = Registry.new()
+    app = Supervisor.start([registry.child_spec(), ChildSpec(id="worker", start=Echo.start)],
+                           max_restarts=1, max_seconds=30)
+    downs: list[DownEvent] = []
+    monitor(app.actor_ref, downs.append)
+    try:
+        worker = refs_of(app)["worker"]
+        gate, holder = hold_supervisor(app)
+        server = registry.server_ref
+        server.stop(block=True)  # the server's restart is queued behind the holder
+        stopper = threading.Thread(target=registry.stop, kwargs={"timeout": 5})
+        stopper.start()
+        wait_until(lambda: not registry.running, message="registry closed")
+        gate.set()
+        holder.join(5)
+        stopper.join(10)
+        assert downs == [], f"the application tree died: {downs}"
+        assert worker.is_alive()
+        assert "registry" not in [c.id for c in app.which_children()]
+    finally:
+        app.stop()
+
+
+class SlowStop(pykka.ThreadingActor):
+    def __init__(self, threads: list[threading.Thread]) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def on_start(self) -> None:
+        self.threads.append(threading.current_thread())
+
+    def on_stop(self) -> None:
+        threading.Event().wait(0.3)  # well within its own shutdown
+
+
+def test_a_parent_waits_for_a_nested_tree_within_the_subtree_budget() -> None:
+    threads: list[threading.Thread] = []
+
+    def inner() -> Supervisor:
+        return Supervisor.start([ChildSpec(id="g1", start=lambda: SlowStop.start(threads)),
+                                 ChildSpec(id="g2", start=lambda: SlowStop.start(threads))])
+
+    parent = Supervisor.start([ChildSpec(id="inner", start=inner, shutdown=0.4)])
+    parent.stop()
+    for thread in threads:
+        thread.join(0.05)
+    assert [t for t in threads if t.is_alive()] == []

@@ -53,6 +53,9 @@ def _index_terms(metadata: Mapping[Any, Any]) -> Iterator[tuple[Any, Any, bool]]
             indexable = True
             if _hashable(value):
                 yield field, value, True
+            elif isinstance(value, set):
+                # set == frozenset with the same items: index it under that.
+                yield field, frozenset(value), True
             for item in value:
                 if _hashable(item):
                     yield field, item, True
@@ -129,5 +132,5 @@ class IndexedBackend(MemoryBackend):
 
     def health(self) -> Mapping[str, Any]:
         report = dict(super().health())
-        report["index_terms"] = sum(len(p) for p in self._postings.values())
+        report["index_terms"] = self.index_size()
         return report

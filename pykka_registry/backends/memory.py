@@ -57,9 +57,10 @@ class MemoryBackend(Backend):
         previous = services.get(entry.service)
         if previous is not None:
             self._forget(previous, keep_slot=True)
+        else:
+            self._total += 1
         services[entry.service] = entry
         self._by_urn.setdefault(entry.actor_ref.actor_urn, set()).add(key)
-        self._total += 1
         self._on_added(entry)
         return previous
 
@@ -72,12 +73,12 @@ class MemoryBackend(Backend):
             held.discard(key)
             if not held:
                 del self._by_urn[urn]
-        if not keep_slot:
+        if not keep_slot:  # a replacement keeps the slot, and the count
             services = self._names[entry.namespace]
             del services[entry.service]
             if not services:
                 del self._names[entry.namespace]
-        self._total -= 1
+            self._total -= 1
         self._on_removed(entry)
 
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
@@ -163,4 +164,5 @@ class MemoryBackend(Backend):
         return actor_ref.actor_urn in self._by_urn
 
     def health(self) -> Mapping[str, Any]:
-        return {"status": "healthy", "entries": self._total, "namespaces": len(self._names)}
+        with self._lock:
+            return {"status": "healthy", "entries": self._total, "namespaces": len(self._names)}
