@@ -193,3 +193,39 @@ def test_bad_arguments() -> None:
             monitor(ref, "not callable")  # type: ignore[arg-type]
     finally:
         ref.stop()
+
+
+class FailingFailure(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        raise RuntimeError("handler failed")
+
+    def on_failure(self, *exc_info: Any) -> None:
+        raise RuntimeError("on_failure failed too")
+
+
+def test_failing_on_failure_fires_once_with_the_first_reason() -> None:
+    ref = FailingFailure.start()
+    recorder = Recorder()
+    monitor(ref, recorder)
+    ref.tell("anything")
+    assert recorder.fired.wait(5)
+    assert ref.actor_stopped.wait(5)
+    (event,) = recorder.events
+    assert str(event.reason) == "handler failed"
+
+
+class FatalHandler(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        raise Fatal("BaseException in a handler")
+
+
+def test_base_exception_in_a_handler_fires_every_monitor() -> None:
+    # Pykka answers it with ActorRegistry.stop_all(): every actor dies.
+    doomed, bystander = FatalHandler.start(), Echo.start()
+    doomed_events, bystander_events = Recorder(), Recorder()
+    monitor(doomed, doomed_events)
+    monitor(bystander, bystander_events)
+    doomed.tell("anything")
+    assert doomed_events.fired.wait(5) and bystander_events.fired.wait(5)
+    assert isinstance(doomed_events.events[0].reason, Fatal)
+    assert bystander_events.events[0].reason is None  # stopped by stop_all: a normal stop

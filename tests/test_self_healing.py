@@ -331,3 +331,27 @@ def test_an_actor_dead_error_raised_by_a_handler_is_not_taken_for_a_server_death
             registry.run_in_server(lambda state: dead.ask("hi", timeout=1))
         assert time.monotonic() - started < 1.0
         assert registry.stats().server_restarts == 0
+
+
+def test_a_slow_listener_does_not_slow_register() -> None:
+    with Registry.start() as registry:
+        ns = test_namespace()
+        blocked, release = threading.Event(), threading.Event()
+
+        def slow_listener(event: Any) -> None:
+            blocked.set()
+            release.wait(10)
+
+        registry.subscribe(slow_listener, namespace=ns)
+        ref = Echo.start()
+        try:
+            registry.register(ns, "first", ref)
+            assert blocked.wait(5)
+            started = time.monotonic()
+            for i in range(200):  # all while the listener is still stuck
+                registry.register(ns, f"s{i}", ref)
+            assert time.monotonic() - started < 2.0
+            assert not release.is_set() and registry.count(ns) == 201
+        finally:
+            release.set()
+            ref.stop()
