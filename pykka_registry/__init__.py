@@ -29,6 +29,7 @@ from pykka_registry._events import (
 from pykka_registry._keys import test_namespace
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 from pykka_registry._registry import Registry
+from pykka_registry._remote import RemoteActorError, RemoteActorRef, RemoteTimeoutError
 from pykka_registry._server import RegistryServer
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._supervisor import (
@@ -68,6 +69,9 @@ __all__ = [
     "RegistryStats",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
+    "RemoteActorError",
+    "RemoteActorRef",
+    "RemoteTimeoutError",
     "RestartIntensityExceeded",
     "Subscription",
     "Supervisor",

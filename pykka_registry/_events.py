@@ -53,7 +53,13 @@ class UnregisterReason:
     * ``"crashed"``: the actor died of ``exception``;
     * ``"namespace_stopped"``: :meth:`Registry.stop_namespace`;
     * ``"lost"``: a networked backend found the name claimed by another
-      process (for example after this process lost its lease).
+      process (for example after this process lost its lease);
+    * ``"expired"``: a networked backend: the holder's node lease lapsed, or
+      the name vanished from the store (a restart that lost data);
+    * ``"node_stopped"``: a networked backend: the holder's registry stopped.
+
+    A remote actor's crash arrives as ``"crashed"`` with ``exception`` set to a
+    ``RemoteActorError`` carrying the original's repr.
     """
 
     kind: str

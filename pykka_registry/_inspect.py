@@ -75,7 +75,12 @@ def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str
         inc, age = leases.get(record["node"], ("", None))
         if not inc or inc != record["inc"]:
             continue  # the node's lease lapsed: the name is free
-        ns, service = key_from_json(record["k"])
+        try:
+            ns, service = key_from_json(record["k"])
+            metadata = json.loads(record["meta"]) if record["meta"] else {}
+        except (TypeError, ValueError):
+            continue  # not a record this tool understands
+
         if namespace is not None and ns != namespace:
             continue
         rows.append({
@@ -83,7 +88,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str
             "service": service,
             "node": record["node"],
             "actor_class": record["cls"],
-            "metadata": json.loads(record["meta"]) if record["meta"] else {},
+            "metadata": metadata,
             "lease_age_s": age,
         })
     rows.sort(key=lambda r: (json.dumps(r["namespace"]), json.dumps(r["service"])))

@@ -30,7 +30,8 @@ Guarantees
 
 Threads
 -------
-* ``tell``/``ask``/``stop`` encode and send in the caller's thread.
+* ``tell``/``ask``/``stop`` encode and send in the caller's thread; a
+  blocking ``ask`` also waits there, on a reply list of its own (``BLPOP``).
 * :meth:`Messenger.handle` runs in the backend's receiver thread: it verifies,
   unpickles and hands messages to local actors (``tell``, or an ``ask`` whose
   reply future is a :class:`_ReplyTo` hook) without blocking on them.
@@ -288,34 +289,98 @@ class _Pending:
 
 class _ReplyTo:
     """Put into a local actor's inbox in place of a future: the actor's thread
-    calls :meth:`set` or :meth:`set_exception` when it has handled the message."""
+    calls :meth:`set` or :meth:`set_exception` when it has handled the message.
+    The reply goes to the asker's reply list (``reply_key``) when it waits on
+    one, else to its inbox."""
 
-    __slots__ = ("_messenger", "_msg_id", "_node_id")
+    __slots__ = ("_messenger", "_msg_id", "_node_id", "_reply_key")
 
-    def __init__(self, messenger: Messenger, node_id: str, msg_id: str) -> None:
+    def __init__(self, messenger: Messenger, node_id: str, msg_id: str,
+                 reply_key: str = "") -> None:
         self._messenger = messenger
         self._node_id = node_id
         self._msg_id = msg_id
+        self._reply_key = reply_key
 
     def set(self, value: Any = None) -> None:
-        self._messenger.reply(self._node_id, self._msg_id, REPLY, value)
+        self._messenger.reply(self._node_id, self._msg_id, REPLY, value, self._reply_key)
 
     def set_exception(self, exc_info: Any = None) -> None:
         if exc_info is None:
             exc_info = sys.exc_info()
         error = exc_info[1] if exc_info[1] is not None else exc_info[0]()
-        self._messenger.reply(self._node_id, self._msg_id, ERROR, error)
+        self._messenger.reply(self._node_id, self._msg_id, ERROR, error, self._reply_key)
 
 
 _OUTBOX_STOP = object()
 
 
+class ReplayGuard:
+    """Which message ids were seen already, in little memory.
+
+    A sender numbers its messages to each destination node ``1, 2, 3...``
+    (ids ``"<sender>-<n>"``), so per sender this keeps the highest number seen
+    and the few numbers below it not seen yet (messages overtaken by later
+    ones). A number at or below the highest that is not among those is a
+    replay. Only the receiver thread uses it.
+    """
+
+    REORDER = 64  # accepted below the first number seen from a sender
+    MAX_MISSING = 4096
+
+    def __init__(self) -> None:
+        self._senders: dict[str, tuple[list[int], set[int], list[float]]] = {}
+
+    def first_time(self, msg_id: str, now: float) -> bool:
+        sender, _, number = msg_id.rpartition("-")
+        try:
+            n = int(number)
+        except ValueError:
+            return False
+        state = self._senders.get(sender)
+        if state is None:
+            self._senders[sender] = ([n], set(range(max(1, n - self.REORDER), n)), [now])
+            return True
+        highest, missing, seen_at = state
+        seen_at[0] = now
+        if n > highest[0]:
+            if n - highest[0] > self.MAX_MISSING:
+                missing.clear()
+            else:
+                missing.update(range(highest[0] + 1, n))
+            highest[0] = n
+            if len(missing) > self.MAX_MISSING:  # lost messages: forget the oldest gaps
+                for old in sorted(missing)[: len(missing) - self.MAX_MISSING]:
+                    missing.discard(old)
+            return True
+        if n in missing:
+            missing.discard(n)
+            return True
+        return False
+
+    def forget_before(self, when: float) -> None:
+        """Drop the state of senders not heard from since ``when``."""
+        for sender in [s for s, state in self._senders.items() if state[2][0] < when]:
+            del self._senders[sender]
+
+
 class Messenger:
     """One node's sending and receiving of actor messages.
 
-    ``send_blob(node_id, blob) -> bool`` (given by the backend) appends an
-    envelope to a node's inbox, returning False when that node has no lease;
-    it raises :class:`RegistryUnavailableError` when Redis is out of reach.
+    Given by the backend (each raises :class:`RegistryUnavailableError` when
+    Redis is out of reach):
+
+    * ``send_blob(node_id, blob) -> bool`` appends an envelope to a node's
+      inbox, returning False when that node has no lease;
+    * ``send_many(items)`` sends several ``(node_id, reply_key, blob)`` in one
+      round trip (to ``reply_key``, a list, when it is not empty);
+    * ``wait_reply(reply_key, timeout) -> bytes | None`` pops from a reply
+      list, waiting at most ``timeout`` (at most half a second at a time);
+    * ``reply_prefix``: the reply list of message ``id`` is ``reply_prefix + id``.
+
+    A blocking ``ask`` waits on its own reply list in the caller's thread (one
+    thread hop less than through the receiver); ``block=False`` asks and
+    ``stop`` get their reply through this node's inbox and the receiver.
     ``find_actor(urn)`` returns a live local :class:`pykka.ActorRef` or None.
     """
 
@@ -325,6 +390,9 @@ class Messenger:
         codec: Codec,
         call_timeout: float,
         send_blob: Callable[[str, bytes], bool],
+        send_many: Callable[[list[tuple[str, str, bytes]]], None],
+        wait_reply: Callable[[str, float], Optional[bytes]],
+        reply_prefix: str,
         find_actor: Callable[[str], Optional[Any]],
         max_age: float = 120.0,
         name: str = "registry",
@@ -333,15 +401,18 @@ class Messenger:
         self.codec = codec
         self.call_timeout = call_timeout
         self._send_blob = send_blob
+        self._send_many = send_many
+        self._wait_reply = wait_reply
+        self._reply_prefix = reply_prefix
         self._find_actor = find_actor
         self._max_age = max_age
         self.closed = False
-        self._ids = itertools.count(1)
+        self._counters: dict[str, Any] = {}  # destination node -> itertools.count
         self._id_prefix = os.urandom(6).hex()
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}  # message id -> when it may be forgotten
-        self._next_seen_prune = 0.0
+        self._replays = ReplayGuard()
+        self._next_prune = 0.0
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outbox_thread = threading.Thread(
             target=self._run_outbox, name=f"pykka-registry-redis-outbox-{name}", daemon=True
@@ -383,7 +454,7 @@ class Messenger:
         """A ``tell``."""
         self._check(ref)
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        msg_id = self._new_id()
+        msg_id = self._new_id(ref.node_id)
         blob = self.codec.encode(self._header(kind, ref.node_id, msg_id, ref.actor_urn, 0.0),
                                  payload)
         if not self._send_blob(ref.node_id, blob):
@@ -395,12 +466,17 @@ class Messenger:
         stop = message is _STOP_REQUEST
         payload = b"" if stop else pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         deadline = self.deadline_for(timeout)
-        msg_id = self._new_id()
+        msg_id = self._new_id(ref.node_id)
         future: Any = pykka.ThreadingFuture()
         ttl = max(0.0, deadline - time.monotonic())
-        blob = self.codec.encode(
-            self._header(STOP if stop else ASK, ref.node_id, msg_id, ref.actor_urn, ttl), payload
-        )
+        header = self._header(STOP if stop else ASK, ref.node_id, msg_id, ref.actor_urn, ttl)
+        if block and not stop:
+            header["rk"] = 1
+            blob = self.codec.encode(header, payload)
+            if not self._send_blob(ref.node_id, blob):
+                raise pykka.ActorDeadError(f"{ref!r}: its process holds no lease (it is gone)")
+            return self._await_reply(ref, msg_id, deadline, ttl)
+        blob = self.codec.encode(header, payload)
         with self._lock:
             self._pending[msg_id] = _Pending(future, deadline, ref.node_id, ref._link, stop)
         try:
@@ -425,8 +501,47 @@ class Messenger:
         finally:
             self._forget(msg_id)
 
-    def _new_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._ids)}"
+    def _await_reply(self, ref: RemoteActorRef, msg_id: str, deadline: float,
+                     ttl: float) -> Any:
+        """Wait in the caller's thread for the reply to a blocking ask."""
+        key = self._reply_prefix + msg_id
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteTimeoutError(
+                    f"{ref!r} did not answer within {ttl:.3g}s (the message may or may not "
+                    "have been handled)")
+            if self.closed:
+                raise RegistryUnavailableError("the registry stopped")
+            if ref._link.node.lapsed:
+                raise pykka.ActorDeadError(
+                    f"the process of node {ref.node_id} died before answering (its lease "
+                    "lapsed)")
+            blob = self._wait_reply(key, remaining)
+            if blob is None:
+                continue
+            header, payload, why = self.codec.decode(blob)
+            if header is None or header.get("id") != msg_id or \
+                    header.get("dst") != self.node_id or header.get("k") not in (REPLY, ERROR):
+                self.dropped += 1
+                logger.warning("%s: dropped a reply (%s); it was not unpickled", self.node_id,
+                               why or "not the awaited reply")
+                continue
+            try:
+                value = pickle.loads(payload)  # verified above
+            except Exception as error:
+                raise RemoteActorError(f"the reply could not be unpickled: {error!r}") from None
+            if header["k"] == REPLY:
+                return value
+            if isinstance(value, BaseException):
+                raise value
+            raise RemoteActorError(repr(value))
+
+    def _new_id(self, node_id: str) -> str:
+        counter = self._counters.get(node_id)
+        if counter is None:
+            counter = self._counters.setdefault(node_id, itertools.count(1))
+        return f"{self._id_prefix}-{next(counter)}"
 
     def _forget(self, msg_id: str) -> None:
         with self._lock:
@@ -456,11 +571,9 @@ class Messenger:
         for item in items:
             _fail(item.future, RemoteTimeoutError(
                 f"no answer from node {item.node_id} by the deadline"))
-        if now >= self._next_seen_prune:
-            self._next_seen_prune = now + 5.0
-            wall = time.time()
-            for key in [k for k, until in self._seen.items() if until < wall]:
-                del self._seen[key]
+        if now >= self._next_prune:
+            self._next_prune = now + 5.0
+            self._replays.forget_before(time.time() - 2 * self._max_age)
 
     # -- receiving (receiver thread) ------------------------------------------------------
 
@@ -491,13 +604,17 @@ class Messenger:
                            header.get("dst"))
             return
         wall = time.time()
-        if wall - sent > self._max_age or msg_id in self._seen:
+        if wall - sent > self._max_age:
             self.dropped += 1
-            logger.warning("%s: dropped a stale or replayed message %s", self.node_id, msg_id)
+            logger.warning("%s: dropped a message sent %.0fs ago (max_message_age %.0fs)",
+                           self.node_id, wall - sent, self._max_age)
             return
-        self._seen[msg_id] = sent + self._max_age
         if kind in (REPLY, ERROR):
-            self._on_reply(kind, msg_id, payload)
+            self._on_reply(kind, msg_id, payload)  # one-shot: only a pending ask takes it
+            return
+        if not self._replays.first_time(msg_id, wall):
+            self.dropped += 1
+            logger.warning("%s: dropped a replayed message %s", self.node_id, msg_id)
             return
         src = str(header.get("src", ""))
         urn = str(header.get("to", ""))
@@ -512,7 +629,8 @@ class Messenger:
         if kind not in (ASK, STOP):
             self.dropped += 1
             return
-        hook = _ReplyTo(self, src, msg_id)
+        reply_key = self._reply_prefix + msg_id if header.get("rk") else ""
+        hook = _ReplyTo(self, src, msg_id, reply_key)
         if target is None or not target.is_alive():
             hook.set_exception((pykka.ActorDeadError, pykka.ActorDeadError(
                 f"actor {urn} is not alive in node {self.node_id}"), None))
@@ -553,7 +671,8 @@ class Messenger:
 
     # -- replying (any actor's thread) ------------------------------------------------------
 
-    def reply(self, node_id: str, msg_id: str, kind: str, value: Any) -> None:
+    def reply(self, node_id: str, msg_id: str, kind: str, value: Any,
+              reply_key: str = "") -> None:
         try:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
@@ -561,7 +680,7 @@ class Messenger:
             kind = ERROR
             payload = pickle.dumps(RemoteActorError(f"{what} could not be pickled: {error!r}"))
         blob = self.codec.encode(self._header(kind, node_id, msg_id, "", 0.0), payload)
-        self._outbox.put((node_id, blob))
+        self._outbox.put((node_id, reply_key, blob))
 
     def _run_outbox(self) -> None:
         while True:
@@ -579,11 +698,12 @@ class Messenger:
                     stop = True
                 else:
                     batch.append(more)
-            for node_id, blob in batch:
+            if batch:
                 try:
-                    self._send_blob(node_id, blob)
+                    self._send_many(batch)
                 except Exception as error:
-                    logger.warning("%s: a reply to %s was lost: %r", self.node_id, node_id, error)
+                    logger.warning("%s: %d replies were lost: %r", self.node_id, len(batch),
+                                   error)
             if stop:
                 return
 

@@ -51,6 +51,7 @@ All three are joined by :meth:`RedisBackend.close` (``registry.stop()``).
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
@@ -90,7 +91,7 @@ from pykka_registry._remote import (
     RemoteActorError,
     RemoteActorRef,
 )
-from pykka_registry.backends.base import Backend, Entry
+from pykka_registry.backends.base import Backend, BackendContext, Entry
 
 try:
     import redis
@@ -107,7 +108,8 @@ logger = logging.getLogger("pykka_registry.redis")
 
 LOST = UnregisterReason("lost")
 _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
-_BLOCK_MS = 500  # longest XREAD block: bounds how late the receiver sees a stop
+_BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
+_REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
 
 Key = tuple[Hashable, Hashable]
 
@@ -115,9 +117,10 @@ Key = tuple[Hashable, Hashable]
 # Key layout (P = prefix): P:epoch, P:seq, P:events, P:names (set of name keys),
 # P:name:<json [ns, svc]> (hash), P:node:<id> (lease: value = incarnation),
 # P:nodeinfo:<id> (JSON), P:held:<id> (set of the node's name keys), P:inbox:<id>.
-# Every change increments P:seq and is appended to P:events with the id "<seq>-0",
-# so a reader sees a gap as a jump in the sequence. A claim's fencing token is
-# the sequence number of its event.
+# Every change increments P:seq and is appended to P:events with the id "<seq>-0"
+# and one field, "e": the change as JSON (one field keeps parsing cheap), so a
+# reader sees a gap as a jump in the sequence. A claim's fencing token is the
+# sequence number of its event.
 
 _CLAIM = """
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
@@ -132,8 +135,9 @@ if cur[1] then
   if not mine then redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1]) end
 end
 local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'op', 'set', 'k', ARGV[7],
-  'node', ARGV[2], 'inc', ARGV[3], 'tok', seq, 'urn', ARGV[4], 'cls', ARGV[5], 'meta', ARGV[6])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'e', cjson.encode({
+  op = 'set', k = ARGV[7], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[4],
+  cls = ARGV[5], meta = ARGV[6]}))
 redis.call('HSET', KEYS[1], 'k', ARGV[7], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
   'rev', seq, 'urn', ARGV[4], 'cls', ARGV[5], 'meta', ARGV[6])
 redis.call('SADD', KEYS[2], KEYS[1])
@@ -149,8 +153,9 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], KEYS[1])
 redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1])
 local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'op', 'del', 'k', ARGV[5],
-  'node', cur[1], 'inc', cur[4], 'tok', cur[2], 'urn', cur[3], 'why', ARGV[3], 'err', ARGV[6])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', cjson.encode({
+  op = 'del', k = ARGV[5], node = cur[1], inc = cur[4], tok = cur[2], urn = cur[3],
+  why = ARGV[3], err = ARGV[6]}))
 return {'ok', seq}
 """
 
@@ -162,8 +167,9 @@ if cur[3] ~= ARGV[2] then
 end
 if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= cur[2] then return {'lapsed'} end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'op', 'upd', 'k', ARGV[5],
-  'node', cur[1], 'inc', cur[2], 'tok', cur[3], 'urn', cur[4], 'cls', cur[5], 'meta', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', cjson.encode({
+  op = 'upd', k = ARGV[5], node = cur[1], inc = cur[2], tok = cur[3], urn = cur[4],
+  cls = cur[5], meta = ARGV[3]}))
 redis.call('HSET', KEYS[1], 'meta', ARGV[3], 'rev', seq)
 return {'ok', seq}
 """
@@ -198,8 +204,9 @@ for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('SREM', KEYS[3], nk)
     redis.call('SREM', KEYS[2], nk)
     local seq = redis.call('INCR', KEYS[5])
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'op', 'del', 'k', h[4],
-      'node', h[1], 'inc', h[2], 'tok', h[3], 'urn', h[5], 'why', ARGV[3], 'err', '')
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', cjson.encode({
+      op = 'del', k = h[4], node = h[1], inc = h[2], tok = h[3], urn = h[5], why = ARGV[3],
+      err = ''}))
     n = n + 1
   end
 end
@@ -345,8 +352,26 @@ class Claim(Entry):
 class _Snapshot:
     seq: int
     epoch: str
-    rows: tuple[dict[str, str], ...]
+    rows: tuple[tuple[Key, dict[str, str]], ...]  # (name, its record)
     dead_nodes: tuple[str, ...]
+
+
+def _checked(record: dict[str, Any]) -> Optional[Key]:
+    """The name of a record (a name hash or a change event) if every field
+    this backend reads is well formed; None (after a warning) otherwise, so
+    that a stray key written by hand or by another version is skipped."""
+    try:
+        key = key_from_json(record["k"])
+        int(record["tok"])
+        if record.get("op", "set") != "del":
+            if not (isinstance(record["node"], str) and isinstance(record["urn"], str)):
+                raise TypeError("node and urn must be strings")
+            if record.get("meta"):
+                json.loads(record["meta"])
+        return key
+    except (KeyError, TypeError, ValueError) as error:
+        logger.warning("ignoring a malformed registry record %.200r: %r", record, error)
+        return None
 
 
 class RedisBackend(Backend):
@@ -407,6 +432,8 @@ class RedisBackend(Backend):
         self.inbox_maxlen = int(inbox_maxlen)
         self.max_message_age = float(max_message_age)
         self._redis_kwargs = dict(redis_kwargs or {})
+        if self._redis_kwargs.get("decode_responses"):
+            raise ValueError("redis_kwargs: decode_responses must stay False (messages are bytes)")
 
         # the local copy (written by the server thread, or start(); read anywhere)
         self._lock = threading.Lock()
@@ -418,14 +445,19 @@ class RedisBackend(Backend):
         self._node_links: dict[tuple[str, str], NodeLink] = {}
         self._actor_links: dict[str, ActorLink] = {}
         self._remote_refs: dict[str, RemoteActorRef] = {}
-        self._own_pending: dict[Key, int] = {}  # own writes the feed has not shown yet
+        # Own writes the feed has not shown yet: name text -> seq of our latest
+        # write (server thread writes; the receiver reads it to skip own events),
+        # and the same in write order, to forget them once the feed has passed.
+        self._own_pending: dict[str, int] = {}
+        self._pending_order: collections.deque[tuple[int, str]] = collections.deque()
         self._orphans: list[tuple[Claim, str, str]] = []  # deletes that failed: retried
 
         # connection and lease state
-        self._state: Any = None
+        self._state: Optional[BackendContext] = None
         self._messenger: Optional[Messenger] = None
         self._r: Any = None
         self._rx: Any = None
+        self._rb: Any = None
         self._inc = ""
         self._epoch = ""
         self._feed_seq = 0
@@ -444,6 +476,13 @@ class RedisBackend(Backend):
         self.resyncs = 0
         self.lost_names = 0
         self.recoveries = 0
+
+    @property
+    def _ctx(self) -> BackendContext:
+        """The registry's context (set by :meth:`start`)."""
+        if self._state is None:
+            raise RuntimeError("the backend has not been started")
+        return self._state
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -475,7 +514,7 @@ class RedisBackend(Backend):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, context: Any) -> None:
+    def start(self, context: BackendContext) -> None:
         """Connect, take the lease, read every name, start the threads.
         Runs in the caller's thread (``Registry.start``).
 
@@ -487,7 +526,7 @@ class RedisBackend(Backend):
             raise RuntimeError("a RedisBackend instance serves one registry only")
         self._started = True
         self._state = context
-        call_timeout = float(getattr(context, "call_timeout", 5.0))
+        call_timeout = float(context.call_timeout)
         io_timeout = self._io_timeout or min(1.0, call_timeout / 4)
         self._io_timeout = io_timeout
         options: dict[str, Any] = {
@@ -497,8 +536,9 @@ class RedisBackend(Backend):
         }
         options.update(self._redis_kwargs)
         self._r = redis.Redis.from_url(self.url, **options)
-        rx_options = dict(options, socket_timeout=_BLOCK_MS / 1000 + io_timeout)
-        self._rx = redis.Redis.from_url(self.url, **rx_options)
+        blocking = dict(options, socket_timeout=_BLOCK_MS / 1000 + io_timeout)
+        self._rx = redis.Redis.from_url(self.url, **blocking)  # the receiver's XREAD
+        self._rb = redis.Redis.from_url(self.url, **blocking)  # askers' BLPOP
         self._claim = self._r.register_script(_CLAIM)
         self._unregister = self._r.register_script(_UNREGISTER)
         self._update = self._r.register_script(_UPDATE)
@@ -507,22 +547,27 @@ class RedisBackend(Backend):
         self._reap = self._r.register_script(_REAP)
         self._snapshot = self._r.register_script(_SNAPSHOT)
         self._send = self._r.register_script(_SEND)
-        name = str(getattr(context, "name", "registry"))
+        name = str(context.name)
         self._messenger = Messenger(
             self.node_id, Codec(self._secret), call_timeout, self._send_blob,
-            self._find_actor, self.max_message_age, name,
+            self._send_many, self._wait_reply, self._k("reply", ""), self._find_actor,
+            self.max_message_age, name,
         )
         try:
             self._take_lease(first=True)
             self._r.delete(self._k("inbox", self.node_id))
             snapshot = self._read_snapshot()
             self._install_snapshot(snapshot)
-            self._reap_nodes(snapshot.dead_nodes)
+            # also our own node's names of an earlier incarnation (a reused node_id)
+            self._reap_nodes(snapshot.dead_nodes, include_self=True)
         except redis.RedisError as error:
             self._close_clients()
             raise RegistryUnavailableError(
                 f"cannot reach Redis at {safe_url(self.url)}: {error}"
             ) from error
+        except BaseException:
+            self._close_clients()
+            raise
         self._connected = True
         if self._secret is None:
             logger.warning(
@@ -545,16 +590,20 @@ class RedisBackend(Backend):
         self._closed = True
         self._stopping.set()
         io_timeout = self._io_timeout or 1.0
-        try:
-            self._wake_receiver()
-        except Exception:
-            pass
+        reachable = self._connected
+        if reachable:
+            try:
+                self._wake_receiver()
+            except Exception:
+                reachable = False
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(_BLOCK_MS / 1000 + 2 * io_timeout + 1.0)
         if self._messenger is not None:
             self._messenger.close(2 * io_timeout + 1.0)
         try:
+            if not reachable:
+                raise RegistryUnavailableError("Redis was out of reach")
             self._r.delete(self._k("node", self.node_id), self._k("nodeinfo", self.node_id))
             self._reap(keys=self._reap_keys(self.node_id),
                        args=[self.node_id, self.feed_maxlen, "node_stopped"])
@@ -568,7 +617,7 @@ class RedisBackend(Backend):
             logger.warning("%s: threads still running after close: %s", self.node_id, alive)
 
     def _close_clients(self) -> None:
-        for client in (self._r, self._rx):
+        for client in (self._r, self._rx, self._rb):
             try:
                 if client is not None:
                     client.close()
@@ -611,32 +660,62 @@ class RedisBackend(Backend):
         return [self._k("node", node_id), self._k("held", node_id), self._k("names"),
                 self._k("events"), self._k("seq")]
 
-    def _reap_nodes(self, nodes: Any) -> None:
+    def _reap_nodes(self, nodes: Any, include_self: bool = False) -> None:
+        """Delete the names of lapsed nodes (each a script: one ``del`` event
+        per name, reason ``expired``)."""
         for node in nodes:
             node_id = _text(node)
-            if node_id != self.node_id:
+            if include_self or node_id != self.node_id:
                 self._reap(keys=self._reap_keys(node_id),
                            args=[node_id, self.feed_maxlen, "expired"])
+
+    def _inbox_ttl_ms(self) -> int:
+        return int(max(60.0, 10 * self.lease_ttl) * 1000)
 
     def _send_blob(self, node_id: str, blob: bytes) -> bool:
         """Append ``blob`` to ``node_id``'s inbox; False if that node has no lease."""
         try:
             sent = self._send(
                 keys=[self._k("node", node_id), self._k("inbox", node_id)],
-                args=[blob, self.inbox_maxlen, int(max(60.0, 10 * self.lease_ttl) * 1000)],
+                args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()],
             )
         except redis.RedisError as error:
             raise self._unavailable(error, "send") from error
         return bool(sent)
 
+    def _send_many(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Send replies (outbox thread): one round trip for the batch."""
+        pipe = self._r.pipeline(transaction=False)
+        for node_id, reply_key, blob in items:
+            if reply_key:
+                pipe.lpush(reply_key, blob)
+                pipe.pexpire(reply_key, _REPLY_TTL_MS)
+            else:
+                self._send(keys=[self._k("node", node_id), self._k("inbox", node_id)],
+                           args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()], client=pipe)
+        pipe.execute(raise_on_error=False)
+
+    def _wait_reply(self, reply_key: str, timeout: float) -> Optional[bytes]:
+        """Pop a reply (caller's thread), waiting at most ``timeout`` (<= 0.5 s)."""
+        try:
+            popped = self._rb.blpop([reply_key], timeout=max(0.01, min(timeout,
+                                                                      _BLOCK_MS / 1000)))
+        except redis.RedisError as error:
+            raise self._unavailable(error, "ask") from error
+        return None if popped is None else popped[1]
+
     def _wake_receiver(self) -> None:
+        """Make the receiver's blocking XREAD return (a signed no-op message)."""
         if self._messenger is None:
             return
         blob = self._messenger.codec.encode(
             {"k": WAKE, "id": "", "src": self.node_id, "dst": self.node_id, "to": "",
              "t": time.time(), "ttl": 0}, b"")
-        self._r.xadd(self._k("inbox", self.node_id), {"m": blob}, maxlen=self.inbox_maxlen,
-                     approximate=True)
+        inbox = self._k("inbox", self.node_id)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xadd(inbox, {"m": blob}, maxlen=self.inbox_maxlen, approximate=True)
+        pipe.pexpire(inbox, self._inbox_ttl_ms())
+        pipe.execute()
 
     # -- the local copy (writers: server thread, or start() before any thread) -------------
 
@@ -714,7 +793,7 @@ class RedisBackend(Backend):
                     link.stopped.clear()
             return ref
 
-    def _remote_claim(self, key: Key, row: Mapping[str, str], rev: int) -> Claim:
+    def _remote_claim(self, key: Key, row: Mapping[str, Any], rev: int) -> Claim:
         metadata = json.loads(row["meta"]) if row.get("meta") else {}
         ref = self._remote_ref(row["urn"], row.get("cls", ""), row["node"], row["inc"])
         return Claim(key[0], key[1], ref, metadata, is_flat(metadata), node=row["node"],
@@ -737,7 +816,7 @@ class RedisBackend(Backend):
         return ref
 
     def _publish(self, event: Any) -> None:
-        events = self._state.events
+        events = self._ctx.events
         if events.active:
             events.publish(event)
 
@@ -773,7 +852,7 @@ class RedisBackend(Backend):
                 seq = int(result[1])
                 claim = self._own_claim(key, actor_ref, entry.metadata, seq, seq)
                 previous = self._put(claim)
-                self._own_pending[key] = seq
+                self._note_own_write(kjson, seq)
                 if previous is None or previous.node == self.node_id:
                     return previous
                 self._publish(Unregistered(key[0], key[1], previous.actor_ref,
@@ -818,17 +897,22 @@ class RedisBackend(Backend):
             actor_ref is not None and current.actor_ref.actor_urn != actor_ref.actor_urn
         ):
             return None
-        self._delete_in_redis([current], "unregistered", "")
+        self._delete_in_redis([(current, "unregistered", "")])
         self._drop(current)
         return current
 
-    def _delete_in_redis(self, entries: list[Claim], why: str, err: str) -> None:
-        """Fenced delete of each entry's claim; raises RegistryUnavailableError."""
-        if not entries:
+    def _delete_in_redis(self, items: list[tuple[Claim, str, str]]) -> None:
+        """Fenced delete of each ``(entry, why, error text)``'s claim, in one
+        round trip: a claim that changed hands since is left alone.
+
+        Raises:
+            RegistryUnavailableError: Redis is out of reach (nothing known deleted).
+        """
+        if not items:
             return
         try:
             pipe = self._r.pipeline(transaction=False)
-            for entry in entries:
+            for entry, why, err in items:
                 kjson = key_json(entry.namespace, entry.service)
                 self._unregister(
                     keys=[self._name_key(kjson), self._k("names"), self._k("events"),
@@ -838,10 +922,10 @@ class RedisBackend(Backend):
                 )
             results = pipe.execute()
         except redis.RedisError as error:
-            raise self._unavailable(error, why) from error
-        for entry, result in zip(entries, results):
+            raise self._unavailable(error, "unregister") from error
+        for (entry, _why, _err), result in zip(items, results):
             if _text(result[0]) == "ok":
-                self._own_pending[(entry.namespace, entry.service)] = int(result[1])
+                self._note_own_write(key_json(entry.namespace, entry.service), int(result[1]))
 
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
@@ -865,7 +949,7 @@ class RedisBackend(Backend):
                 updated = attrs.evolve(current, metadata=metadata, flat=is_flat(metadata),
                                        rev=seq)
                 self._put(updated)
-                self._own_pending[key] = seq
+                self._note_own_write(key_json(*key), seq)
                 return updated
             if tag == "gone":
                 if self._drop(current):
@@ -900,15 +984,16 @@ class RedisBackend(Backend):
         for entry in entries:
             if self._drop(entry):
                 removed.append(entry)
+        items = [(entry, why, err) for entry in entries]
         try:
-            self._delete_in_redis(entries, why, err)
+            self._delete_in_redis(items)
         except RegistryUnavailableError:
-            self._orphans.extend((entry, why, err) for entry in entries)
+            self._orphans.extend(items)
         return removed
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:
         entries = list(self._names.get(namespace, {}).values())
-        self._delete_in_redis(entries, "namespace_stopped", "")
+        self._delete_in_redis([(entry, "namespace_stopped", "") for entry in entries])
         for entry in entries:
             self._drop(entry)
         return list(entries)
@@ -1004,35 +1089,46 @@ class RedisBackend(Backend):
             self._publish(Registered(holder.namespace, holder.service, holder.actor_ref,
                                      holder.metadata))
 
-    def _apply_events(self, batch: list[tuple[int, dict[str, str]]], state: Any) -> None:
+    def _note_own_write(self, kjson: str, seq: int) -> None:
+        """Remember an own write until the feed has passed it (server thread)."""
+        self._own_pending[kjson] = seq
+        self._pending_order.append((seq, kjson))
+
+    def _forget_own_writes(self, upto: int) -> None:
+        """The feed has passed ``upto``: own writes up to there need no guard."""
+        order, pending = self._pending_order, self._own_pending
+        while order and order[0][0] <= upto:
+            seq, kjson = order.popleft()
+            if pending.get(kjson) == seq:
+                del pending[kjson]
+
+    def _apply_events(self, batch: list[tuple[int, Key, dict[str, Any]]], upto: int,
+                      state: Any) -> None:
+        """Apply feed events (server thread), then forget own writes the feed
+        has passed (``upto``: the last sequence number the receiver read)."""
         recover = False
-        for seq, fields in batch:
-            key = key_from_json(fields["k"])
-            pending = self._own_pending.get(key)
-            if pending is not None:
-                if seq <= pending:
-                    if seq == pending:
-                        del self._own_pending[key]
-                    continue
-                del self._own_pending[key]
+        for seq, key, change in batch:
+            pending = self._own_pending.get(change["k"])
+            if pending is not None and seq <= pending:
+                continue  # our own write, or older than it
             current = self.get(*key)
             if current is not None and current.rev >= seq:
                 continue
-            op = fields["op"]
+            op = change["op"]
             if op in ("set", "upd"):
-                if fields["node"] == self.node_id:
-                    self._adopt(key, fields, seq, current)
+                if change["node"] == self.node_id:
+                    self._adopt(key, change, seq, current)
                     continue
-                claim = self._remote_claim(key, fields, seq)
+                claim = self._remote_claim(key, change, seq)
                 if current is not None and current.node == self.node_id:
                     self._lose(current, claim)
                     continue
                 self._put(claim)
                 self._publish_change(current, claim)
             elif op == "del":
-                if current is None or str(current.token) != fields["tok"]:
+                if current is None or current.token != int(change["tok"]):
                     continue
-                why = fields.get("why", "unregistered")
+                why = change.get("why") or "unregistered"
                 if current.node == self.node_id and why == "expired":
                     # Our lease lapsed and another node cleared our names: claim
                     # them again (if still free) instead of dropping them.
@@ -1047,13 +1143,14 @@ class RedisBackend(Backend):
                         link.node.lapsed = True
                     elif why in ("stopped", "crashed", "node_stopped"):
                         link.mark_dead()
-                error = RemoteActorError(fields.get("err", "")) if why == "crashed" else None
+                error = RemoteActorError(change.get("err", "")) if why == "crashed" else None
                 self._publish(Unregistered(key[0], key[1], actor_ref,
                                            UnregisterReason(why, error)))
+        self._forget_own_writes(upto)
         if recover:
             self._recover()
 
-    def _adopt(self, key: Key, fields: Mapping[str, str], seq: int,
+    def _adopt(self, key: Key, fields: Mapping[str, Any], seq: int,
                current: Optional[Claim]) -> None:
         """A claim by this node that the local copy does not know (a write whose
         answer was lost): keep it if its actor lives, else delete it."""
@@ -1067,7 +1164,7 @@ class RedisBackend(Backend):
         orphan = Claim(key[0], key[1], _Urn(fields["urn"]), {}, True, node=self.node_id,
                        inc=fields["inc"], token=int(fields["tok"]), rev=seq)
         try:
-            self._delete_in_redis([orphan], "stopped", "")
+            self._delete_in_redis([(orphan, "stopped", "")])
         except RegistryUnavailableError:
             self._orphans.append((orphan, "stopped", ""))
 
@@ -1086,9 +1183,9 @@ class RedisBackend(Backend):
                 self._take_lease()
                 self.recoveries += 1
             if self._orphans:
-                orphans, self._orphans = self._orphans, []
-                for entry, why, err in orphans:
-                    self._delete_in_redis([entry], why, err)
+                orphans = list(self._orphans)
+                self._delete_in_redis(orphans)
+                del self._orphans[:len(orphans)]
             with self._lock:
                 todo = [entry for services in self._names.values()
                         for entry in services.values()
@@ -1124,7 +1221,7 @@ class RedisBackend(Backend):
             if tag == "ok":
                 seq = int(result[1])
                 self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
-                self._own_pending[key] = seq
+                self._note_own_write(key_json(*key), seq)
             elif tag == "held":
                 holder = dict(zip(("node", "inc", "tok", "urn", "cls", "meta", "rev"),
                                   (_text(v) for v in result[1:])))
@@ -1138,7 +1235,7 @@ class RedisBackend(Backend):
     def _submit_recover(self) -> None:
         if not self._recover_queued and not self._closed:
             self._recover_queued = True
-            self._state.submit(self._recover)
+            self._ctx.submit(self._recover)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -1146,17 +1243,19 @@ class RedisBackend(Backend):
         raw = self._snapshot(keys=[self._k("names"), self._k("seq"), self._k("epoch")],
                              args=[self.prefix])
         flat = [_text(v) for v in raw[2]]
-        rows = tuple(
-            dict(zip(_ROW_FIELDS, flat[i:i + len(_ROW_FIELDS)]))
-            for i in range(0, len(flat), len(_ROW_FIELDS))
-        )
-        return _Snapshot(int(raw[0]), _text(raw[1]), rows, tuple(_text(n) for n in raw[3]))
+        rows = []
+        for i in range(0, len(flat), len(_ROW_FIELDS)):
+            row = dict(zip(_ROW_FIELDS, flat[i:i + len(_ROW_FIELDS)]))
+            key = _checked(row)
+            if key is not None and row["rev"].isdigit():
+                rows.append((key, row))
+        return _Snapshot(int(raw[0]), _text(raw[1]), tuple(rows),
+                         tuple(_text(n) for n in raw[3]))
 
     def _install_snapshot(self, snapshot: _Snapshot) -> None:
         """At start: fill the empty local copy (no server, no listeners yet)."""
-        for row in snapshot.rows:
+        for key, row in snapshot.rows:
             if row["node"] != self.node_id:
-                key = key_from_json(row["k"])
                 self._put(self._remote_claim(key, row, int(row["rev"])))
         self._feed_seq = snapshot.seq
 
@@ -1165,11 +1264,9 @@ class RedisBackend(Backend):
         the differences, report own names taken by others, claim again own
         names that vanished."""
         self.resyncs += 1
-        protected = {key for key, seq in self._own_pending.items() if seq > snapshot.seq}
-        self._own_pending = {key: self._own_pending[key] for key in protected}
-        rows: dict[Key, dict[str, str]] = {}
-        for row in snapshot.rows:
-            rows[key_from_json(row["k"])] = row
+        self._forget_own_writes(snapshot.seq)
+        protected = {key_from_json(kjson) for kjson in self._own_pending}
+        rows = dict(snapshot.rows)
         with self._lock:
             local = [entry for services in self._names.values() for entry in services.values()]
         recover = False
@@ -1322,7 +1419,11 @@ class RedisBackend(Backend):
             messenger.sweep()
 
     def _take_events(self, entries: Any) -> None:
+        """Check the sequence of feed entries and pass them to the server thread;
+        own writes it has applied already are dropped here (receiver thread)."""
         batch = []
+        first = self._feed_seq
+        own_pending = self._own_pending
         for entry_id, fields in entries:
             seq = int(_text(entry_id).split("-", 1)[0])
             if seq <= self._feed_seq:
@@ -1333,9 +1434,19 @@ class RedisBackend(Backend):
                 self._resync_requested = True
                 break
             self._feed_seq = seq
-            batch.append((seq, {_text(k): _text(v) for k, v in fields.items()}))
-        if batch:
-            self._state.submit(functools.partial(self._apply_events, batch))
+            try:
+                change = json.loads(fields[b"e"])
+                if own_pending.get(change["k"]) == seq:
+                    continue  # our own write, applied when it was made
+            except (KeyError, TypeError, ValueError):
+                change = {}
+            key = _checked(change)
+            if key is not None:
+                batch.append((seq, key, change))
+        if self._feed_seq == first:
+            return
+        if batch or len(self._pending_order) > 256:
+            self._ctx.submit(functools.partial(self._apply_events, batch, self._feed_seq))
 
     def _check_and_resync(self, force: bool) -> None:
         """After an error or a request: re-read everything if Redis lost data
@@ -1353,7 +1464,7 @@ class RedisBackend(Backend):
         if snapshot.epoch and snapshot.epoch != self._epoch:
             self._epoch = snapshot.epoch
         self._feed_seq = snapshot.seq
-        self._state.submit(functools.partial(self._apply_snapshot, snapshot))
+        self._ctx.submit(functools.partial(self._apply_snapshot, snapshot))
         self._reap_nodes(snapshot.dead_nodes)
 
 
