@@ -40,6 +40,8 @@ class Worker(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if message == "crash":
             raise RuntimeError(f"{self.label} crashed on purpose")
+        if message == "whoami":
+            return self.whoami()
         if isinstance(message, int):
             self.jobs += 1
             return message * message

@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from redis_server import RedisServer, fresh_redis
+
+__all__ = ["fresh_redis"]  # a fixture used here
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -41,3 +44,15 @@ def test_unknown_backend_is_refused() -> None:
 def test_a_command_is_required() -> None:
     result = run()
     assert result.returncode == 2
+
+
+def test_demo_across_two_processes_on_redis(fresh_redis: RedisServer) -> None:
+    result = run("demo", "--redis", fresh_redis.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "w2.ask(7) -> 49" in out
+    assert "new w2 is a different actor: True" in out
+    assert "w2.ask(8) -> 64" in out
+    assert "match({'caps': 'gpu'}) -> ['w2']" in out
+    assert "names left in 'demo': 0" in out
+    assert "other process exit code: 0; actors still running: 0" in out

@@ -33,7 +33,7 @@ from pykka_registry import (
 )
 from pykka_registry._inspect import main as ls_main
 from pykka_registry._remote import MAGIC, Codec, RemoteActorRef, RemoteTimeoutError
-from pykka_registry.backends.redis import RedisBackend
+from pykka_registry.backends.redis import RedisBackend, UnsignedMessagesWarning
 
 __all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
@@ -473,7 +473,8 @@ def test_forged_messages_run_no_code_and_reach_no_actor(
 def test_without_a_secret_one_warning_at_start(nodes: Factory, monkeypatch: Any,
                                                caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("PYKKA_REGISTRY_SECRET", raising=False)
-    with caplog.at_level(logging.WARNING, logger="pykka_registry.redis"):
+    with caplog.at_level(logging.WARNING, logger="pykka_registry.redis"), \
+            pytest.warns(UnsignedMessagesWarning, match="no secret"):
         nodes()
     warnings = [r for r in caplog.records if "no secret" in r.getMessage()]
     assert len(warnings) == 1

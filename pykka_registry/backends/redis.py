@@ -61,6 +61,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Hashable, Mapping
 from typing import Any, Callable, Optional, Union
 
@@ -102,7 +103,7 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
         "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
     ) from _error
 
-__all__ = ["RedisBackend", "RemoteActorRef"]
+__all__ = ["RedisBackend", "RemoteActorRef", "UnsignedMessagesWarning"]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -333,6 +334,11 @@ def safe_url(url: str) -> str:
 
 
 # -- the local copy's entries ----------------------------------------------------------
+
+
+class UnsignedMessagesWarning(UserWarning):
+    """Issued once per process location when a RedisBackend starts without a
+    secret: remote messages are then neither signed nor verified."""
 
 
 @attrs.define(frozen=True, eq=False)
@@ -570,10 +576,15 @@ class RedisBackend(Backend):
             raise
         self._connected = True
         if self._secret is None:
-            logger.warning(
-                "%s: no secret set (backend_opts 'secret' or %s): messages between processes "
-                "are not signed, and whoever can write to Redis under prefix %r can run code "
-                "in this process", name, _SECRET_ENV, self.prefix)
+            message = (
+                f"{name}: no secret set (backend_opts 'secret' or {_SECRET_ENV}): messages "
+                "between processes are not signed, and whoever can write to Redis under "
+                f"prefix {self.prefix!r} can run code in this process"
+            )
+            logger.warning("%s", message)
+            # Also a Python warning: a library's log is silent until the
+            # application configures logging, and this one must be seen.
+            warnings.warn(message, UnsignedMessagesWarning, stacklevel=2)
         self._messenger.start()
         for target, role in ((self._lease_loop, "lease"), (self._receive_loop, "receiver")):
             thread = threading.Thread(target=target, name=f"pykka-registry-redis-{role}-{name}",

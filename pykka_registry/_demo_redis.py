@@ -1,0 +1,142 @@
+"""``python -m pykka_registry demo --redis URL``: the tour across two processes.
+
+A second process (started with ``multiprocessing``'s spawn context) runs the
+supervised tree of named workers on a :class:`RedisBackend`; this process
+finds them by name, sends them messages through ``via`` handles (so each one
+crosses the process boundary through Redis), crashes one and watches the
+other process's supervisor put a new actor behind the same name, picks
+workers with ``match``, and ends with ``stats()`` and ``health_check()``.
+
+Both processes use a fresh key prefix, so the tour never touches other data
+on the server, and remove their names when they stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+import pykka
+
+from pykka_registry._demo import NAMESPACE, Worker, _step
+from pykka_registry._events import Registered, Unregistered
+from pykka_registry._registry import Registry
+from pykka_registry._supervisor import ChildSpec, Supervisor
+
+__all__ = ["run_redis_demo"]
+
+ROLES = {"w1": ["cpu"], "w2": ["cpu", "gpu"], "w3": ["io"]}
+
+
+def _backend_opts(url: str, prefix: str) -> dict[str, Any]:
+    return {"url": url, "prefix": prefix, "lease_ttl": 5.0}
+
+
+def _start_worker(label: str) -> Callable[[], Any]:
+    return lambda: Worker.start(label)
+
+
+def _tree_process(url: str, prefix: str, ready: Any, done: Any) -> None:
+    """Runs in the second process: the supervised tree, until told to stop."""
+    from pykka_registry.backends.redis import RedisBackend
+
+    logging.getLogger("pykka").setLevel(logging.CRITICAL)  # the crash is on purpose
+    registry = Registry.start(backend=RedisBackend, backend_opts=_backend_opts(url, prefix))
+    try:
+        specs = [
+            ChildSpec(id=label, start=_start_worker(label), name=(NAMESPACE, label),
+                      metadata={"pool": "squares", "caps": caps})
+            for label, caps in ROLES.items()
+        ]
+        with Supervisor.start(specs, registry=registry, name="demo-tree"):
+            ready.set()
+            done.wait(60)
+    finally:
+        registry.stop()
+
+
+def run_redis_demo(url: str, out: Optional[Callable[[str], None]] = None) -> int:
+    """Run the two-process tour against the Redis server at ``url``."""
+    from pykka_registry.backends.redis import RedisBackend
+
+    out = out or print
+    prefix = f"pykka_registry_demo_{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Event()
+    started = time.perf_counter()
+    out(f"pykka-registry demo across two processes on {url} (key prefix {prefix})")
+    child = context.Process(target=_tree_process, args=(url, prefix, ready, done),
+                            name="demo-tree-process")
+    try:
+        with Registry.start(backend=RedisBackend,
+                            backend_opts=_backend_opts(url, prefix)) as registry:
+            with _step(out, "another process starts a supervisor with three named workers"):
+                child.start()
+                if not ready.wait(30):
+                    raise RuntimeError("the tree process did not start within 30 s")
+                for label in ROLES:
+                    ref = registry.await_name(NAMESPACE, label, timeout=5)
+                    out(f"  {label} -> {ref!r}")
+
+            with _step(out, "send messages through via names (each crosses processes)"):
+                w2 = registry.via(NAMESPACE, "w2")
+                out(f"  w2.ask(7) -> {w2.ask(7)}")
+                out(f"  w2 is {w2.ask('whoami')}")
+
+            with _step(out, "crash w2 on purpose; the other process restarts it, same name"):
+                old = w2.resolve()
+                replaced = threading.Event()
+
+                def on_event(event: Any) -> None:
+                    if (isinstance(event, Registered) and event.service == "w2"
+                            and event.actor_ref.actor_urn != old.actor_urn):
+                        replaced.set()
+
+                with registry.subscribe(on_event, namespace=NAMESPACE):
+                    w2.tell("crash")
+                    if not replaced.wait(10):
+                        raise RuntimeError("w2 was not restarted within 10 s")
+                new = w2.resolve()
+                out(f"  new w2 is a different actor: {new.actor_urn != old.actor_urn}")
+                out(f"  the same via handle now reaches {w2.ask('whoami')}")
+                out(f"  w2.ask(8) -> {w2.ask(8)}")
+
+            with _step(out, "pick workers by metadata with match (on this process's copy)"):
+                for criteria in ({"caps": "cpu"}, {"caps": "gpu"}):
+                    matches = registry.match(NAMESPACE, criteria)
+                    out(f"  match({criteria}) -> {sorted(str(s) for s, _, _ in matches)}")
+
+            with _step(out, "the other process stops; its names leave this one too"):
+                gone = threading.Event()
+
+                def on_gone(event: Any) -> None:
+                    if isinstance(event, Unregistered) and registry.count(NAMESPACE) == 0:
+                        gone.set()
+
+                with registry.subscribe(on_gone, namespace=NAMESPACE):
+                    done.set()
+                    child.join(30)
+                    if registry.count(NAMESPACE) and not gone.wait(10):
+                        raise RuntimeError("the other process's names did not go away")
+                out(f"  names left in {NAMESPACE!r}: {registry.count(NAMESPACE)}")
+
+            with _step(out, "stats and health"):
+                stats = registry.stats()
+                out(f"  stats: backend={stats.backend}, names={stats.total_registrations}")
+                health = registry.health_check()
+                out(f"  health: {health.status} (server alive: {health.server_alive})")
+    finally:
+        done.set()
+        if child.is_alive():
+            child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+    leftovers = pykka.ActorRegistry.get_all()
+    out(f"\ndone in {(time.perf_counter() - started) * 1000:.1f} ms; "
+        f"other process exit code: {child.exitcode}; actors still running: {len(leftovers)}")
+    return 0 if not leftovers and child.exitcode == 0 else 1
