@@ -29,6 +29,9 @@ Guarantees
   ``actor_stopped`` is set: use it, not ``is_alive()``, to refuse a dying actor.
 * Calling ``pykka.ActorRegistry.unregister(ref)`` yourself counts as that
   actor's death here (Pykka offers no other signal): its names are released.
+* Code that later sets ``threading.excepthook`` without calling the hook it
+  replaces cuts this handler out of the chain; then an actor whose
+  ``on_start`` raises a ``BaseException`` stays a zombie. Chain, as we do.
 """
 
 from __future__ import annotations
