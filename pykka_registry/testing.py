@@ -25,6 +25,7 @@ Requires pytest. Every wait in these tests is bounded; none sleeps to guess.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import time
@@ -54,6 +55,7 @@ __all__ = [
     "ActorFactory",
     "Echo",
     "RegistryConformance",
+    "holding_server",
     "wait_until",
 ]
 
@@ -80,6 +82,27 @@ def wait_until(condition: Callable[[], Any], timeout: float = CLEANUP_DEADLINE_S
             raise AssertionError(f"{message} not reached within {timeout}s")
         pause.wait(delay)
         delay = min(delay * 2, 0.02)
+
+
+@contextlib.contextmanager
+def holding_server(registry: Registry) -> Iterator[None]:
+    """Keep the registry's server busy for the duration of the block: messages
+    sent to it meanwhile queue up behind, in order (for ordering tests)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(state: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=registry.run_in_server, args=(hold,))
+    holder.start()
+    try:
+        if not entered.wait(5):
+            raise AssertionError("the registry's server did not pick up the hold")
+        yield
+    finally:
+        release.set()
+        holder.join(10)
 
 
 class Echo(pykka.ThreadingActor):
@@ -657,26 +680,21 @@ class RegistryConformance:
     ) -> None:
         old, new = actors(), actors()
         registry.register(ns, "svc", old)
-        # Hold the server so the death notice stays queued while "new"
-        # registers: the server sees "old" dead and gives "new" the name.
-        entered, release = threading.Event(), threading.Event()
-
-        def hold_server(state: Any) -> None:
-            entered.set()
-            release.wait(5)
-
-        blocker = threading.Thread(target=registry.run_in_server, args=(hold_server,))
-        blocker.start()
-        assert entered.wait(5)
-        old.stop(block=True)
-        registering = threading.Thread(target=registry.register, args=(ns, "svc", new))
-        registering.start()
-        release.set()
-        blocker.join(5)
+        # Hold the server while "old" dies and "new" registers behind its
+        # death notice: "new" gets the name.
+        with holding_server(registry):
+            old.stop(block=True)
+            registering = threading.Thread(target=registry.register, args=(ns, "svc", new))
+            registering.start()
         registering.join(5)
         assert registry.lookup(ns, "svc") is new
-        # and once every queued notice has been handled, it still is
-        registry.run_in_server(lambda state: None)
+        # Now a stale notice about "old" arrives late (as a slow death watch, or
+        # a change feed replaying history, would deliver it): "new" keeps the name.
+        state = registry._state
+        state.pending_deaths.append((old, None))
+        state.submit(lambda state: None)  # wakes the server, which drains the notices
+        registry.sync()
+        assert not state.pending_deaths
         assert registry.lookup(ns, "svc") is new
         assert registry.keys_of(new) == [(ns, "svc")]
 

@@ -20,6 +20,7 @@ import redis_server  # noqa: F401 - first: skips (or fails under CI) without red
 
 from pykka_registry import Registry
 from pykka_registry.backends.redis import RedisBackend
+from pykka_registry.testing import wait_until
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -49,18 +50,9 @@ class Recorder(pykka.ThreadingActor):
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> Any:
-    """Poll ``condition`` until true (bounded back-off); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    delay = 0.001
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        pause.wait(delay)
-        delay = min(delay * 2, 0.02)
+    """:func:`pykka_registry.testing.wait_until`, with the longer default these
+    cross-process tests need."""
+    return wait_until(condition, timeout, message)
 
 
 def describe(ref: Any) -> Optional[tuple[str, str, str]]:

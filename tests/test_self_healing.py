@@ -24,7 +24,7 @@ from pykka_registry import (
     test_namespace,
 )
 from pykka_registry._server import Call
-from pykka_registry.testing import Echo, wait_until
+from pykka_registry.testing import Echo, holding_server, wait_until
 
 BACKENDS = [MemoryBackend, IndexedBackend]
 
@@ -83,20 +83,10 @@ def test_deaths_during_the_gap_are_not_lost() -> None:
         registry.register(ns, "svc", ref)
         # Hold the server busy, queue the death notice behind it, then crash
         # the server: the notice lives in the state and the new server reaps it.
-        entered, release = threading.Event(), threading.Event()
-
-        def hold(state: Any) -> None:
-            entered.set()
-            release.wait(5)
-
-        holder = threading.Thread(target=registry.run_in_server, args=(hold,))
-        holder.start()
-        assert entered.wait(5)
         server = registry.server_ref
-        ref.stop(block=True)
-        server.tell(Call(lambda state: 1 / 0))
-        release.set()
-        holder.join(5)
+        with holding_server(registry):
+            ref.stop(block=True)
+            server.tell(Call(lambda state: 1 / 0))
         assert server.actor_stopped.wait(5)
         wait_until(lambda: registry.count(ns) == 0, message="death reaped by the new server")
 
@@ -153,25 +143,16 @@ def test_calls_during_the_gap_wait_for_the_new_server() -> None:
     with Registry.start() as registry:
         ns = test_namespace()
         ref = Echo.start()
-        entered, release = threading.Event(), threading.Event()
-
-        def hold(state: Any) -> None:
-            entered.set()
-            release.wait(5)
-
-        holder = threading.Thread(target=registry.run_in_server, args=(hold,))
-        holder.start()
-        assert entered.wait(5)
         server = registry.server_ref
         result: list[Any] = []
-        caller = threading.Thread(target=lambda: result.append(
-            registry.register(ns, "queued", ref)))
-        caller.start()
-        # The queued register is behind the holder; the crash makes Pykka
-        # fail it with ActorDeadError and the facade sends it again.
-        server.tell(Call(lambda state: 1 / 0))
-        release.set()
-        holder.join(5)
+        with holding_server(registry):
+            caller = threading.Thread(target=lambda: result.append(
+                registry.register(ns, "queued", ref)))
+            caller.start()
+            # The register queues behind the hold (or reaches a dead server);
+            # either way Pykka fails it with ActorDeadError and the facade
+            # sends it again to the new server.
+            server.tell(Call(lambda state: 1 / 0))
         caller.join(5)
         assert result == [None]
         assert registry.lookup(ns, "queued") is ref

@@ -22,34 +22,39 @@ from typing import Any, Callable, Optional
 from pykka_registry._errors import AlreadyRegisteredError, NotRegisteredError
 from pykka_registry.backends.base import Backend, Entry
 
-__all__ = ["MemoryBackend"]
+__all__ = ["LocalTables", "MemoryBackend"]
 
-_EMPTY: dict[Hashable, Entry] = {}
+_EMPTY: dict[Hashable, Any] = {}
 
 
-class MemoryBackend(Backend):
-    """Registrations in dicts: ``namespace -> service -> Entry``, plus a reverse
-    index ``actor_urn -> {(namespace, service)}`` for death clean-up."""
+class LocalTables:
+    """The dict tables behind :class:`MemoryBackend`, and behind the local copy
+    of networked backends: ``namespace -> service -> Entry``, a reverse index
+    ``actor_urn -> {(namespace, service)}`` and a total, under one lock.
 
-    name = "memory"
+    Gives the read half of the :class:`Backend` behaviour and two write
+    primitives, :meth:`_put` and :meth:`_forget` (callers hold ``_lock``),
+    with hooks for subclasses that keep more indexes.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._names: dict[Hashable, dict[Hashable, Entry]] = {}
+        self._names: dict[Hashable, dict[Hashable, Any]] = {}
         self._by_urn: dict[str, set[tuple[Hashable, Hashable]]] = {}
         self._total = 0
 
     # -- hooks for subclasses (called under the lock) --------------------------
 
-    def _on_added(self, entry: Entry) -> None:
+    def _on_added(self, entry: Any) -> None:
         """An entry was stored."""
 
-    def _on_removed(self, entry: Entry) -> None:
-        """An entry was removed or replaced."""
+    def _on_removed(self, entry: Any) -> None:
+        """An entry was removed or replaced (already gone from ``_by_urn``)."""
 
-    # -- writes ------------------------------------------------------------------
+    # -- write primitives (the caller holds the lock) ----------------------------
 
-    def _put(self, entry: Entry) -> Optional[Entry]:
+    def _put(self, entry: Any) -> Optional[Any]:
+        """Store ``entry``, replacing what held its name; return that."""
         key = (entry.namespace, entry.service)
         services = self._names.get(entry.namespace)
         if services is None:
@@ -64,8 +69,8 @@ class MemoryBackend(Backend):
         self._on_added(entry)
         return previous
 
-    def _forget(self, entry: Entry, keep_slot: bool = False) -> None:
-        """Drop ``entry`` from every structure (the caller holds the lock)."""
+    def _forget(self, entry: Any, keep_slot: bool = False) -> None:
+        """Drop ``entry`` from every structure."""
         key = (entry.namespace, entry.service)
         urn = entry.actor_ref.actor_urn
         held = self._by_urn.get(urn)
@@ -80,6 +85,43 @@ class MemoryBackend(Backend):
                 del self._names[entry.namespace]
             self._total -= 1
         self._on_removed(entry)
+
+    # -- reads (any thread) ----------------------------------------------------
+
+    def get(self, namespace: Hashable, service: Hashable) -> Optional[Any]:
+        # Always hash both parts, so a bad key raises even for a missing namespace.
+        return self._names.get(namespace, _EMPTY).get(service)
+
+    def services(self, namespace: Hashable) -> list[Hashable]:
+        with self._lock:
+            return list(self._names.get(namespace, ()))
+
+    def entries(self, namespace: Hashable) -> list[Any]:
+        with self._lock:
+            services = self._names.get(namespace)
+            return list(services.values()) if services else []
+
+    def count(self, namespace: Optional[Hashable] = None) -> int:
+        if namespace is None:
+            return self._total
+        services = self._names.get(namespace)
+        return len(services) if services else 0
+
+    def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
+        with self._lock:
+            return list(self._by_urn.get(actor_ref.actor_urn, ()))
+
+    def namespaces(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._names)
+
+
+class MemoryBackend(LocalTables, Backend):
+    """Registrations in dicts (see :class:`LocalTables`)."""
+
+    name = "memory"
+
+    # -- writes ------------------------------------------------------------------
 
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         with self._lock:
@@ -130,35 +172,6 @@ class MemoryBackend(Backend):
             for entry in removed:
                 self._forget(entry)
             return removed
-
-    # -- reads -------------------------------------------------------------------
-
-    def get(self, namespace: Hashable, service: Hashable) -> Optional[Entry]:
-        # Always hash both parts, so a bad key raises even for a missing namespace.
-        return self._names.get(namespace, _EMPTY).get(service)
-
-    def services(self, namespace: Hashable) -> list[Hashable]:
-        with self._lock:
-            return list(self._names.get(namespace, ()))
-
-    def entries(self, namespace: Hashable) -> list[Entry]:
-        with self._lock:
-            services = self._names.get(namespace)
-            return list(services.values()) if services else []
-
-    def count(self, namespace: Optional[Hashable] = None) -> int:
-        if namespace is None:
-            return self._total
-        services = self._names.get(namespace)
-        return len(services) if services else 0
-
-    def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
-        with self._lock:
-            return list(self._by_urn.get(actor_ref.actor_urn, ()))
-
-    def namespaces(self) -> list[Hashable]:
-        with self._lock:
-            return list(self._names)
 
     def owns(self, actor_ref: Any) -> bool:
         return actor_ref.actor_urn in self._by_urn

@@ -93,6 +93,7 @@ from pykka_registry._remote import (
     RemoteActorRef,
 )
 from pykka_registry.backends.base import Backend, BackendContext, Entry
+from pykka_registry.backends.memory import LocalTables
 
 try:
     import redis
@@ -380,7 +381,7 @@ def _checked(record: dict[str, Any]) -> Optional[Key]:
         return None
 
 
-class RedisBackend(Backend):
+class RedisBackend(LocalTables, Backend):
     """Names shared through Redis; see the module docstring.
 
     Options (``backend_opts``):
@@ -442,10 +443,7 @@ class RedisBackend(Backend):
             raise ValueError("redis_kwargs: decode_responses must stay False (messages are bytes)")
 
         # the local copy (written by the server thread, or start(); read anywhere)
-        self._lock = threading.Lock()
-        self._names: dict[Hashable, dict[Hashable, Claim]] = {}
-        self._by_urn: dict[str, set[Key]] = {}
-        self._total = 0
+        LocalTables.__init__(self)  # the local copy: _lock, _names, _by_urn, _total
         self._local_refs: dict[str, Any] = {}  # urn -> pykka.ActorRef (own entries)
         self._node_refs: dict[tuple[str, str], int] = {}  # remote (node, inc) -> entries
         self._node_links: dict[tuple[str, str], NodeLink] = {}
@@ -731,38 +729,32 @@ class RedisBackend(Backend):
     # -- the local copy (writers: server thread, or start() before any thread) -------------
 
     def _put(self, entry: Claim) -> Optional[Claim]:
-        key = (entry.namespace, entry.service)
+        """Store ``entry`` in the local copy (takes the lock); return what it replaced."""
         with self._lock:
-            services = self._names.get(entry.namespace)
-            if services is None:
-                services = self._names[entry.namespace] = {}
-            previous = services.get(entry.service)
-            if previous is not None:
-                self._unindex(previous)
-                self._total -= 1
-            services[entry.service] = entry
-            urn = entry.actor_ref.actor_urn
-            self._by_urn.setdefault(urn, set()).add(key)
-            if entry.node == self.node_id:
-                self._local_refs[urn] = entry.actor_ref
-            else:
-                node_key = (entry.node, entry.inc)
-                self._node_refs[node_key] = self._node_refs.get(node_key, 0) + 1
-            self._total += 1
-        return previous
+            return LocalTables._put(self, entry)
 
-    def _unindex(self, entry: Claim) -> None:
-        """Drop ``entry`` from the indexes (the caller holds the lock)."""
+    def _drop(self, entry: Claim) -> bool:
+        """Remove ``entry`` if it is still the one stored under its name."""
+        with self._lock:
+            if self._names.get(entry.namespace, _EMPTY).get(entry.service) is not entry:
+                return False
+            self._forget(entry)
+            return True
+
+    def _on_added(self, entry: Claim) -> None:
+        if entry.node == self.node_id:
+            self._local_refs[entry.actor_ref.actor_urn] = entry.actor_ref
+        else:
+            node_key = (entry.node, entry.inc)
+            self._node_refs[node_key] = self._node_refs.get(node_key, 0) + 1
+
+    def _on_removed(self, entry: Claim) -> None:
         urn = entry.actor_ref.actor_urn
-        held = self._by_urn.get(urn)
-        if held is not None:
-            held.discard((entry.namespace, entry.service))
-            if not held:
-                del self._by_urn[urn]
-                self._local_refs.pop(urn, None)
-                if entry.node != self.node_id:
-                    self._actor_links.pop(urn, None)
-                    self._remote_refs.pop(urn, None)
+        if urn not in self._by_urn:  # that actor holds no other name here
+            self._local_refs.pop(urn, None)
+            if entry.node != self.node_id:
+                self._actor_links.pop(urn, None)
+                self._remote_refs.pop(urn, None)
         if entry.node != self.node_id:
             node_key = (entry.node, entry.inc)
             left = self._node_refs.get(node_key, 0) - 1
@@ -771,19 +763,6 @@ class RedisBackend(Backend):
             else:
                 self._node_refs.pop(node_key, None)
                 self._node_links.pop(node_key, None)
-
-    def _drop(self, entry: Claim) -> bool:
-        """Remove ``entry`` if it is still the one stored under its name."""
-        with self._lock:
-            services = self._names.get(entry.namespace)
-            if services is None or services.get(entry.service) is not entry:
-                return False
-            del services[entry.service]
-            if not services:
-                del self._names[entry.namespace]
-            self._unindex(entry)
-            self._total -= 1
-            return True
 
     def _remote_ref(self, urn: str, actor_class: str, node: str, inc: str) -> RemoteActorRef:
         assert self._messenger is not None
@@ -1010,33 +989,6 @@ class RedisBackend(Backend):
         return list(entries)
 
     # -- reads (any thread) ------------------------------------------------------------------
-
-    def get(self, namespace: Hashable, service: Hashable) -> Optional[Claim]:
-        # Both parts are always hashed, so a bad key raises even for a missing namespace.
-        return self._names.get(namespace, _EMPTY).get(service)
-
-    def services(self, namespace: Hashable) -> list[Hashable]:
-        with self._lock:
-            return list(self._names.get(namespace, ()))
-
-    def entries(self, namespace: Hashable) -> list[Entry]:
-        with self._lock:
-            services = self._names.get(namespace)
-            return list(services.values()) if services else []
-
-    def count(self, namespace: Optional[Hashable] = None) -> int:
-        if namespace is None:
-            return self._total
-        services = self._names.get(namespace)
-        return len(services) if services else 0
-
-    def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
-        with self._lock:
-            return list(self._by_urn.get(actor_ref.actor_urn, ()))
-
-    def namespaces(self) -> list[Hashable]:
-        with self._lock:
-            return list(self._names)
 
     def owns(self, actor_ref: Any) -> bool:
         return actor_ref.actor_urn in self._local_refs
