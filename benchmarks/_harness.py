@@ -29,6 +29,7 @@ skipped with a note, and must leave no Pykka actor running.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import importlib.metadata
@@ -36,6 +37,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 import timeit
 from collections.abc import Iterator, Sequence
@@ -290,6 +292,32 @@ def assert_no_actors(where: str) -> None:
     if left:
         pykka.ActorRegistry.stop_all(timeout=10)
         raise RuntimeError(f"{where}: {len(left)} actor(s) were left running: {left[:3]}")
+
+
+def run_steps(label: str, steps: Sequence[Callable[[bool], list[Result]]],
+              quick: bool) -> list[Result]:
+    """Run benchmark steps in order, report each one's time on stderr, and
+    check that no actor was left running before and after."""
+    assert_no_actors(f"before bench_{label}")
+    results: list[Result] = []
+    try:
+        for step in steps:
+            t0 = time.monotonic()
+            results += step(quick)
+            print(f"  {label}: {step.__name__} done in {time.monotonic() - t0:.1f}s",
+                  file=sys.stderr, flush=True)
+    finally:
+        assert_no_actors(f"after bench_{label}")
+    return results
+
+
+def cli(main: Callable[..., list[Result]], description: Optional[str],
+        quick_help: str = "fewer samples") -> None:
+    """The command line of one benchmark module: ``[--quick]``, prints the table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args()
+    print(markdown_table(main(quick=args.quick)))
 
 
 @contextlib.contextmanager

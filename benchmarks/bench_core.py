@@ -7,7 +7,6 @@ Run ``python benchmarks/bench_core.py [--quick]`` (or everything with
 
 from __future__ import annotations
 
-import argparse
 import gc
 import random
 import sys
@@ -492,23 +491,10 @@ def bench_memory(quick: bool) -> list[h.Result]:
 
 
 def main(quick: bool = False) -> list[h.Result]:
-    h.assert_no_actors("before bench_core")
-    results: list[h.Result] = []
-    steps = [bench_lookup_actors, bench_lookup_large, bench_register_throughput,
-             bench_death_to_gone, bench_match, bench_memory]
-    try:
-        for step in steps:
-            t0 = time.monotonic()
-            results += step(quick)
-            print(f"  core: {step.__name__} done in {time.monotonic() - t0:.1f}s",
-                  file=sys.stderr, flush=True)
-    finally:
-        h.assert_no_actors("after bench_core")
-    return results
+    return h.run_steps("core", [bench_lookup_actors, bench_lookup_large,
+                                bench_register_throughput, bench_death_to_gone, bench_match,
+                                bench_memory], quick)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
-    args = parser.parse_args()
-    print(h.markdown_table(main(quick=args.quick)))
+    h.cli(main, __doc__, quick_help="fewer samples, smaller sizes")

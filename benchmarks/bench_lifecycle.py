@@ -7,7 +7,6 @@ Run ``python benchmarks/bench_lifecycle.py [--quick]`` (or everything with
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -310,22 +309,9 @@ def bench_self_heal(quick: bool) -> list[h.Result]:
 
 
 def main(quick: bool = False) -> list[h.Result]:
-    h.assert_no_actors("before bench_lifecycle")
-    results: list[h.Result] = []
-    steps = [bench_supervised_restart, bench_events, bench_get_or_start, bench_self_heal]
-    try:
-        for step in steps:
-            t0 = time.monotonic()
-            results += step(quick)
-            print(f"  lifecycle: {step.__name__} done in {time.monotonic() - t0:.1f}s",
-                  file=sys.stderr, flush=True)
-    finally:
-        h.assert_no_actors("after bench_lifecycle")
-    return results
+    return h.run_steps("lifecycle", [bench_supervised_restart, bench_events,
+                                     bench_get_or_start, bench_self_heal], quick)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer samples")
-    args = parser.parse_args()
-    print(h.markdown_table(main(quick=args.quick)))
+    h.cli(main, __doc__)

@@ -21,6 +21,7 @@ import pykka
 from pykka_registry._events import Registered
 from pykka_registry._registry import Registry
 from pykka_registry._supervisor import ChildSpec, Supervisor
+from pykka_registry._via import Via
 from pykka_registry.backends.indexed import IndexedBackend
 from pykka_registry.backends.memory import MemoryBackend
 
@@ -59,6 +60,24 @@ def _step(out: Callable[[str], None], title: str) -> Iterator[None]:
     out(f"  ({(time.perf_counter() - started) * 1000:.2f} ms)")
 
 
+def crash_and_await_successor(registry: Registry, via: Via, timeout: float) -> tuple[Any, Any]:
+    """Crash the actor behind ``via`` and wait until a different actor holds
+    its name (seen as a ``Registered`` event); return ``(old, new)`` refs."""
+    old = via.resolve()
+    replaced = threading.Event()
+
+    def on_event(event: Any) -> None:
+        if (isinstance(event, Registered) and event.service == via.service
+                and event.actor_ref.actor_urn != old.actor_urn):
+            replaced.set()
+
+    with registry.subscribe(on_event, namespace=via.namespace):
+        via.tell("crash")
+        if not replaced.wait(timeout):
+            raise RuntimeError(f"{via.service!r} was not restarted within {timeout} s")
+    return old, via.resolve()
+
+
 def _tour(registry: Registry, out: Callable[[str], None]) -> None:
     roles = {"w1": ["cpu"], "w2": ["cpu", "gpu"], "w3": ["io"]}
     def starter(label: str) -> Callable[[], Any]:
@@ -84,18 +103,7 @@ def _tour(registry: Registry, out: Callable[[str], None]) -> None:
             out(f"  w2 is {w2.proxy().whoami().get(timeout=5)}")
 
         with _step(out, "crash w2 on purpose; the supervisor restarts it under the same name"):
-            old = w2.resolve()
-            replaced = threading.Event()
-
-            def on_event(event: Any) -> None:
-                if isinstance(event, Registered) and event.service == "w2":
-                    replaced.set()
-
-            with registry.subscribe(on_event, namespace=NAMESPACE):
-                w2.tell("crash")
-                if not replaced.wait(5):
-                    raise RuntimeError("w2 was not restarted within 5 s")
-            new = w2.resolve()
+            old, new = crash_and_await_successor(registry, w2, timeout=5)
             out(f"  old w2 alive: {old.is_alive()}; new w2 is a different actor: {new is not old}")
             out(f"  the same via handle now reaches {w2.proxy().whoami().get(timeout=5)}")
             out(f"  w2.ask(8) -> {w2.ask(8)}")

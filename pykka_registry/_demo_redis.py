@@ -22,8 +22,8 @@ from typing import Any, Callable, Optional
 
 import pykka
 
-from pykka_registry._demo import NAMESPACE, Worker, _step
-from pykka_registry._events import Registered, Unregistered
+from pykka_registry._demo import NAMESPACE, Worker, _step, crash_and_await_successor
+from pykka_registry._events import Unregistered
 from pykka_registry._registry import Registry
 from pykka_registry._supervisor import ChildSpec, Supervisor
 
@@ -88,19 +88,7 @@ def run_redis_demo(url: str, out: Optional[Callable[[str], None]] = None) -> int
                 out(f"  w2 is {w2.ask('whoami')}")
 
             with _step(out, "crash w2 on purpose; the other process restarts it, same name"):
-                old = w2.resolve()
-                replaced = threading.Event()
-
-                def on_event(event: Any) -> None:
-                    if (isinstance(event, Registered) and event.service == "w2"
-                            and event.actor_ref.actor_urn != old.actor_urn):
-                        replaced.set()
-
-                with registry.subscribe(on_event, namespace=NAMESPACE):
-                    w2.tell("crash")
-                    if not replaced.wait(10):
-                        raise RuntimeError("w2 was not restarted within 10 s")
-                new = w2.resolve()
+                old, new = crash_and_await_successor(registry, w2, timeout=10)
                 out(f"  new w2 is a different actor: {new.actor_urn != old.actor_urn}")
                 out(f"  the same via handle now reaches {w2.ask('whoami')}")
                 out(f"  w2.ask(8) -> {w2.ask(8)}")
