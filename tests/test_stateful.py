@@ -17,7 +17,8 @@ Model rules (what the registry documents):
   names go: ``lookup`` says ``None`` as soon as the actor has stopped, and the
   listings drop them within a bounded wait. So the model forgets the names at
   stop time, and every listing check first waits (``wait_until``, never a
-  sleep) until the registry's ``count()`` equals the model's.
+  sleep) until the registry's ``count()`` equals the model's; only after a
+  stop can that take any time (see ``RegistryMachine._settle``).
 * ``match``: every criterion key is present and ``metadata[key] == value``, or
   ``metadata[key]`` is a list/tuple/set/frozenset containing ``value``.
 """
@@ -25,8 +26,10 @@ Model rules (what the registry documents):
 from __future__ import annotations
 
 import copy
+import queue
+import threading
 from collections.abc import Hashable, Mapping
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import pykka
 import pytest
@@ -62,6 +65,8 @@ SERVICES = ("svc-0", "svc-1", "svc-2", "svc-3")
 KEYS = tuple((ns, svc) for ns in NAMESPACES for svc in SERVICES)
 INITIAL_ACTORS = 3
 MAX_LIVE_ACTORS = 4
+#: How long an actor may take to stop (not a registry promise: generous).
+STOP_TIMEOUT_S = 10.0
 FIELDS = ("role", "zone", "tags")
 COLLECTIONS = (list, tuple, set, frozenset)
 
@@ -144,7 +149,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.registry.stop()
         for ref in self.started:
             try:
-                ref.stop(block=True, timeout=5)
+                ref.stop(block=True, timeout=STOP_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
 
@@ -219,22 +224,80 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(target=dead_actors, actor=consumes(actors), crash=st.booleans())
     def stop_actor(self, actor: pykka.ActorRef[Any], crash: bool) -> pykka.ActorRef[Any]:
+        self._stop(actor, crash)
+        self._forget(actor)
+        return actor
+
+    def _stop(self, actor: pykka.ActorRef[Any], crash: bool) -> None:
+        """Stop or crash ``actor``; check that lookups drop it the moment it has stopped."""
         if crash:
-            actor.tell("crash")
-            assert actor.actor_stopped.wait(CLEANUP_DEADLINE_S), "crashed actor did not stop"
+            actor.tell("crash")  # Echo raises in on_receive: the actor dies
         else:
-            assert actor.stop(block=True, timeout=CLEANUP_DEADLINE_S)
-        self.live.remove(actor)
-        held = self._expected_names(actor)
-        # The moment the actor has stopped, lookups no longer return it; the
-        # listings drop its names within a bounded wait (see _settle; the
-        # invariants check them right after this step, keys_of included).
-        for namespace, service in held:
+            actor.stop(block=True, timeout=STOP_TIMEOUT_S)
+        assert actor.actor_stopped.wait(STOP_TIMEOUT_S), "the actor did not stop"
+        for namespace, service in self._expected_names(actor):
             assert self.registry.lookup(namespace, service) is None
             assert self.registry.lookup_with_metadata(namespace, service) is None
-            del self.model[(namespace, service)]
+
+    def _forget(self, actor: pykka.ActorRef[Any]) -> None:
+        """The model side of a death: the names go at once. The registry's
+        listings follow within a bounded wait (see :meth:`_settle`; the
+        invariants check them right after this step, keys_of included)."""
+        self.live.remove(actor)
+        for key in self._expected_names(actor):
+            del self.model[key]
         self.cleanup_pending = True
-        return actor
+
+    @rule(target=dead_actors, old=consumes(actors), new=actors, data=st.data(),
+          metadata=st.none() | metadatas)
+    def take_over_from_dying(self, old: pykka.ActorRef[Any], new: pykka.ActorRef[Any],
+                             data: st.DataObject,
+                             metadata: Optional[dict[Any, Any]]) -> pykka.ActorRef[Any]:
+        """``new`` registers a name of ``old``'s; ``old`` dies while that call
+        waits in the server's mailbox, so the server sees the holder dead before
+        its death notice: ``new`` gets the name, and the late notice removes
+        ``old``'s other names, never the one ``new`` now holds."""
+        held = sorted(self._expected_names(old))
+        if new is old or not held:  # nothing to take over: a plain stop
+            self._stop(old, crash=False)
+            self._forget(old)
+            return old
+        namespace, service = data.draw(st.sampled_from(held), label="name to take over")
+        entered, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def hold_server(state: object) -> None:
+            entered.set()
+            release.wait(STOP_TIMEOUT_S)
+
+        def take_over() -> None:
+            try:
+                self.registry.register(namespace, service, new, copy.deepcopy(metadata))
+            except BaseException as error:
+                errors.append(error)
+
+        holder = threading.Thread(target=self.registry.run_in_server, args=(hold_server,))
+        taker = threading.Thread(target=take_over)
+        try:
+            holder.start()
+            assert entered.wait(STOP_TIMEOUT_S), "the server never ran hold_server"
+            # pykka's threading actors use a queue.Queue for their inbox.
+            inbox = cast("queue.Queue[Any]", self.registry.server_ref.actor_inbox)
+            queued = inbox.qsize()
+            taker.start()
+            wait_until(lambda: inbox.qsize() > queued, message="register queued at the server")
+            # The server is held, so no death notice can have been handled:
+            # this checks that lookups filter dead holders themselves.
+            self._stop(old, crash=False)
+        finally:
+            release.set()
+            holder.join(STOP_TIMEOUT_S)
+            taker.join(STOP_TIMEOUT_S)
+        assert not holder.is_alive() and not taker.is_alive()
+        assert errors == []
+        self._forget(old)
+        self.model[(namespace, service)] = (new, {} if metadata is None else copy.deepcopy(metadata))
+        return old
 
     # -- writes ------------------------------------------------------------------------
 
