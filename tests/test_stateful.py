@@ -291,8 +291,9 @@ class RegistryMachine(RuleBasedStateMachine):
             self._stop(old, crash=False)
         finally:
             release.set()
-            holder.join(STOP_TIMEOUT_S)
-            taker.join(STOP_TIMEOUT_S)
+            for thread in (holder, taker):
+                if thread.ident is not None:  # started
+                    thread.join(STOP_TIMEOUT_S)
         assert not holder.is_alive() and not taker.is_alive()
         assert errors == []
         self._forget(old)
