@@ -336,3 +336,32 @@ def test_a_slow_listener_does_not_slow_register() -> None:
         finally:
             release.set()
             ref.stop()
+
+
+def test_a_get_or_start_caller_waits_for_another_callers_start_within_call_timeout() -> None:
+    from pykka_registry import RegistryTimeoutError
+
+    with Registry.start(call_timeout=0.3) as registry:
+        ns = test_namespace()
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_start() -> Any:
+            entered.set()
+            release.wait(10)
+            return Echo.start()
+
+        first = threading.Thread(target=registry.get_or_start, args=(ns, "svc", slow_start))
+        first.start()
+        try:
+            assert entered.wait(5)
+            started = time.monotonic()
+            with pytest.raises(RegistryTimeoutError):
+                registry.get_or_start(ns, "svc", lambda: pytest.fail("must not start"))
+            assert time.monotonic() - started < 2
+        finally:
+            release.set()
+            first.join(5)
+        ref = registry.lookup(ns, "svc")
+        assert ref is not None
+        assert registry.get_or_start(ns, "svc", lambda: pytest.fail("must not start")) is ref
+        ref.stop()
