@@ -505,6 +505,10 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
         pass
 
 
+class _DaemonSupervisorActor(SupervisorActor):
+    use_daemon_thread = True
+
+
 class Supervisor:
     """A handle on a running supervisor. Create one with :meth:`Supervisor.start`.
 
@@ -535,9 +539,14 @@ class Supervisor:
         *,
         name: Optional[str] = None,
         call_timeout: float = 30.0,
+        daemon: bool = False,
     ) -> Supervisor:
         """Start a supervisor and its children, in order; return once every
         child is running (and registered, if named).
+
+        With ``daemon=True`` the supervisor's own thread does not keep the
+        interpreter alive (its children's threads are their own business);
+        a registry's own supervisor runs so.
 
         If a child fails to start, the ones already started are stopped (in
         reverse order), the supervisor stops, and the error is raised here.
@@ -556,7 +565,8 @@ class Supervisor:
         if len(set(ids)) != len(ids):
             raise ValueError(f"child ids must be unique, got {ids!r}")
         handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
-        ref = SupervisorActor.start(handle, specs, strategy, max_restarts, max_seconds, registry)
+        actor_class = _DaemonSupervisorActor if daemon else SupervisorActor
+        ref = actor_class.start(handle, specs, strategy, max_restarts, max_seconds, registry)
         handle._ref = ref
         try:
             ref.ask(_StartChildren(), timeout=call_timeout)

@@ -966,8 +966,7 @@ class RedisBackend(LocalTables, Backend):
         """A local actor died: drop its names here at once and in Redis (if Redis
         is out of reach, the deletes are retried by the lease thread). Never raises."""
         with self._lock:
-            keys = list(self._by_urn.get(actor_ref.actor_urn, ()))
-            entries = [self._names[ns][svc] for ns, svc in keys]
+            entries = self._held_by(actor_ref.actor_urn)
         reason = _deathwatch.death_reason(actor_ref)
         why, err = ("crashed", repr(reason)[:500]) if reason is not None else ("stopped", "")
         removed: list[Entry] = []
