@@ -18,6 +18,7 @@ from pykka_registry._errors import (
     RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
+    UnknownBackendError,
 )
 from pykka_registry._events import (
     MetadataUpdated,
@@ -76,6 +77,7 @@ __all__ = [
     "Subscription",
     "Supervisor",
     "SupervisorError",
+    "UnknownBackendError",
     "UnregisterReason",
     "Unregistered",
     "Via",

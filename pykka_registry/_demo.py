@@ -10,7 +10,6 @@ workers by metadata with ``match``, and ends with ``stats()`` and
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +17,9 @@ from typing import Any, Callable, Optional
 
 import pykka
 
-from pykka_registry._events import Registered
 from pykka_registry._registry import Registry
 from pykka_registry._supervisor import ChildSpec, Supervisor
 from pykka_registry._via import Via
-from pykka_registry.backends.indexed import IndexedBackend
-from pykka_registry.backends.memory import MemoryBackend
 
 __all__ = ["run_demo"]
 
@@ -49,7 +45,8 @@ class Worker(pykka.ThreadingActor):
         return f"{self.label} does not understand {message!r}"
 
     def whoami(self) -> str:
-        return f"{self.label} ({self.actor_urn[-8:]})"
+        """Which actor answered: its label and the end of its actor_urn."""
+        return f"worker {self.label}, actor_urn ...{self.actor_urn[-8:]}"
 
 
 @contextmanager
@@ -62,20 +59,13 @@ def _step(out: Callable[[str], None], title: str) -> Iterator[None]:
 
 def crash_and_await_successor(registry: Registry, via: Via, timeout: float) -> tuple[Any, Any]:
     """Crash the actor behind ``via`` and wait until a different actor holds
-    its name (seen as a ``Registered`` event); return ``(old, new)`` refs."""
+    its name (``await_name(..., replacing=old)``); return ``(old, new)``."""
     old = via.resolve()
-    replaced = threading.Event()
-
-    def on_event(event: Any) -> None:
-        if (isinstance(event, Registered) and event.service == via.service
-                and event.actor_ref.actor_urn != old.actor_urn):
-            replaced.set()
-
-    with registry.subscribe(on_event, namespace=via.namespace):
-        via.tell("crash")
-        if not replaced.wait(timeout):
-            raise RuntimeError(f"{via.service!r} was not restarted within {timeout} s")
-    return old, via.resolve()
+    via.tell("crash")
+    # The old actor may still be alive (and hold the name) right now: wait
+    # for its successor, not for whoever holds the name.
+    new = registry.await_name(via.namespace, via.service, timeout=timeout, replacing=old)
+    return old, new
 
 
 def _tour(registry: Registry, out: Callable[[str], None]) -> None:
@@ -100,12 +90,13 @@ def _tour(registry: Registry, out: Callable[[str], None]) -> None:
         with _step(out, "send messages through via names (resolved at every call)"):
             w2 = registry.via(NAMESPACE, "w2")
             out(f"  w2.ask(7) -> {w2.ask(7)}")
-            out(f"  w2 is {w2.proxy().whoami().get(timeout=5)}")
+            out(f"  who answers for 'w2': {w2.proxy().whoami().get(timeout=5)}")
 
         with _step(out, "crash w2 on purpose; the supervisor restarts it under the same name"):
             old, new = crash_and_await_successor(registry, w2, timeout=5)
             out(f"  old w2 alive: {old.is_alive()}; new w2 is a different actor: {new is not old}")
-            out(f"  the same via handle now reaches {w2.proxy().whoami().get(timeout=5)}")
+            out(f"  the same via handle now reaches {w2.proxy().whoami().get(timeout=5)}"
+                " (a new actor_urn)")
             out(f"  w2.ask(8) -> {w2.ask(8)}")
 
         with _step(out, "pick workers by metadata with match"):
@@ -132,9 +123,8 @@ def _tour(registry: Registry, out: Callable[[str], None]) -> None:
 def run_demo(backend: str = "memory", out: Optional[Callable[[str], None]] = None) -> int:
     """Run the tour on ``backend`` (``"memory"`` or ``"indexed"``); return an exit code."""
     out = out or print
-    backends = {"memory": MemoryBackend, "indexed": IndexedBackend}
-    if backend not in backends:
-        raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
+    if backend not in ("memory", "indexed"):
+        raise ValueError(f"backend must be 'memory' or 'indexed', got {backend!r}")
     # The crash is on purpose: keep Pykka's traceback for it out of the tour.
     pykka_logger = logging.getLogger("pykka")
     previous_level = pykka_logger.level
@@ -142,7 +132,7 @@ def run_demo(backend: str = "memory", out: Optional[Callable[[str], None]] = Non
     started = time.perf_counter()
     try:
         out(f"pykka-registry demo on the {backend} backend")
-        with Registry.start(backend=backends[backend]) as registry:
+        with Registry.start(backend=backend) as registry:  # a name, as on the CLI
             _tour(registry, out)
     finally:
         pykka_logger.setLevel(previous_level)

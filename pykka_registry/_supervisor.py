@@ -97,8 +97,9 @@ def _validate_name(name: Any) -> Any:
 class ChildSpec:
     """How to start, name and restart one child.
 
-    ``start`` returns the child's :class:`pykka.ActorRef` (or a
-    :class:`Supervisor`, for a nested tree). ``name`` is a
+    ``start`` returns the child's :class:`pykka.ActorRef`, a
+    :class:`pykka.ActorProxy` (its ``actor_ref`` is supervised), or a
+    :class:`Supervisor`, for a nested tree. ``name`` is a
     ``(namespace, service)`` pair to register the child under, in the
     supervisor's registry. ``shutdown`` is how long stopping it may take.
     """
@@ -270,10 +271,12 @@ class SupervisorActor(pykka.ThreadingActor):
         handle = None
         if isinstance(started, Supervisor):
             handle, started = started, started.actor_ref
+        elif isinstance(started, pykka.ActorProxy):
+            started = started.actor_ref  # Pykka habit: Actor.start().proxy()
         if not isinstance(started, pykka.ActorRef):
             raise SupervisorError(
                 f"start() of child {child.spec.id!r} returned {type(started).__name__}, "
-                "not a pykka.ActorRef or Supervisor"
+                "not a pykka.ActorRef, pykka.ActorProxy or Supervisor"
             )
         try:
             if child.spec.name is not None:
