@@ -130,7 +130,7 @@ def test_register_refuses_a_class_or_an_actor_object_with_a_hint(
 ) -> None:
     with pytest.raises(InvalidActorRefError, match=r"start it first, Echo.start\(\)"):
         registry.register(ns, "c", Echo)  # type: ignore[arg-type]
-    with pytest.raises(InvalidActorRefError, match="ActorRef or pykka.ActorProxy"):
+    with pytest.raises(InvalidActorRefError, match=r"ActorRef or pykka\.ActorProxy"):
         registry.register(ns, "c", 42)  # type: ignore[arg-type]
     assert registry.count(ns) == 0
 
