@@ -21,8 +21,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     demo.add_argument("--redis", metavar="URL",
                       help="run the tour across two processes on this Redis")
     bench = commands.add_parser("bench", help="run the benchmark suite (benchmarks/run.py)")
-    bench.add_argument("--quick", action="store_true", help="smaller sizes and fewer samples: a shorter run "
-                       "(how long depends on the machine's load)")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller sizes and fewer samples: a shorter run "
+                            "(how long depends on the machine's load)")
     commands.add_parser("ls", help="list every name in a Redis cluster", add_help=False)
     args, rest = parser.parse_known_args(argv)
 
