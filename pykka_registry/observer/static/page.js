@@ -1,6 +1,6 @@
 // The observer page: polls /api/snapshot and /api/events every POLL_MS and
 // renders them. Every piece of data goes into the DOM through textContent
-// (or dataset/title), never innerHTML: names and metadata render as text.
+// (or dataset/title), never parsed as markup: names and metadata render as text.
 "use strict";
 
 (function () {
