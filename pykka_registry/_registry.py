@@ -677,3 +677,18 @@ class Registry:
             problems=tuple(problems),
         )
 
+
+    def observe(self, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None) -> Any:
+        """Start an observer for this registry: a live web page, a JSON API
+        and Prometheus metrics, served in a background thread (see
+        :func:`pykka_registry.observer.serve`, which takes the same keywords
+        and also shows several registries). Returns the
+        :class:`~pykka_registry.observer.Observer`: open ``observer.url``, call
+        ``observer.stop()`` (or use it as a context manager) when done.
+
+        Loopback by default; another host requires a token (one is generated
+        when none is given). Nothing about observation runs before this call.
+        """
+        from pykka_registry.observer import serve
+
+        return serve(self, host=host, port=port, token=token)
