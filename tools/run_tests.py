@@ -18,8 +18,8 @@ What it does, in order:
 3. **Counts.** Reads the junit file every test environment wrote
    (``.tox/<env>/tmp/junit.xml``; the ones of earlier runs are deleted
    first) and prints one line per environment, then the totals as
-   ``N passed, N failed, N skipped``. ``lint`` and ``docs`` run no pytest:
-   they count through tox's exit status.
+   ``N passed, N failed, N skipped``. ``lint`` runs no pytest: it counts
+   through tox's exit status.
 
 Exit status 0 only if tox passed, every test environment wrote a junit file
 with at least one test, and nothing failed.
