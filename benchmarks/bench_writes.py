@@ -141,7 +141,7 @@ def bench_register_many(quick: bool) -> list[h.Result]:
             registry.stop()
         h.stop_actors(holders)
     results = list(timed.values())
-    for r, (name, limit) in zip(results, (("memory", 300_000), ("indexed", 150_000))):
+    for r, (_name, limit) in zip(results, (("memory", 300_000), ("indexed", 150_000))):
         h.set_target(r, f">= {limit // 1000}k entries/s", r.p50 >= limit)
     results[0].note = (
         "entries per second of one register_many call (one server round trip), including the "

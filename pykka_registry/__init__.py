@@ -20,6 +20,7 @@ from pykka_registry._errors import (
     RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
+    UnknownBackendError,
 )
 from pykka_registry._events import (
     MetadataUpdated,
@@ -80,6 +81,7 @@ __all__ = [
     "Subscription",
     "Supervisor",
     "SupervisorError",
+    "UnknownBackendError",
     "UnregisterReason",
     "Unregistered",
     "Via",

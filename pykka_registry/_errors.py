@@ -23,6 +23,7 @@ __all__ = [
     "RegistryError",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
+    "UnknownBackendError",
 ]
 
 
@@ -123,3 +124,8 @@ class RegistryUnavailableError(RegistryError):
 
 class RegistryTimeoutError(RegistryError, TimeoutError):
     """A wait (such as :meth:`Registry.await_name`) ran out of time."""
+
+
+class UnknownBackendError(RegistryError, ValueError):
+    """A backend given by name (``Registry.start(backend="...")``) is not known,
+    or its entry point cannot be loaded. The message lists the known names."""

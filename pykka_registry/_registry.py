@@ -43,6 +43,8 @@ from typing import Any, Callable, Optional, Union
 import pykka
 
 from pykka_registry import _deathwatch
+from pykka_registry._backend_names import resolve_backend
+from pykka_registry._coerce import NO_SERVICE, actor_ref_of, split_key, urn_of
 from pykka_registry._deathwatch import is_alive as _is_alive
 from pykka_registry._errors import (
     AlreadyRegisteredError,
@@ -103,7 +105,7 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
 
 _registry_counter = itertools.count(1)
 
-BackendSpec = Union[type[Backend], Backend]
+BackendSpec = Union[type[Backend], Backend, str]
 
 
 class Registry:
@@ -138,19 +140,26 @@ class Registry:
         into your own supervision tree to run it. Most users want :meth:`start`.
 
         ``backend`` is a :class:`Backend` subclass, instantiated with
-        ``**backend_opts``, or a ready :class:`Backend` instance.
+        ``**backend_opts``, a ready :class:`Backend` instance, or a name:
+        ``"memory"``, ``"indexed"``, ``"redis"`` or one a package registered
+        in the entry point group ``pykka_registry.backends``.
+
+        Raises:
+            UnknownBackendError: no backend has that name (the message lists
+                the known ones).
         """
         if call_timeout is None or not call_timeout > 0:
             raise ValueError(f"call_timeout must be a positive number of seconds, got "
                              f"{call_timeout!r}")
-        if isinstance(backend, type):
-            validate_backend(backend)
-            instance = backend(**dict(backend_opts or {}))
+        spec = resolve_backend(backend)
+        if isinstance(spec, type):
+            validate_backend(spec)
+            instance = spec(**dict(backend_opts or {}))
         else:
             if backend_opts:
                 raise TypeError("backend_opts is only used with a backend class, not an instance")
-            validate_backend(backend)
-            instance = backend
+            validate_backend(spec)
+            instance = spec
         label = name or f"registry-{next(_registry_counter)}"
         state = RegistryState(instance, float(call_timeout), label)
         instance.start(state)
@@ -338,10 +347,11 @@ class Registry:
         self,
         namespace: Hashable,
         service: Hashable,
-        actor_ref: pykka.ActorRef[Any],
+        actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> None:
-        """Register ``actor_ref`` as ``service`` in ``namespace``.
+        """Register ``actor_ref`` as ``service`` in ``namespace``. A
+        :class:`pykka.ActorProxy` stands for its ``actor_ref``.
 
         The same actor registering the same name again replaces its metadata.
         The name is released by :meth:`unregister` or when the actor dies.
@@ -353,11 +363,7 @@ class Registry:
             RegistryUnavailableError: the server did not answer in time.
         """
         self._check_key(namespace, service)
-        if not isinstance(actor_ref, pykka.ActorRef):
-            raise InvalidActorRefError(
-                f"actor_ref must be a pykka.ActorRef, got {type(actor_ref).__name__}: "
-                f"{actor_ref!r}"
-            )
+        actor_ref = actor_ref_of(actor_ref)
         own_metadata = self._backend.validate_metadata(metadata)
         self._call(Register(namespace, service, actor_ref, own_metadata))
 
@@ -475,14 +481,19 @@ class Registry:
 
     # -- reads (caller's thread, never queued) --------------------------------------
 
-    def lookup(self, namespace: Hashable, service: Hashable) -> Optional[pykka.ActorRef[Any]]:
-        """The actor registered under the name, or ``None``.
+    def lookup(
+        self, namespace: Hashable, service: Hashable = NO_SERVICE
+    ) -> Optional[pykka.ActorRef[Any]]:
+        """The actor registered under the name, or ``None``. The name may
+        also be given as one ``(namespace, service)`` tuple.
 
         Runs in the caller's thread: two dict reads, no lock, no message. The
         actor is alive: a dead actor's names are removed before Pykka reports
         it stopped. (Each registry binds a specialised copy of this method
         as an instance attribute; this is the reference version.)
         """
+        if service is NO_SERVICE:
+            namespace, service = split_key(namespace, service, "lookup")
         try:
             entry = self._backend.get(namespace, service)
         except Exception:
@@ -501,8 +512,12 @@ class Registry:
         names_get = self._backend._names.get
         check_key = self._check_key
         empty: dict[Hashable, Any] = {}
+        no_service = NO_SERVICE
 
-        def lookup(namespace: Hashable, service: Hashable) -> Optional[pykka.ActorRef[Any]]:
+        def lookup(namespace: Hashable,
+                   service: Hashable = no_service) -> Optional[pykka.ActorRef[Any]]:
+            if service is no_service:
+                namespace, service = split_key(namespace, service, "lookup")
             try:
                 entry = names_get(namespace, empty).get(service)
             except Exception:
@@ -513,20 +528,24 @@ class Registry:
         lookup.__doc__ = Registry.lookup.__doc__
         return lookup
 
-    def _generic_lookup(self, namespace: Hashable, service: Hashable
+    def _generic_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
                         ) -> Optional[pykka.ActorRef[Any]]:
         return Registry.lookup(self, namespace, service)
 
-    def _closed_lookup(self, namespace: Hashable, service: Hashable
+    def _closed_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
                        ) -> Optional[pykka.ActorRef[Any]]:
+        if service is NO_SERVICE:
+            namespace, service = split_key(namespace, service, "lookup")
         self._check_key(namespace, service)
         return None
 
     def lookup_with_metadata(
-        self, namespace: Hashable, service: Hashable
+        self, namespace: Hashable, service: Hashable = NO_SERVICE
     ) -> Optional[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for the name, or ``None``. The metadata is a
-        copy (``{}`` when none was given): changing it changes nothing stored."""
+        copy (``{}`` when none was given): changing it changes nothing stored.
+        The name may also be given as one ``(namespace, service)`` tuple."""
+        namespace, service = split_key(namespace, service, "lookup_with_metadata")
         try:
             entry = self._backend.get(namespace, service)
         except Exception:
@@ -611,32 +630,57 @@ class Registry:
             return []
         return self._backend.namespaces()
 
-    def via(self, namespace: Hashable, service: Hashable) -> Via:
-        """A handle that sends to whichever live actor holds the name at each call."""
+    def via(self, namespace: Hashable, service: Hashable = NO_SERVICE) -> Via:
+        """A handle that sends to whichever live actor holds the name at each call.
+        The name may also be given as one ``(namespace, service)`` tuple."""
+        namespace, service = split_key(namespace, service, "via")
         self._check_key(namespace, service)
         return Via(self, namespace, service)
 
     # -- lifecycle helpers ------------------------------------------------------------
 
     def await_name(
-        self, namespace: Hashable, service: Hashable, timeout: Optional[float] = None
+        self,
+        namespace: Hashable,
+        service: Hashable = NO_SERVICE,
+        timeout: Optional[float] = None,
+        *,
+        replacing: Any = None,
     ) -> pykka.ActorRef[Any]:
         """Wait until a live actor holds the name and return it; at once if one does.
 
-        ``timeout=None`` waits at most the registry's ``call_timeout``.
+        ``timeout=None`` waits at most the registry's ``call_timeout``. The
+        name may also be given as one ``(namespace, service)`` tuple (then
+        pass ``timeout`` by keyword).
+
+        ``replacing=old_ref`` (an actor ref or proxy) waits for a holder that
+        is *not* ``old_ref``: the successor of an actor that was just told to
+        crash or stop, which may still be alive, and registered, when this is
+        called.
 
         Raises:
-            RegistryTimeoutError: nobody took the name in time.
+            RegistryTimeoutError: nobody (other than ``replacing``) took the
+                name in time.
         """
-        ref = self.lookup(namespace, service)
+        namespace, service = split_key(namespace, service, "await_name")
+        old_urn = None if replacing is None else urn_of(replacing, "replacing")
+
+        def found() -> Optional[pykka.ActorRef[Any]]:
+            ref = self.lookup(namespace, service)
+            if ref is None or (old_urn is not None and ref.actor_urn == old_urn):
+                return None
+            return ref
+
+        ref = found()
         if ref is not None:
             return ref
         timeout = self._state.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        what = "anyone but the actor it replaces" if old_urn is not None else "nobody"
         if self._state.events.is_dispatcher_thread():
             # Called from an event listener: the wake-up event would have to
             # come from this very thread, so poll instead.
-            return self._poll_name(namespace, service, timeout, deadline)
+            return self._poll_name(found, namespace, service, timeout, deadline, what)
         arrived = threading.Event()
 
         def listener(event: Event) -> None:
@@ -645,28 +689,29 @@ class Registry:
 
         with self.subscribe(listener, namespace=namespace):
             while True:
-                ref = self.lookup(namespace, service)
+                ref = found()
                 if ref is not None:
                     return ref
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._state.closed:
                     raise RegistryTimeoutError(
-                        f"nobody registered {service!r} in namespace {namespace!r} "
+                        f"{what} registered {service!r} in namespace {namespace!r} "
                         f"within {timeout}s"
                     )
                 arrived.wait(remaining)
                 arrived.clear()
 
-    def _poll_name(self, namespace: Hashable, service: Hashable, timeout: float,
-                   deadline: float) -> pykka.ActorRef[Any]:
+    def _poll_name(self, found: Callable[[], Optional[pykka.ActorRef[Any]]],
+                   namespace: Hashable, service: Hashable, timeout: float,
+                   deadline: float, what: str) -> pykka.ActorRef[Any]:
         pause, delay = threading.Event(), 0.0005
         while True:
-            ref = self.lookup(namespace, service)
+            ref = found()
             if ref is not None:
                 return ref
             if time.monotonic() >= deadline or self._state.closed:
                 raise RegistryTimeoutError(
-                    f"nobody registered {service!r} in namespace {namespace!r} within {timeout}s"
+                    f"{what} registered {service!r} in namespace {namespace!r} within {timeout}s"
                 )
             pause.wait(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.01)
@@ -675,11 +720,13 @@ class Registry:
         self,
         namespace: Hashable,
         service: Hashable,
-        start: Callable[[], pykka.ActorRef[Any]],
+        start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]],
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> pykka.ActorRef[Any]:
         """The actor holding the name; if none, call ``start()`` (in this thread),
-        register what it returns and return it.
+        register what it returns and return it. ``start`` may return an
+        :class:`pykka.ActorRef` or a :class:`pykka.ActorProxy` (its
+        ``actor_ref`` is registered and returned).
 
         Atomic in this process: concurrent callers for one name run ``start``
         once and all get the same actor. A caller waits at most the registry's
@@ -698,11 +745,7 @@ class Registry:
             ref = self.lookup(namespace, service)
             if ref is not None:
                 return ref
-            started = start()
-            if not isinstance(started, pykka.ActorRef):
-                raise InvalidActorRefError(
-                    f"start() must return a pykka.ActorRef, got {type(started).__name__}"
-                )
+            started = actor_ref_of(start(), "start()'s result")
             try:
                 self._call(Register(namespace, service, started, own_metadata))
             except AlreadyRegisteredError as taken:
@@ -759,7 +802,7 @@ class Registry:
         """Counters of this registry, read without stopping anything."""
         state = self._state
         return RegistryStats(
-            total_registrations=self._backend.count(),
+            names=self._backend.count(),
             namespaces=len(self._backend.namespaces()),
             backend=self._backend.name,
             uptime_s=time.monotonic() - state.started_at,
@@ -807,3 +850,18 @@ class Registry:
             problems=tuple(problems),
         )
 
+
+    def observe(self, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None) -> Any:
+        """Start an observer for this registry: a live web page, a JSON API
+        and Prometheus metrics, served in a background thread (see
+        :func:`pykka_registry.observer.serve`, which takes the same keywords
+        and also shows several registries). Returns the
+        :class:`~pykka_registry.observer.Observer`: open ``observer.url``, call
+        ``observer.stop()`` (or use it as a context manager) when done.
+
+        Loopback by default; another host requires a token (one is generated
+        when none is given). Nothing about observation runs before this call.
+        """
+        from pykka_registry.observer import serve
+
+        return serve(self, host=host, port=port, token=token)
