@@ -167,9 +167,11 @@ def run_demo(
             if not observe:
                 _tour(registry, out)
             else:
+                from pykka_registry.observer import serve
                 from pykka_registry.observer._cli import wait_for_interrupt
 
-                with registry.observe() as observer:
+                # "always": the tour's events are there when the page is opened.
+                with serve(registry, events="always") as observer:
                     out(f"observer: {observer.url}  (open it now to watch the tour live)")
                     sys.stdout.flush()
                     _tour(registry, out, pause=pause)
