@@ -158,19 +158,21 @@ def run_demo(
             if not observe:
                 _tour(registry, out)
             else:
-                with registry.observe() as observer:
+                from pykka_registry.observer import serve
+                from pykka_registry.observer._cli import wait_for_interrupt
+
+                # "always": the tour's events are there when the page is opened.
+                with serve(registry, events="always") as observer:
                     out(f"observer: {observer.url}  (open it now to watch the tour live)")
                     sys.stdout.flush()
                     _tour(registry, out, pause=pause)
                     out(f"\nthe tour is over; its events stay on the page.\n"
                         f"observer: {observer.url}  (Ctrl-C to quit)")
-                    sys.stdout.flush()
-                    if wait is None:
-                        from pykka_registry.observer._cli import wait_for_interrupt
-
-                        wait_for_interrupt()
-                    else:
-                        wait(observer)
+                    try:
+                        sys.stdout.flush()
+                        (wait or (lambda _: wait_for_interrupt()))(observer)
+                    except KeyboardInterrupt:
+                        pass  # Ctrl-C before the wait began: the same request
     finally:
         pykka_logger.setLevel(previous_level)
     leftovers = pykka.ActorRegistry.get_all()

@@ -10,6 +10,11 @@ API (small on purpose; other test modules reuse it):
   outside a fixture; call ``.quit()`` when done.
 * ``console_errors(driver)`` -- the console messages of level SEVERE since
   the last call (reading drains Chromium's log buffer).
+* ``wait_until(driver, condition, message, timeout=10)`` -- a bounded wait
+  (``WebDriverWait``) for ``condition(driver)`` to be truthy; returns its
+  value. Elements replaced by a live page meanwhile (stale references) count
+  as "not yet". To read a live page atomically prefer
+  ``driver.execute_script(...)`` over element handles.
 * ``CHROMIUM``, ``CHROMEDRIVER`` -- the binaries used (``/usr/bin/chromium``
   and ``/usr/bin/chromedriver``, or the environment variables
   ``PYKKA_REGISTRY_CHROMIUM`` / ``PYKKA_REGISTRY_CHROMEDRIVER``).
@@ -29,7 +34,8 @@ from typing import Any
 
 import pytest
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "browser", "console_errors", "start_chromium"]
+__all__ = ["CHROMEDRIVER", "CHROMIUM", "browser", "console_errors", "start_chromium",
+           "wait_until"]
 
 CHROMIUM = os.environ.get("PYKKA_REGISTRY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = (os.environ.get("PYKKA_REGISTRY_CHROMEDRIVER") or shutil.which("chromedriver")
@@ -87,6 +93,16 @@ def console_errors(driver: Any) -> list[str]:
     """SEVERE console messages since the last call (this drains the log)."""
     return [entry["message"] for entry in driver.get_log("browser")
             if entry.get("level") == "SEVERE"]
+
+
+def wait_until(driver: Any, condition: Any, message: str, timeout: float = 10.0) -> Any:
+    """Wait (at most ``timeout`` seconds) until ``condition(driver)`` is truthy."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, message=message)
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,10 @@ def test_nothing_is_started_or_imported_until_observe_is_called() -> None:
         "names = [t.name for t in threading.enumerate()]\n"
         "assert not any('observer' in n or 'events' in n for n in names), names\n"
         "o = r.observe()\n"
-        "assert 'pykka_registry.observer' in sys.modules and r._state.events.active\n"
+        "assert 'pykka_registry.observer' in sys.modules\n"
+        "assert not r._state.events.active, 'subscribed with no client'\n"
+        "import urllib.request; urllib.request.urlopen(o.url + 'api/snapshot').read()\n"
+        "assert r._state.events.active, 'a client came: events are recorded'\n"
         "o.stop(); r.stop(); pykka.ActorRegistry.stop_all()\n"
         "print('ok')\n"
     )
@@ -119,10 +122,30 @@ def test_nothing_is_started_or_imported_until_observe_is_called() -> None:
 # -- the JSON API --------------------------------------------------------------------
 
 
+def test_events_are_recorded_from_the_first_request_until_clients_stay_away(
+        registry: Registry) -> None:
+    with registry.observe() as observer:
+        assert not observer.recording_events()
+        registry.register("ns", "unseen", Worker.start())
+        assert get_json(base(observer) + "/api/events")["items"] == []
+        assert observer.recording_events()
+        registry.register("ns", "seen", Worker.start())
+        wait_for(lambda: [e["key"] for e in observer.events()["items"]] == ["seen"],
+                 what="the event after the first request")
+        observer.idle_s = 0.2
+        wait_for(lambda: not observer.recording_events(), what="idle: unsubscribed")
+        assert not registry._state.events.active
+    with serve(registry, events="always") as observer:
+        assert observer.recording_events()
+    with pytest.raises(ValueError):
+        serve(registry, events="sometimes")
+
+
 def test_snapshot_shows_names_with_metadata_class_urn_alive_mailbox_and_held_time(
         registry: Registry) -> None:
     gate = threading.Event()
     with registry.observe() as observer:
+        get(base(observer) + "/api/snapshot")  # a client: events (and held times) recorded
         worker = Worker.start(gate)
         registry.register("shop", "cart", worker, {"zone": "eu", "tags": ["a", "b"]})
         worker.tell("block")
@@ -161,6 +184,7 @@ def test_events_show_registered_unregistered_and_a_crash_with_its_exception(
                                   registry=registry, name="app-tree")
     try:
         with registry.observe() as observer:
+            get(base(observer) + "/api/events")  # a client: events recorded from now on
             old = registry.lookup("app", "w")
             assert old is not None
             old.tell("crash")
@@ -191,7 +215,7 @@ def test_events_show_registered_unregistered_and_a_crash_with_its_exception(
 
 def test_an_exception_whose_str_raises_and_a_key_whose_repr_raises_are_shown_safely(
         registry: Registry) -> None:
-    with registry.observe() as observer:
+    with serve(registry, events="always") as observer:
         worker = Worker.start()
         key = HostileKey()
         registry.register("ns", key, worker, {"<b>": HostileKey()})

@@ -87,6 +87,8 @@ def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
         print(f"observing prefix {args.prefix!r} on {safe_url(args.redis)}", file=out)
         print(f"observer: {observer.url}  (Ctrl-C to quit)", file=out, flush=True)
         wait_for_interrupt()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the wait began
     finally:
         observer.stop()
         client.close()

@@ -47,6 +47,8 @@ __all__ = ["Observer", "serve"]
 logger = logging.getLogger("pykka_registry")
 
 REQUEST_TIMEOUT_S = 10.0
+IDLE_S = 60.0
+EVENT_MODES = ("on_demand", "always")
 DEFAULT_EVENTS = 1000
 MAX_EVENTS_PER_RESPONSE = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -76,6 +78,10 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = False  # joined by server_close(): stop() leaves no thread
     block_on_close = True
     observer: Observer
+
+    def service_actions(self) -> None:
+        """Called by serve_forever between polls (the server thread)."""
+        self.observer._check_idle()
 
 
 class _HTTPServer6(_HTTPServer):
@@ -116,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
+        if path.startswith("/api/") or path == "/metrics":
+            observer._touch()
         if path not in _PUBLIC:
             problem = observer._check_access(query, self.headers)
             if problem is not None:
@@ -212,9 +220,15 @@ class Observer:
     block) shuts it down. Methods may be called from any thread.
     """
 
-    def __init__(self, host: str, port: int, token: Optional[str], max_events: int) -> None:
+    def __init__(self, host: str, port: int, token: Optional[str], max_events: int,
+                 events: str = "on_demand") -> None:
         self.host = host
         self.token = token
+        self.events_mode = events
+        #: With ``events="on_demand"``: seconds without a data request after
+        #: which the event subscriptions are cancelled.
+        self.idle_s = IDLE_S
+        self._last_request = -1.0
         self._log = EventLog(max_events)
         self._watches: list[Watch] = []
         self._clusters: list[ClusterSource] = []
@@ -243,7 +257,10 @@ class Observer:
                 raise RuntimeError("the observer is stopped")
             if any(w.registry is registry for w in self._watches):
                 return
-            self._watches.append(Watch(registry, self._log))
+            watch = Watch(registry, self._log)
+            if self.events_mode == "always" or self._recording():
+                watch.subscribe()
+            self._watches.append(watch)
 
     def add_redis(self, client: Any, prefix: str = "pykka_registry", url: str = "") -> None:
         """Show the nodes and names of a Redis prefix, read with ``client``
@@ -282,6 +299,36 @@ class Observer:
     def metrics(self) -> str:
         """What ``/metrics`` returns."""
         return render_metrics(self._snapshotter)
+
+    # -- recording events only while someone looks --------------------------------------
+
+    def _recording(self) -> bool:
+        return self._last_request >= 0
+
+    def _touch(self) -> None:
+        """A data request arrived (HTTP thread): record events from now on."""
+        first = self._last_request < 0
+        self._last_request = time.monotonic()
+        if first or self.events_mode == "always":
+            for watch in list(self._watches):
+                try:
+                    watch.subscribe()
+                except Exception as error:  # a stopped registry: its summary says so
+                    logger.debug("observer: cannot subscribe to %s: %r", watch.name, error)
+
+    def _check_idle(self) -> None:
+        """The server thread, between polls: with ``events="on_demand"``, stop
+        recording once no client has asked anything for ``idle_s``."""
+        if self.events_mode != "on_demand" or self._last_request < 0:
+            return
+        if time.monotonic() - self._last_request > self.idle_s:
+            self._last_request = -1.0
+            for watch in list(self._watches):
+                watch.unsubscribe()
+
+    def recording_events(self) -> bool:
+        """True while the observer subscribes to its registries' events."""
+        return any(w.subscription is not None for w in self._watches)
 
     # -- access -----------------------------------------------------------------------
 
@@ -343,6 +390,7 @@ def serve(
     token: Optional[str] = None,
     *,
     max_events: int = DEFAULT_EVENTS,
+    events: str = "on_demand",
 ) -> Observer:
     """Start an observer for ``registry`` (a :class:`~pykka_registry.Registry`,
     a list of them, or ``None`` to add them later with :meth:`Observer.add`)
@@ -352,6 +400,13 @@ def serve(
     or one is generated (``observer.token``; ``observer.url`` carries it), and
     a warning is logged. ``port=0`` picks a free port. ``max_events`` bounds
     the event ring.
+
+    ``events="on_demand"`` (the default) records registry events from the
+    first data request (page, ``/api/*``, ``/metrics``) until no request came
+    for :attr:`Observer.idle_s` (60 s): an observer nobody looks at does not
+    subscribe, so writes cost what they cost without it. ``events="always"``
+    records from the start (the demo does, so that the tour's events are on
+    the page when it is opened later).
 
     Raises:
         TypeError, ValueError: bad arguments (nothing is started).
@@ -366,6 +421,8 @@ def serve(
         raise ValueError("token must be None or a non-empty str without whitespace")
     if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
         raise ValueError(f"max_events must be a positive int, got {max_events!r}")
+    if events not in EVENT_MODES:
+        raise ValueError(f"events must be one of {EVENT_MODES}, got {events!r}")
     registries: Iterable[Any]
     if registry is None:
         registries = ()
@@ -379,7 +436,7 @@ def serve(
     loopback = _is_loopback(host)
     if not loopback and token is None:
         token = secrets.token_urlsafe(24)
-    observer = Observer(host, port, token, max_events)
+    observer = Observer(host, port, token, max_events, events)
     try:
         for item in registries:
             observer.add(item)

@@ -3,10 +3,12 @@ events and when each name was taken.
 
 Guarantees
 ----------
-* A :class:`Watch` subscribes to a registry (``replay=False``) only when it
-  is created, which happens in :func:`pykka_registry.observer.serve`: no
-  registry pays for observation before that. :meth:`Watch.close` cancels the
-  subscription.
+* A :class:`Watch` subscribes to its registry (``replay=False``) only when
+  :meth:`Watch.subscribe` is called: by the observer at its first request
+  (or at start with ``events="always"``), never before
+  :func:`pykka_registry.observer.serve`. :meth:`Watch.unsubscribe` cancels
+  it (the observer does when no client has asked anything for a while), so
+  an observer nobody looks at costs a registry's writes nothing.
 * The listener runs in the registry's event dispatcher thread. It copies what
   it needs out of each event into plain JSON-safe dicts (no actor ref, no
   exception, no traceback is kept) and never raises, whatever the event's
@@ -92,13 +94,29 @@ class Watch:
         #: (namespace, service) -> (urn, wall-clock time it was taken)
         self._held: dict[tuple[Any, Any], tuple[Optional[str], float]] = {}
         self._held_lock = threading.Lock()
-        self.subscription = registry.subscribe(self._on_event, replay=False)
+        self._sub_lock = threading.Lock()
+        self.subscription: Optional[Any] = None
 
-    def close(self) -> None:
-        try:
-            self.subscription.cancel()
-        except Exception:
-            pass
+    def subscribe(self) -> None:
+        """Start recording this registry's events (idempotent; any thread)."""
+        with self._sub_lock:
+            if self.subscription is None:
+                self.subscription = self.registry.subscribe(self._on_event, replay=False)
+
+    def unsubscribe(self) -> None:
+        """Stop recording (idempotent). Names taken meanwhile will have no
+        held-since time."""
+        with self._sub_lock:
+            subscription, self.subscription = self.subscription, None
+            with self._held_lock:
+                self._held.clear()
+        if subscription is not None:
+            try:
+                subscription.cancel()
+            except Exception:
+                pass
+
+    close = unsubscribe
 
     def held_since(self, namespace: Any, service: Any, urn: Optional[str]) -> Optional[float]:
         """Wall-clock time ``urn`` took the name, if the observer saw it happen."""
