@@ -965,8 +965,11 @@ class RedisBackend(LocalTables, Backend):
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
         """A local actor died: drop its names here at once and in Redis (if Redis
         is out of reach, the deletes are retried by the lease thread). Never raises."""
+        if actor_ref.actor_urn not in self._local_refs:
+            return []  # not ours (another registry of this process may share the prefix)
         with self._lock:
-            entries = self._held_by(actor_ref.actor_urn)
+            entries = [entry for entry in self._held_by(actor_ref.actor_urn)
+                       if entry.node == self.node_id]
         reason = _deathwatch.death_reason(actor_ref)
         why, err = ("crashed", repr(reason)[:500]) if reason is not None else ("stopped", "")
         removed: list[Entry] = []
@@ -1097,14 +1100,16 @@ class RedisBackend(LocalTables, Backend):
                     self._put(attrs.evolve(current, inc=""))
                     recover = True
                     continue
-                self._drop(current)
                 actor_ref = current.actor_ref
                 if isinstance(actor_ref, RemoteActorRef):
+                    # Before the drop: a reader who sees the name gone must
+                    # also see the remote ref dead.
                     link = actor_ref._link
                     if why == "expired":
                         link.node.lapsed = True
                     elif why in ("stopped", "crashed", "node_stopped"):
                         link.mark_dead()
+                self._drop(current)
                 error = RemoteActorError(change.get("err", "")) if why == "crashed" else None
                 self._publish(Unregistered(key[0], key[1], actor_ref,
                                            UnregisterReason(why, error)))
