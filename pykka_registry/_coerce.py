@@ -23,7 +23,7 @@ from typing import Any
 
 import pykka
 
-from pykka_registry._errors import InvalidActorRefError
+from pykka_registry._errors import InvalidActorRefError, safe_repr
 
 __all__ = ["NO_SERVICE", "actor_ref_of", "split_key", "urn_of"]
 
@@ -57,7 +57,7 @@ def actor_ref_of(value: Any, what: str = "actor_ref") -> Any:
         hint = " (an actor object: pass its actor_ref, or the ref start() returned)"
     raise InvalidActorRefError(
         f"{what} must be a pykka.ActorRef or pykka.ActorProxy, got "
-        f"{type(value).__name__}: {value!r}{hint}"
+        f"{type(value).__name__}: {safe_repr(value)}{hint}"
     )
 
 
@@ -90,5 +90,5 @@ def split_key(namespace: Any, service: Any, method: str) -> tuple[Hashable, Hash
     raise TypeError(
         f"{method}() takes a namespace and a service, {method}(namespace, service), "
         f"or one (namespace, service) tuple, {method}((namespace, service)); "
-        f"got only {namespace!r}"
+        f"got only {safe_repr(namespace)}"
     )

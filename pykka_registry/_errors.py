@@ -3,7 +3,11 @@
 Every error the registry raises on purpose is a :class:`RegistryError`. Where an
 error is also a familiar built-in kind (a bad type, a missing key), it subclasses
 that built-in too, so ``except TypeError`` and ``except LookupError`` keep
-working. A call that raises one of these changed nothing.
+working. A call that raises one of these changed nothing, with one stated
+exception: :meth:`Registry.stop_namespace` raises
+:class:`RegistryTimeoutError` after it removed the names and told the actors
+to stop (some did not stop in time). Messages quote user values through
+:func:`safe_repr`, so building an error never raises.
 """
 
 from __future__ import annotations
@@ -19,12 +23,26 @@ __all__ = [
     "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
+    "InvalidTimeoutError",
     "NotRegisteredError",
     "RegistryError",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
     "UnknownBackendError",
 ]
+
+
+def safe_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message: never raises (a hostile
+    ``__repr__``, a 5,000-digit int, a self-referencing container), and at
+    most ``limit`` characters."""
+    try:
+        text = repr(value)
+    except BaseException:  # user code must not replace our error
+        text = f"<{type(value).__name__} object (repr failed)>"
+    if not isinstance(text, str):
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RegistryError(Exception):
@@ -40,7 +58,8 @@ class AlreadyRegisteredError(RegistryError):
 
     def __init__(self, namespace: Hashable, service: Hashable, existing: Any) -> None:
         super().__init__(
-            f"{service!r} in namespace {namespace!r} is already registered to {existing!r}"
+            f"{safe_repr(service)} in namespace {safe_repr(namespace)} is already registered "
+            f"to {safe_repr(existing)}"
         )
         self.namespace = namespace
         self.service = service
@@ -54,7 +73,8 @@ class NotRegisteredError(RegistryError, LookupError):
     """No live actor holds the name."""
 
     def __init__(self, namespace: Hashable, service: Hashable, detail: str = "") -> None:
-        message = f"no live actor is registered as {service!r} in namespace {namespace!r}"
+        message = (f"no live actor is registered as {safe_repr(service)} in namespace "
+                   f"{safe_repr(namespace)}")
         super().__init__(f"{message}: {detail}" if detail else message)
         self.namespace = namespace
         self.service = service
@@ -87,7 +107,8 @@ class DuplicateServiceError(RegistryError, ValueError):
 
     def __init__(self, namespace: Hashable, service: Hashable) -> None:
         super().__init__(
-            f"{service!r} appears more than once in one batch for namespace {namespace!r}; "
+            f"{safe_repr(service)} appears more than once in one batch for namespace "
+            f"{safe_repr(namespace)}; "
             "nothing was written"
         )
         self.namespace = namespace
@@ -120,6 +141,11 @@ class RegistryUnavailableError(RegistryError):
     A write that raised this may or may not have been applied, as with any
     call whose answer was lost; reads tell which.
     """
+
+
+class InvalidTimeoutError(RegistryError, ValueError):
+    """A timeout is not a number of seconds the registry can wait (NaN,
+    negative, not a number). Infinite and huge ones are clamped, not refused."""
 
 
 class RegistryTimeoutError(RegistryError, TimeoutError):

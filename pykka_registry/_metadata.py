@@ -8,6 +8,15 @@ one that cannot be copied is refused with ``InvalidMetadataError``). Every
 other object (strings, numbers, actor refs, your own classes) is kept by
 reference, because copying those could break them (a ``threading.Event``
 inside an :class:`pykka.ActorRef` cannot be copied).
+
+Limits
+------
+Metadata may nest containers at most :data:`MAX_DEPTH` levels deep and hold
+at most :data:`MAX_ITEMS` container items in all (a self-referencing list
+counts as too deep). Metadata beyond them, or whose ``items()``, keys or
+values raise while being copied, is refused with
+:class:`~pykka_registry.InvalidMetadataError`; nothing is stored. Scalars
+(strings, bytes, numbers) may be of any size.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from typing import Any
 
 from pykka_registry._errors import InvalidMetadataError
 
-__all__ = ["COLLECTION_TYPES", "copy_metadata", "is_flat", "metadata_matches"]
+__all__ = ["COLLECTION_TYPES", "MAX_DEPTH", "MAX_ITEMS", "copy_metadata", "is_flat",
+           "metadata_matches"]
 
 #: Metadata fields of these types match a criterion that is one of their items.
 COLLECTION_TYPES = (list, tuple, set, frozenset)
@@ -31,21 +41,56 @@ _OTHER_CONTAINERS = (MutableMapping, MutableSequence, MutableSet, array.array)
 # an exact type test is far cheaper than the ABC checks below).
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 
+#: How deep metadata may nest containers (the top-level mapping is level 0).
+MAX_DEPTH = 64
+#: How many container items (at every level) one metadata mapping may hold.
+MAX_ITEMS = 100_000
 
-def _copy_value(value: Any) -> Any:
+
+class _Budget:
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items = MAX_ITEMS
+
+    def spend(self, count: int) -> None:
+        self.items -= count
+        if self.items < 0:
+            raise InvalidMetadataError(f"metadata holds more than {MAX_ITEMS} container items")
+
+
+def _copy_value(value: Any, depth: int, budget: _Budget) -> Any:
     if type(value) in _SCALARS:
         return value
+    if depth > MAX_DEPTH and isinstance(value, (*_MUTABLE_CONTAINERS, *_OTHER_CONTAINERS,
+                                                tuple, frozenset)):
+        raise InvalidMetadataError(
+            f"metadata nests containers more than {MAX_DEPTH} levels deep "
+            "(or refers to itself)"
+        )
+    inner = depth + 1
     if isinstance(value, dict):
-        return {key: _copy_value(item) for key, item in value.items()}
+        budget.spend(len(value))
+        return {key: _copy_value(item, inner, budget) for key, item in value.items()}
     if isinstance(value, list):
-        return [_copy_value(item) for item in value]
+        budget.spend(len(value))
+        return [_copy_value(item, inner, budget) for item in value]
     if isinstance(value, tuple):
-        items = [_copy_value(item) for item in value]
+        budget.spend(len(value))
+        items = [_copy_value(item, inner, budget) for item in value]
         if hasattr(value, "_fields"):  # a namedtuple: same type, copied fields
             return type(value)._make(items)  # type: ignore[attr-defined]
         return tuple(items)
     if isinstance(value, set):
-        return {_copy_value(item) for item in value}
+        budget.spend(len(value))
+        return {_copy_value(item, inner, budget) for item in value}
+    if isinstance(value, frozenset):
+        budget.spend(len(value))
+        # checked for depth and size; kept as it is (immutable) unless it holds
+        # mutable items, which frozensets cannot (they must be hashable)
+        for item in value:
+            _copy_value(item, inner, budget)
+        return value
     if isinstance(value, bytearray):
         return bytearray(value)
     if isinstance(value, _OTHER_CONTAINERS):
@@ -54,7 +99,8 @@ def _copy_value(value: Any) -> Any:
             return copy.deepcopy(value)
         except Exception as error:
             raise InvalidMetadataError(
-                f"metadata holds a {type(value).__name__} that cannot be copied: {error}"
+                f"metadata holds a {type(value).__name__} that cannot be copied: "
+                f"{type(error).__name__}"
             ) from None
     return value
 
@@ -65,7 +111,8 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
     ``None`` means no metadata (an empty dict).
 
     Raises:
-        InvalidMetadataError: ``metadata`` is not a mapping.
+        InvalidMetadataError: ``metadata`` is not a mapping, goes past the
+            limits above, or raises while being copied.
     """
     if metadata is None:
         return {}
@@ -73,10 +120,26 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
         raise InvalidMetadataError(
             f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
         )
-    return {
-        key: value if type(value) in _SCALARS else _copy_value(value)
-        for key, value in metadata.items()
-    }
+    budget = _Budget()
+    try:
+        copied = {
+            key: value if type(value) in _SCALARS else _copy_value(value, 1, budget)
+            for key, value in metadata.items()
+        }
+    except InvalidMetadataError:
+        raise
+    except RecursionError:
+        raise InvalidMetadataError(
+            f"metadata nests containers too deep to copy (the limit is {MAX_DEPTH} levels)"
+        ) from None
+    except Exception as error:
+        raise InvalidMetadataError(
+            f"metadata cannot be copied: {type(error).__name__} from its items(), keys or "
+            "values"
+        ) from None
+    if len(copied) > MAX_ITEMS:
+        raise InvalidMetadataError(f"metadata holds more than {MAX_ITEMS} fields")
+    return copied
 
 
 def _holds_mutable(value: Any) -> bool:

@@ -56,6 +56,7 @@ from pykka_registry._errors import (
     RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
+    safe_repr,
 )
 from pykka_registry._events import Event, EventListener, Registered, Subscription
 from pykka_registry._server import (
@@ -71,6 +72,7 @@ from pykka_registry._server import (
     UpdateMetadata,
 )
 from pykka_registry._stats import HealthReport, RegistryStats
+from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
 from pykka_registry._via import Via
 from pykka_registry.backends.base import Backend, Entry, validate_backend
 from pykka_registry.backends.memory import LocalTables, MemoryBackend
@@ -80,14 +82,6 @@ __all__ = ["Registry"]
 
 def _nothing(state: RegistryState) -> None:
     return None
-
-
-def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a hostile __repr__ must not replace our error
-        text = f"<{type(value).__name__} object>"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _seen_before(seen: set[Any], service: Any) -> bool:
@@ -104,6 +98,10 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
     return False
 
 _registry_counter = itertools.count(1)
+
+#: How often a caller waiting for the server checks that it is still alive
+#: (a message that lands in a dying server's mailbox is never answered).
+_LOST_CHECK_S = 0.05
 
 BackendSpec = Union[type[Backend], Backend, str]
 
@@ -148,9 +146,7 @@ class Registry:
             UnknownBackendError: no backend has that name (the message lists
                 the known ones).
         """
-        if call_timeout is None or not call_timeout > 0:
-            raise ValueError(f"call_timeout must be a positive number of seconds, got "
-                             f"{call_timeout!r}")
+        call_timeout = check_timeout(call_timeout, "call_timeout", positive=True)
         spec = resolve_backend(backend)
         if isinstance(spec, type):
             validate_backend(spec)
@@ -222,13 +218,15 @@ class Registry:
         stopped. Registered actors keep running; their names are gone with the
         registry. Idempotent. Further writes raise
         :class:`RegistryUnavailableError`."""
-        timeout = self._state.call_timeout if timeout is None else timeout
+        timeout = optional_timeout(timeout, self._state.call_timeout)
         with self._stop_lock:
             if self._state.closed:
                 return
             self._state.closed = True
             with self._state.server_changed:
                 self._state.server_changed.notify_all()
+            for waiter in list(self._state.waiters):
+                waiter.set()
             owner = self._state.owner
             server = self._state.server_ref
             try:
@@ -305,6 +303,16 @@ class Registry:
     # -- talking to the server ------------------------------------------------------
 
     def _call(self, message: Any, timeout: Optional[float] = None) -> Any:
+        """``ask`` the server, within ``timeout`` (default ``call_timeout``).
+
+        If the server dies before handling the message (Pykka answers
+        ``ActorDeadError``, or the message landed in its mailbox after Pykka
+        drained it and will never be answered), the message is sent again to
+        the successor its supervisor starts, within the same deadline. Sending
+        again is safe: the actor handles messages one at a time and answers
+        each before it can stop, so an unanswered message of a stopped server
+        was never handled.
+        """
         state = self._state
         deadline = time.monotonic() + (state.call_timeout if timeout is None else timeout)
         while True:
@@ -320,26 +328,63 @@ class Registry:
                 state.wait_for_new_server(None, remaining)
                 continue
             try:
-                return server.ask(message, timeout=remaining)
+                future = server.ask(message, block=False)
+            except pykka.ActorDeadError:
+                self._await_successor(server, deadline)
+                continue
+            answered, value = self._await_answer(server, future, deadline)
+            if answered:
+                return value
+            self._await_successor(server, deadline)
+
+    def _await_answer(self, server: Any, future: Any, deadline: float) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, None)`` if the server stopped
+        without handling the message. Raises what the handler raised."""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return True, future.get(timeout=max(0.0, min(remaining, _LOST_CHECK_S)))
+            except pykka.Timeout:
+                if server.actor_stopped.is_set():
+                    # Handled messages are answered before the actor can stop.
+                    try:
+                        return True, future.get(timeout=0)
+                    except pykka.Timeout:
+                        return False, None
+                if remaining <= _LOST_CHECK_S:
+                    raise RegistryUnavailableError(
+                        f"{self._state.name}: the server did not answer within "
+                        f"{self._state.call_timeout}s; the call may or may not have been "
+                        "applied"
+                    ) from None
             except pykka.ActorDeadError:
                 if server.is_alive():
                     raise  # raised by the handler itself (it asked a dead actor)
-                # The server died before handling the message: wait for the
-                # supervisor to start its successor, then send again.
-                owner = state.owner[0] if state.owner else None
-                if owner is None or not owner.is_alive():
-                    raise RegistryUnavailableError(
-                        f"{state.name}: the server is stopped and no supervisor restarts it"
-                    ) from None
-                state.wait_for_new_server(server, max(0.0, deadline - time.monotonic()))
-            except pykka.Timeout:
-                raise RegistryUnavailableError(
-                    f"{state.name}: the server did not answer within {state.call_timeout}s; "
-                    "the call may or may not have been applied"
-                ) from None
+                return False, None  # the server died before handling the message
+
+    def _await_successor(self, server: Any, deadline: float) -> None:
+        """Wait for the supervisor to replace a dead server (or give up)."""
+        state = self._state
+        owner = state.owner[0] if state.owner else None
+        if owner is None or not owner.is_alive():
+            raise RegistryUnavailableError(
+                f"{state.name}: the server is stopped and no supervisor restarts it"
+            ) from None
+        state.wait_for_new_server(server, max(0.0, deadline - time.monotonic()))
 
     def _check_key(self, namespace: Any, service: Any) -> None:
         self._backend.validate_key(namespace, service)
+
+    def _key_error(self, namespace: Any, service: Any, error: Exception) -> Exception:
+        """The typed error for a read whose key made the backend raise
+        ``error`` (an unhashable key, or a ``__hash__``/``__eq__`` that raises)."""
+        self._check_key(namespace, service)  # raises the precise InvalidKeyError
+        if isinstance(error, RegistryError):
+            return error
+        return InvalidKeyError(
+            f"the key ({safe_repr(namespace)}, {safe_repr(service)}) cannot be looked up: "
+            f"{type(error).__name__} from its __hash__ or __eq__"
+        )
 
     # -- writes -----------------------------------------------------------------------
 
@@ -398,31 +443,46 @@ class Registry:
             RegistryUnavailableError: the server did not answer in time.
         """
         self._check_key(namespace, "")
-        batch = []
-        seen: set[Any] = set()
+        items = list(items)
         for item in items:
-            if not isinstance(item, tuple) or len(item) not in (2, 3):
+            if type(item) is not tuple or len(item) not in (2, 3):
                 raise InvalidBatchItemError(
                     "register_many items must be (service, actor_ref) or "
-                    f"(service, actor_ref, metadata) tuples, got {_short_repr(item)}"
+                    f"(service, actor_ref, metadata) tuples, got {safe_repr(item)}"
                 )
-            service, actor_ref = item[0], item[1]
-            metadata = item[2] if len(item) == 3 else None
-            self._check_key(namespace, service)
-            if _seen_before(seen, service):
-                raise DuplicateServiceError(namespace, service)
-            if not isinstance(actor_ref, pykka.ActorRef):
-                raise InvalidActorRefError(
-                    f"actor_ref for {service!r} must be a pykka.ActorRef, got "
-                    f"{type(actor_ref).__name__}"
-                )
+        if not self._services_are_plain(namespace, [item[0] for item in items]):
+            # Something is off: check one by one, to name the first offender.
+            seen: set[Any] = set()
+            for item in items:
+                self._check_key(namespace, item[0])
+                if _seen_before(seen, item[0]):
+                    raise DuplicateServiceError(namespace, item[0])
+        validate_metadata = self._backend.validate_metadata
+        batch = []
+        for item in items:
+            service = item[0]
+            actor_ref = item[1]
+            if not isinstance(actor_ref, pykka.ActorRef):  # a proxy, or a bad value
+                actor_ref = actor_ref_of(actor_ref, f"actor_ref for {safe_repr(service)}")
             try:
-                own_metadata = self._backend.validate_metadata(metadata)
+                own_metadata = validate_metadata(item[2] if len(item) == 3 else None)
             except InvalidMetadataError as error:
-                raise InvalidMetadataError(f"metadata for {service!r}: {error}") from None
+                raise InvalidMetadataError(
+                    f"metadata for {safe_repr(service)}: {error}") from None
             batch.append((service, actor_ref, own_metadata))
         if batch:
             self._call(RegisterMany(namespace, tuple(batch)))
+
+    def _services_are_plain(self, namespace: Hashable, services: list[Any]) -> bool:
+        """The fast check of a batch's services: all distinct and of a key type
+        the backend takes (one C-level pass for backends that take any
+        hashable). False means: check one by one."""
+        if self._backend.key_types is not None:
+            return False
+        try:
+            return len(dict.fromkeys(services)) == len(services)
+        except Exception:  # unhashable, or a hostile __hash__/__eq__
+            return False
 
     def unregister_many(self, namespace: Hashable, services: Iterable[Hashable]) -> None:
         """Release every name of ``services`` in ``namespace``, in one server
@@ -458,10 +518,17 @@ class Registry:
         them; return once they have stopped. Other namespaces keep their
         entries (an actor stopped here also loses names it held elsewhere).
 
+        Two steps: the entries are removed in one write, then the actors are
+        told to stop. The error below comes after both, so unlike other
+        errors it does not mean "nothing changed".
+
         Raises:
-            RegistryTimeoutError: some actor had not stopped within ``timeout``.
+            RegistryTimeoutError: some actor had not stopped within
+                ``timeout``; the entries are already removed and every actor
+                was told to stop (the late ones stop when they can).
         """
         self._check_key(namespace, "")
+        timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
         removed: list[Entry] = self._call(ClearNamespace(namespace))
         actors = {e.actor_ref.actor_urn: e.actor_ref for e in removed}
@@ -476,7 +543,8 @@ class Registry:
         ]
         if late:
             raise RegistryTimeoutError(
-                f"{len(late)} actor(s) of namespace {namespace!r} did not stop within {timeout}s"
+                f"{len(late)} actor(s) of namespace {safe_repr(namespace)} did not stop within "
+                f"{timeout}s; the namespace's names are removed and every actor was told to stop"
             )
 
     # -- reads (caller's thread, never queued) --------------------------------------
@@ -496,9 +564,8 @@ class Registry:
             namespace, service = split_key(namespace, service, "lookup")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception:
-            self._check_key(namespace, service)
-            raise
+        except Exception as error:
+            raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
         if self._check_alive and not _is_alive(entry.actor_ref):
@@ -510,7 +577,7 @@ class Registry:
         if self._check_alive or not isinstance(self._backend, LocalTables):
             return self._generic_lookup
         names_get = self._backend._names.get
-        check_key = self._check_key
+        key_error = self._key_error
         empty: dict[Hashable, Any] = {}
         no_service = NO_SERVICE
 
@@ -520,9 +587,8 @@ class Registry:
                 namespace, service = split_key(namespace, service, "lookup")
             try:
                 entry = names_get(namespace, empty).get(service)
-            except Exception:
-                check_key(namespace, service)
-                raise
+            except Exception as error:
+                raise key_error(namespace, service, error) from None
             return None if entry is None else entry.actor_ref
 
         lookup.__doc__ = Registry.lookup.__doc__
@@ -548,9 +614,8 @@ class Registry:
         namespace, service = split_key(namespace, service, "lookup_with_metadata")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception:
-            self._check_key(namespace, service)
-            raise
+        except Exception as error:
+            raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
         if self._check_alive and not _is_alive(entry.actor_ref):
@@ -609,9 +674,8 @@ class Registry:
         """How many names ``namespace`` holds; with ``None``, all namespaces."""
         try:
             found = self._backend.count(namespace)
-        except Exception:
-            self._check_key(namespace, "")
-            raise
+        except Exception as error:
+            raise self._key_error(namespace, "", error) from None
         return 0 if self._state.closed else found
 
     def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
@@ -661,6 +725,10 @@ class Registry:
         Raises:
             RegistryTimeoutError: nobody (other than ``replacing``) took the
                 name in time.
+            RegistryUnavailableError: the registry was stopped meanwhile
+                (noticed at once).
+            InvalidTimeoutError: ``timeout`` is NaN, negative or not a number
+                (``inf`` waits as long as :data:`~pykka_registry._timeouts.MAX_TIMEOUT_S`).
         """
         namespace, service = split_key(namespace, service, "await_name")
         old_urn = None if replacing is None else urn_of(replacing, "replacing")
@@ -671,10 +739,10 @@ class Registry:
                 return None
             return ref
 
+        timeout = optional_timeout(timeout, self._state.call_timeout)
         ref = found()
         if ref is not None:
             return ref
-        timeout = self._state.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         what = "anyone but the actor it replaces" if old_urn is not None else "nobody"
         if self._state.events.is_dispatcher_thread():
@@ -687,19 +755,32 @@ class Registry:
             if isinstance(event, Registered) and event.service == service:
                 arrived.set()
 
-        with self.subscribe(listener, namespace=namespace):
-            while True:
-                ref = found()
-                if ref is not None:
-                    return ref
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._state.closed:
-                    raise RegistryTimeoutError(
-                        f"{what} registered {service!r} in namespace {namespace!r} "
-                        f"within {timeout}s"
-                    )
-                arrived.wait(remaining)
-                arrived.clear()
+        waiters = self._state.waiters
+        waiters.add(arrived)  # registry.stop() sets it: we notice at once
+        try:
+            with self.subscribe(listener, namespace=namespace):
+                while True:
+                    ref = found()
+                    if ref is not None:
+                        return ref
+                    self._raise_if_closed(service, namespace)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RegistryTimeoutError(
+                            f"{what} registered {safe_repr(service)} in namespace "
+                            f"{safe_repr(namespace)} within {timeout}s"
+                        )
+                    arrived.wait(remaining)
+                    arrived.clear()
+        finally:
+            waiters.discard(arrived)
+
+    def _raise_if_closed(self, service: Hashable, namespace: Hashable) -> None:
+        if self._state.closed:
+            raise RegistryUnavailableError(
+                f"{self._state.name} was stopped while waiting for {safe_repr(service)} in "
+                f"namespace {safe_repr(namespace)}"
+            )
 
     def _poll_name(self, found: Callable[[], Optional[pykka.ActorRef[Any]]],
                    namespace: Hashable, service: Hashable, timeout: float,
@@ -709,9 +790,11 @@ class Registry:
             ref = found()
             if ref is not None:
                 return ref
-            if time.monotonic() >= deadline or self._state.closed:
+            self._raise_if_closed(service, namespace)
+            if time.monotonic() >= deadline:
                 raise RegistryTimeoutError(
-                    f"{what} registered {service!r} in namespace {namespace!r} within {timeout}s"
+                    f"{what} registered {safe_repr(service)} in namespace {safe_repr(namespace)} "
+                    f"within {timeout}s"
                 )
             pause.wait(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.01)
@@ -789,7 +872,7 @@ class Registry:
         Raises:
             RegistryUnavailableError: the server did not answer in time.
         """
-        self._call(Call(_nothing), timeout)
+        self._call(Call(_nothing), maybe_timeout(timeout))
 
     def run_in_server(self, function: Callable[[RegistryState], Any]) -> Any:
         """Run ``function(state)`` in the server thread, atomically with respect

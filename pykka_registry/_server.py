@@ -60,6 +60,8 @@ import pykka
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
+    InvalidKeyError,
+    RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
 )
@@ -108,6 +110,8 @@ class RegistryState:
         self.server_ref: Optional[pykka.ActorRef[Any]] = None
         self.server_changed = threading.Condition()
         self.closed = False
+        #: Events of callers waiting in await_name: set when the registry stops.
+        self.waiters: set[threading.Event] = set()
         self.server_starts = 0
         self.registrations = 0
         self.unregistrations = 0
@@ -350,7 +354,17 @@ class RegistryServer(pykka.ThreadingActor):
         if handler is None:
             return super().on_receive(message)
         with self.state.writing():
-            return handler(self, message)
+            try:
+                return handler(self, message)
+            except RegistryError:
+                raise
+            except BaseException as error:  # user code: a key's __hash__ or __eq__
+                # Never let it reach Pykka raw: a BaseException would make it
+                # stop every actor of the process.
+                raise InvalidKeyError(
+                    f"{type(error).__name__} raised while applying {type(message).__name__} "
+                    "(from a key's __hash__ or __eq__); nothing was written"
+                ) from None
 
     # Each handler runs in the server thread, holding the write lock.
 
@@ -369,7 +383,11 @@ class RegistryServer(pykka.ThreadingActor):
             self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
 
     def _register_many(self, msg: RegisterMany) -> None:
+        checked: set[int] = set()  # each actor once: a batch often names few
         for service, actor_ref, _metadata in msg.items:
+            if id(actor_ref) in checked:
+                continue
+            checked.add(id(actor_ref))
             if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
                 raise ActorNotAliveError(
                     f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
@@ -382,7 +400,7 @@ class RegistryServer(pykka.ThreadingActor):
         if self.events.active:
             for entry, previous in zip(entries, replaced):
                 self._publish_registered(entry, previous)
-        for entry in entries:
+        for entry in {id(e.actor_ref): e for e in entries}.values():
             if _deathwatch.death_seen(entry.actor_ref):  # as in _register
                 self.state.remove_dead(entry.actor_ref,
                                        _deathwatch.death_reason(entry.actor_ref))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pykka
 
 from pykka_registry._errors import NotRegisteredError, RegistryTimeoutError
+from pykka_registry._timeouts import check_timeout, optional_timeout
 
 if TYPE_CHECKING:
     from pykka_registry._registry import Registry
@@ -74,8 +75,7 @@ class Via:
                 replacing=old_ref)`` and ask again.
             Exception: whatever the actor's handler raised reaches the caller.
         """
-        if timeout is None:
-            timeout = self.registry.call_timeout
+        timeout = optional_timeout(timeout, self.registry.call_timeout)
         target = self.resolve()
         if block:
             return self._answer(target, lambda: target.ask(message, timeout=timeout), timeout)
@@ -85,8 +85,8 @@ class Via:
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         future.set_get_hook(lambda wait: self._answer(
             target,
-            lambda: answer.get(timeout=timeout if wait is None else wait),
-            timeout if wait is None else wait,
+            lambda: answer.get(timeout=timeout if wait is None else check_timeout(wait)),
+            timeout if wait is None else check_timeout(wait),
         ))
         return future
 

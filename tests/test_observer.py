@@ -465,7 +465,8 @@ def test_bad_arguments_are_refused_before_anything_starts(registry: Registry) ->
 # -- large registries ----------------------------------------------------------------
 
 
-def test_100k_names_page_under_10_mb_in_under_1_s(registry: Registry) -> None:
+def test_100k_names_page_under_10_mb(registry: Registry) -> None:
+    # How fast it is served is measured in benchmarks/bench_observer.py, not here.
     holders = [Worker.start() for _ in range(8)]
 
     def fill(state: RegistryState) -> None:
@@ -478,12 +479,9 @@ def test_100k_names_page_under_10_mb_in_under_1_s(registry: Registry) -> None:
     with registry.observe() as observer:
         get(base(observer) + "/api/snapshot?limit=1")  # warm up
         for path in ("/api/snapshot", "/api/snapshot?limit=100000", "/metrics"):
-            started = time.monotonic()
             status, _, body = get(base(observer) + path)
-            elapsed = time.monotonic() - started
             assert status == 200
             assert len(body) < 10_000_000, (path, len(body))
-            assert elapsed < 1.0, (path, elapsed)
         snapshot = json.loads(get(base(observer) + "/api/snapshot?limit=100000")[2])
         assert snapshot["names"]["total"] == 100_000
         assert len(snapshot["names"]["items"]) == snapshot["observer"]["max_limit"]

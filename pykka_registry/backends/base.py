@@ -48,7 +48,7 @@ from typing import Any, Callable, ClassVar, Optional, Protocol
 import attrs
 import pykka
 
-from pykka_registry._errors import AlreadyRegisteredError, InvalidKeyError
+from pykka_registry._errors import AlreadyRegisteredError, InvalidKeyError, safe_repr
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
 
 __all__ = ["Backend", "BackendContext", "Entry", "validate_backend"]
@@ -129,13 +129,15 @@ class Backend(abc.ABC):
     # -- validation (caller's thread) ---------------------------------------
 
     def validate_key(self, namespace: Any, service: Any) -> None:
-        """Raise :class:`InvalidKeyError` unless both parts can be stored."""
+        """Raise :class:`InvalidKeyError` unless both parts can be stored:
+        unhashable parts, and parts whose ``__hash__`` raises anything."""
         for part, what in ((namespace, "namespace"), (service, "service")):
             try:
                 hash(part)
-            except TypeError:
+            except Exception as error:
                 raise InvalidKeyError(
-                    f"{what} must be hashable, got {type(part).__name__}: {part!r}"
+                    f"{what} must be hashable, got {type(part).__name__}: {safe_repr(part)} "
+                    f"({type(error).__name__} from its __hash__)"
                 ) from None
 
     def validate_metadata(self, metadata: Any) -> dict[Any, Any]:

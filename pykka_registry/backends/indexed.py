@@ -17,10 +17,22 @@ How the index works
 For each namespace it maps ``(field, value) -> {service}`` for every hashable
 metadata value, and for every hashable item of a list, tuple, set or frozenset
 value. Services whose value for a field cannot be indexed (an unhashable
-value or item) are kept per field in an "unindexed" set and are always
-candidates for that field. Candidates are then checked with the exact
+value or item, or one whose ``__hash__`` raises anything) are kept per field
+in an "unindexed" set and are always candidates for that field. Candidates
+are then checked with the exact
 :func:`~pykka_registry._metadata.metadata_matches` rule, so the index decides
 speed, never the answer.
+
+Hostile values
+--------------
+Metadata values are user objects, and the index hashes and compares them in
+the server thread (and, on removal, in a dying actor's thread). If indexing
+an entry raises anything (a ``__hash__`` or ``__eq__`` that raises, even a
+``BaseException``), its partial terms are scrubbed and the entry is kept in a
+per-namespace "loose" set: a candidate for every query, checked by the exact
+rule. If removing an entry's terms raises, the namespace's postings are
+scrubbed of it instead. So the index never holds a stale term or misses an
+entry, whatever the values do, and no write raises because of them.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ _Postings = dict[tuple[Any, Any], set[Hashable]]
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
-    except TypeError:
+    except BaseException:  # unhashable, or a hostile __hash__: not indexable
         return False
     return True
 
@@ -78,18 +90,37 @@ class IndexedBackend(MemoryBackend):
         super().__init__()
         self._postings: dict[Hashable, _Postings] = {}
         self._unindexed: dict[Hashable, dict[Any, set[Hashable]]] = {}
+        #: Per namespace: services whose metadata could not be indexed at all.
+        self._loose: dict[Hashable, set[Hashable]] = {}
 
     def _on_added(self, entry: Entry) -> None:
         postings = self._postings.setdefault(entry.namespace, {})
-        for field, value, indexable in _index_terms(entry.metadata):
-            if indexable:
-                postings.setdefault((field, value), set()).add(entry.service)
-            else:
-                self._unindexed.setdefault(entry.namespace, {}).setdefault(field, set()).add(
-                    entry.service
-                )
+        try:
+            for field, value, indexable in _index_terms(entry.metadata):
+                if indexable:
+                    postings.setdefault((field, value), set()).add(entry.service)
+                else:
+                    self._unindexed.setdefault(entry.namespace, {}).setdefault(
+                        field, set()).add(entry.service)
+        except BaseException:  # a hostile value: see "Hostile values"
+            self._scrub(entry.namespace, entry.service)
+            self._loose.setdefault(entry.namespace, set()).add(entry.service)
 
     def _on_removed(self, entry: Entry) -> None:
+        loose = self._loose.get(entry.namespace)
+        if loose is not None and entry.service in loose:
+            loose.discard(entry.service)
+            if not loose:
+                del self._loose[entry.namespace]
+            self._drop_empty(entry.namespace)
+            return
+        try:
+            self._remove_terms(entry)
+        except BaseException:  # a value whose hash changed, or raises now
+            self._scrub(entry.namespace, entry.service)
+        self._drop_empty(entry.namespace)
+
+    def _remove_terms(self, entry: Entry) -> None:
         postings = self._postings.get(entry.namespace, {})
         unindexed = self._unindexed.get(entry.namespace, {})
         for field, value, indexable in _index_terms(entry.metadata):
@@ -100,10 +131,21 @@ class IndexedBackend(MemoryBackend):
                 services.discard(entry.service)
                 if not services:
                     del table[key]
-        if not postings:
-            self._postings.pop(entry.namespace, None)
-        if not unindexed:
-            self._unindexed.pop(entry.namespace, None)
+
+    def _scrub(self, namespace: Hashable, service: Hashable) -> None:
+        """Remove ``service`` from every posting of ``namespace`` (slow; only
+        after a hostile value made the normal path raise)."""
+        for table in (self._postings.get(namespace, {}), self._unindexed.get(namespace, {})):
+            for key in [k for k, services in table.items() if service in services]:
+                table[key].discard(service)
+                if not table[key]:
+                    del table[key]
+
+    def _drop_empty(self, namespace: Hashable) -> None:
+        if not self._postings.get(namespace, True):
+            del self._postings[namespace]
+        if not self._unindexed.get(namespace, True):
+            del self._unindexed[namespace]
 
     def index_size(self) -> int:
         """How many ``(field, value)`` terms the index holds (for stats and tests)."""
@@ -120,14 +162,19 @@ class IndexedBackend(MemoryBackend):
                 return []
             postings = self._postings.get(namespace, {})
             unindexed = self._unindexed.get(namespace, {})
-            candidate_sets = []
-            for field, want in usable:
-                hits = postings.get((field, want), set())
-                loose = unindexed.get(field)
-                candidate_sets.append(hits | loose if loose else hits)
-            candidate_sets.sort(key=len)
-            candidates = candidate_sets[0].intersection(*candidate_sets[1:])
-            found = [services[service] for service in candidates]
+            try:
+                candidate_sets = []
+                for field, want in usable:
+                    hits = postings.get((field, want), set())
+                    loose = unindexed.get(field)
+                    candidate_sets.append(hits | loose if loose else hits)
+            except Exception:  # a criterion whose __eq__ raises: scan instead
+                found = list(services.values())
+            else:
+                candidate_sets.sort(key=len)
+                candidates = candidate_sets[0].intersection(*candidate_sets[1:])
+                candidates |= self._loose.get(namespace, set())
+                found = [services[service] for service in candidates]
         return [entry for entry in found if metadata_matches(entry.metadata, criteria)]
 
     def health(self) -> Mapping[str, Any]:

@@ -1,0 +1,413 @@
+"""Fault injection for the core registry: poisoned keys and metadata, hostile
+user code in the server thread, bad timeouts, a server killed under load, a
+message lost in a dying server's mailbox, a registry stopped under a waiter.
+
+Each test here guards a guarantee that an adversarial review once found
+broken; the Redis side lives in tests/test_redis_faults.py.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+from pykka_registry import (
+    IndexedBackend,
+    InvalidKeyError,
+    InvalidMetadataError,
+    InvalidTimeoutError,
+    MemoryBackend,
+    NotRegisteredError,
+    Registered,
+    Registry,
+    RegistryError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+    test_namespace,
+)
+from pykka_registry._metadata import MAX_DEPTH
+from pykka_registry.testing import Echo, wait_until
+
+BACKENDS = [MemoryBackend, IndexedBackend]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def registry(request: Any) -> Any:
+    with Registry.start(backend=request.param, max_restarts=1000) as registry:
+        yield registry
+
+
+@pytest.fixture
+def actors() -> Any:
+    refs: list[Any] = []
+
+    def start() -> Any:
+        ref = Echo.start()
+        refs.append(ref)
+        return ref
+
+    yield start
+    for ref in refs:
+        if ref.is_alive():
+            ref.stop(block=True, timeout=5)
+
+
+# -- hostile objects -------------------------------------------------------------------
+
+
+class HashRaises:
+    def __init__(self, error: type[BaseException]) -> None:
+        self.error = error
+
+    def __hash__(self) -> int:
+        raise self.error("hash on purpose")
+
+
+class EqRaises:
+    """Hashes like every other instance; comparing raises."""
+
+    def __init__(self, error: type[BaseException] = RuntimeError) -> None:
+        self.error = error
+
+    def __hash__(self) -> int:
+        return 42
+
+    def __eq__(self, other: object) -> bool:
+        raise self.error("eq on purpose")
+
+
+class ReprRaises:
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr on purpose")
+
+
+class ItemsRaise(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise OSError("items on purpose")
+
+
+HOSTILE_VALUES = [
+    memoryview(bytearray(b"writable")),  # hash() raises ValueError
+    HashRaises(RuntimeError),
+    HashRaises(SystemExit),              # a BaseException in the server thread
+    EqRaises(),
+    EqRaises(KeyboardInterrupt),
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=lambda v: type(v).__name__)
+def test_a_hostile_metadata_value_never_poisons_the_registry(
+    registry: Registry, actors: Any, value: Any
+) -> None:
+    ns = test_namespace()
+    events: list[Any] = []
+    registry.subscribe(events.append, namespace=ns)
+    holders = [actors() for _ in range(3)]
+    for i, ref in enumerate(holders):
+        try:
+            registry.register(ns, f"s{i}", ref, {"bad": value, "role": "x"})
+        except InvalidMetadataError:
+            continue  # refused up front is allowed: then nothing is stored
+    stored = registry.list_services(ns)
+    # The index (if any) agrees with a scan, and every write still works.
+    assert sorted(s for s, _, _ in registry.match(ns, {"role": "x"})) == sorted(stored)
+    assert sorted(s for s, _, _ in registry.find_services_by_metadata(
+        ns, lambda m: m.get("role") == "x")) == sorted(stored)
+    for service in stored:
+        registry.update_metadata(ns, service, {"role": "y", "bad": value})
+        assert [s for s, _, _ in registry.match(ns, {"role": "y"})].count(service) == 1
+    if stored:
+        registry.unregister(ns, stored[0])
+    for ref in holders:
+        ref.stop(block=True)
+    assert registry.count(ns) == 0 and registry.match(ns, {}) == []
+    assert registry.running
+    wait_until(lambda: len([e for e in events if isinstance(e, Registered)]) == len(stored),
+               message="a Registered event per stored entry")
+    backend = registry.backend
+    if isinstance(backend, IndexedBackend):
+        assert backend.index_size() == 0, "a stale index term was left behind"
+
+
+def test_a_dozen_deaths_of_poisoned_holders_do_not_kill_the_registry(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(backend=IndexedBackend, max_restarts=3, max_seconds=60) as registry:
+        for i in range(15):
+            ref = actors()
+            try:
+                registry.register(ns, f"p{i}", ref, {"bad": memoryview(bytearray(b"x"))})
+            except InvalidMetadataError:
+                pass
+            ref.stop(block=True)
+        assert registry.running and registry.stats().server_restarts == 0
+        assert registry.list_services(ns) == [] and registry.count(ns) == 0
+
+
+@pytest.mark.parametrize("error", [ValueError, RuntimeError, OverflowError])
+def test_a_key_whose_hash_raises_gets_invalid_key_error_everywhere(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    bad = HashRaises(error)
+    ref = actors()
+    calls = [
+        lambda: registry.register("ns", bad, ref),
+        lambda: registry.register(bad, "svc", ref),
+        lambda: registry.lookup("ns", bad),
+        lambda: registry.lookup_with_metadata("ns", bad),
+        lambda: registry.unregister("ns", bad),
+        lambda: registry.update_metadata("ns", bad, {}),
+        lambda: registry.count(bad),
+        lambda: registry.list_services(bad),
+        lambda: registry.via("ns", bad),
+        lambda: registry.register_many("ns", [("ok", ref), (bad, ref)]),
+        lambda: registry.unregister_many("ns", ["ok", bad]),
+        lambda: registry.await_name("ns", bad, timeout=0.1),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert registry.count() == 0 and registry.running
+
+
+def test_a_key_whose_eq_raises_in_the_server_thread_is_contained(
+    registry: Registry, actors: Any
+) -> None:
+    ns = test_namespace()
+    first, second = EqRaises(), EqRaises(SystemExit)  # same hash: they collide
+    registry.register(ns, first, actors())
+    with pytest.raises(InvalidKeyError):
+        registry.register(ns, second, actors())  # compares with `first` in the server
+    with pytest.raises(InvalidKeyError):
+        registry.lookup(ns, second)  # and in the caller's thread
+    assert registry.running
+    assert pykka.ActorRegistry.get_all(), "a BaseException in the server stopped every actor"
+    assert registry.count(ns) == 1
+
+
+def test_error_messages_never_run_into_a_hostile_repr(registry: Registry, actors: Any) -> None:
+    ns = test_namespace()
+    huge = 10**5000  # repr() of it raises ValueError (int max str digits)
+    for key in (huge, ReprRaises()):
+        with pytest.raises(NotRegisteredError):
+            registry.via(ns, key).tell("x")
+        holder = actors()
+        registry.register(ns, key, holder)
+        with pytest.raises(RegistryError) as taken:
+            registry.register(ns, key, actors())
+        assert "..." in str(taken.value) or "repr failed" in str(taken.value)
+        registry.unregister(ns, key)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (lambda x: (x.append(x), x)[1])([]),             # a list that contains itself
+    lambda: _deep(3000),                                      # 3,000 levels
+    lambda: _deep(MAX_DEPTH + 2),
+    lambda: list(range(200_000)),                             # too many items
+], ids=["self-referencing", "3000-deep", "past-max-depth", "too-many-items"])
+def test_metadata_past_the_limits_is_refused(registry: Registry, actors: Any, make: Any) -> None:
+    ns = test_namespace()
+    with pytest.raises(InvalidMetadataError):
+        registry.register(ns, "svc", actors(), {"value": make()})
+    assert registry.count(ns) == 0
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_metadata_at_the_depth_limit_is_accepted(registry: Registry, actors: Any) -> None:
+    ns = test_namespace()
+    registry.register(ns, "svc", actors(), {"value": _deep(MAX_DEPTH - 1)})
+    assert registry.count(ns) == 1
+
+
+def test_a_mapping_whose_items_raise_is_invalid_metadata(registry: Registry,
+                                                         actors: Any) -> None:
+    with pytest.raises(InvalidMetadataError):
+        registry.register(test_namespace(), "svc", actors(), ItemsRaise(a=1))
+
+
+def test_hostile_criteria_do_not_leak_raw_errors_from_match(registry: Registry,
+                                                            actors: Any) -> None:
+    ns = test_namespace()
+    registry.register(ns, "svc", actors(), {"a": 1})
+    assert registry.match(ns, {"a": EqRaises()}) == []
+
+
+# -- timeouts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1, "5", True, None])
+def test_bad_timeouts_are_refused_at_once(registry: Registry, bad: Any) -> None:
+    ns = test_namespace()
+    calls = [
+        lambda: registry.await_name(ns, "svc", timeout=bad),
+        lambda: registry.sync(timeout=bad),
+        lambda: registry.stop_namespace(ns, timeout=bad),
+        lambda: registry.via(ns, "svc").ask("x", timeout=bad),
+    ]
+    for call in calls:
+        if bad is None:
+            continue  # None means "the default" where it is accepted
+        started = time.monotonic()
+        with pytest.raises((InvalidTimeoutError, NotRegisteredError)):
+            call()
+        assert time.monotonic() - started < 1.0, "a bad timeout was waited on"
+    with pytest.raises(InvalidTimeoutError):
+        Registry.start(call_timeout=math.nan)
+    with pytest.raises(InvalidTimeoutError):
+        Registry.start(call_timeout=0)
+
+
+@pytest.mark.parametrize("huge", [math.inf, 1e300, 10**400])
+def test_infinite_and_huge_timeouts_are_clamped(actors: Any, huge: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(call_timeout=huge) as registry:
+        ref = actors()
+        registry.register(ns, "svc", ref)  # every write carries the clamped call_timeout
+        assert registry.await_name(ns, "svc", timeout=huge) is ref
+        registry.sync(timeout=huge)
+        assert registry.via(ns, "svc").ask("hi", timeout=huge) == ("echo", "hi")
+        if isinstance(huge, float):  # Pykka's own Future.get takes only floats
+            answer = registry.via(ns, "svc").ask("hi", block=False)
+            assert answer.get(timeout=huge) == ("echo", "hi")
+        registry.stop_namespace(ns, timeout=huge)
+
+
+def test_await_name_with_nan_does_not_spin() -> None:
+    with Registry.start() as registry:
+        started = time.monotonic()
+        with pytest.raises(InvalidTimeoutError):
+            registry.await_name("ns", "never", timeout=math.nan)
+        assert time.monotonic() - started < 1.0
+
+
+# -- the registry stopping under a waiter ------------------------------------------------
+
+
+def test_await_name_notices_registry_stop_at_once() -> None:
+    registry = Registry.start()
+    outcome: list[Any] = []
+    waiting = threading.Event()
+
+    def wait() -> None:
+        waiting.set()
+        try:
+            registry.await_name("ns", "never", timeout=60)
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert waiting.wait(5)
+    wait_until(lambda: registry._state.waiters, message="the waiter is waiting")
+    started = time.monotonic()
+    registry.stop()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert time.monotonic() - started < 2.0, "await_name sat out its deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], RegistryUnavailableError)
+
+
+def test_stop_namespace_timeout_says_what_was_done(actors: Any) -> None:
+    ns = test_namespace()
+    release = threading.Event()
+
+    class Stubborn(pykka.ThreadingActor):
+        def on_receive(self, message: Any) -> None:
+            release.wait(10)  # busy: the stop waits behind this message
+
+    with Registry.start() as registry:
+        stubborn = Stubborn.start()
+        try:
+            registry.register(ns, "stubborn", stubborn)
+            stubborn.tell("be busy")
+            with pytest.raises(RegistryTimeoutError, match="removed"):
+                registry.stop_namespace(ns, timeout=0.2)
+            assert registry.count(ns) == 0  # as the docs and the error say
+        finally:
+            release.set()
+            stubborn.actor_stopped.wait(5)
+
+
+# -- the server dies under load ----------------------------------------------------------
+
+
+def test_a_message_lost_in_a_dying_servers_mailbox_is_sent_again(actors: Any) -> None:
+    """A message put into the server's mailbox after Pykka drained it is never
+    answered; the caller must notice the server stopped and resend it to the
+    successor, long before its call_timeout."""
+    ns = test_namespace()
+    with Registry.start(call_timeout=30.0) as registry:
+        old = registry.server_ref
+        old.stop(block=True)  # the supervisor starts a successor
+        wait_until(lambda: registry.server_ref is not old, message="a successor runs")
+        successor = registry.server_ref
+        # Replay the race: a caller that still sees the old server, and whose
+        # send passes Pykka's is_alive() check just before the server stops,
+        # so the message lands in a mailbox nobody reads any more.
+        old.is_alive = lambda: True  # type: ignore[method-assign]
+        registry._state.server_ref = old
+        threading.Timer(0.1, registry._state.set_server, args=(successor,)).start()
+        started = time.monotonic()
+        ref = actors()
+        registry.register(ns, "svc", ref)
+        assert time.monotonic() - started < 5.0, "the lost message waited for call_timeout"
+        assert registry.lookup(ns, "svc") is ref
+        assert old.actor_inbox.qsize() == 1, "the message did land in the dead mailbox"
+
+
+def test_nothing_acknowledged_is_lost_while_the_server_is_killed(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(max_restarts=10_000, max_seconds=1.0, call_timeout=10.0) as registry:
+        holder = actors()
+        acknowledged: list[str] = []
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def writer(t: int) -> None:
+            for i in range(150):
+                service = f"w{t}-{i}"
+                try:
+                    registry.register(ns, service, holder)
+                    acknowledged.append(service)
+                except RegistryUnavailableError:
+                    pass  # not acknowledged: may or may not be stored
+                except BaseException as error:
+                    errors.append(error)
+
+        def killer() -> None:
+            while not done.is_set():
+                try:
+                    registry.server_ref.stop(block=False)
+                except (pykka.ActorDeadError, RegistryError):
+                    pass
+                done.wait(0.01)
+
+        writers = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        chaos = threading.Thread(target=killer)
+        chaos.start()
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join(120)
+        done.set()
+        chaos.join(10)
+        assert errors == []
+        assert registry.stats().server_restarts > 0, "the server was never killed"
+        missing = [s for s in acknowledged if registry.lookup(ns, s) is not holder]
+        assert missing == [], f"{len(missing)} acknowledged registrations were lost"
