@@ -18,8 +18,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="a short narrated tour")
     demo.add_argument("--backend", choices=["memory", "indexed"], default="memory")
-    demo.add_argument("--redis", metavar="URL",
-                      help="run the tour across two processes on this Redis")
+    demo.add_argument("--redis", metavar="URL", nargs="?", const="",
+                      help="run the tour across two processes on this Redis (without a "
+                           "URL: on a throwaway redis-server it starts itself)")
     bench = commands.add_parser("bench", help="run the benchmark suite (benchmarks/run.py)")
     bench.add_argument("--quick", action="store_true", help="a run under 30 seconds")
     commands.add_parser("ls", help="list every name in a Redis cluster", add_help=False)
@@ -28,7 +29,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "demo":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.redis:
+        if args.redis is not None:
             run_redis_demo = _optional("pykka_registry._demo_redis", "run_redis_demo")
             return int(run_redis_demo(args.redis))
         from pykka_registry._demo import run_demo
