@@ -597,9 +597,10 @@ def _number(raw: Mapping[str, Any], name: str) -> int:
 
 
 def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
-                 kjson: Optional[str] = None) -> Record:
-    """Check every field this backend reads of a name hash (``op`` absent:
-    ``"set"``), a change event or a holder returned by a script.
+                 kjson: Optional[str] = None, event: bool = False) -> Record:
+    """Check every field this backend reads of a name hash (no ``op``: a
+    ``"set"``), a change event (``event``: ``op`` required) or a holder
+    returned by a script.
 
     ``rev`` stands in for a missing ``rev`` field (events: their sequence
     number); ``kjson`` for a missing ``k`` (a holder of a known name).
@@ -607,7 +608,7 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
     Raises:
         ValueError: naming the first field that is wrong.
     """
-    op = _field(raw, "op", "set")
+    op = _field(raw, "op", None if event else "set")
     if op not in _OPS:
         raise ValueError(f"unknown op {_brief(op)}")
     text = _field(raw, "k", kjson)
@@ -638,11 +639,11 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
 
 
 def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
-             kjson: Optional[str] = None) -> Optional[Record]:
+             kjson: Optional[str] = None, event: bool = False) -> Optional[Record]:
     """:func:`parse_record`, or None after a warning, so that a stray record
     written by hand or by another version is skipped alone."""
     try:
-        return parse_record(raw, rev, kjson)
+        return parse_record(raw, rev, kjson, event)
     except (ValueError, TypeError, UnicodeDecodeError) as error:
         logger.warning("ignoring a malformed registry record (%s) %.200s: %s", where,
                        _brief(dict(raw)), error)
@@ -765,6 +766,7 @@ class RedisBackend(LocalTables, Backend):
         self._needs_recover = False
         self._recover_queued = False
         self._resync_requested = False
+        self._data_lost = False  # set when Redis lost data, until the next re-read
         self._connected = False
         self._last_error = ""
         self._write_error = ""  # the last error reply to a write, until one succeeds
@@ -1001,6 +1003,7 @@ class RedisBackend(LocalTables, Backend):
         self._lease_ok_at = time.monotonic()
         self._lapsed = False
         if self._epoch and epoch != self._epoch:
+            self._data_lost = True  # Redis lost data: the next re-read starts afresh
             self._resync_requested = True
         self._epoch = epoch
 
@@ -1737,6 +1740,7 @@ class RedisBackend(LocalTables, Backend):
         counter = _counter(seq)
         if _text(epoch) != self._epoch or counter < self._feed_seq:
             # Redis lost data (restart, failover, flush): re-read, re-assert.
+            self._data_lost = True
             self._resync_requested = True
             self._needs_recover = True
             self._wake_receiver()
@@ -1879,7 +1883,7 @@ class RedisBackend(LocalTables, Backend):
                 continue
             if own_pending.get(str(raw.get("k"))) == seq:
                 continue  # our own write, applied when it was made
-            record = _checked(raw, "a change event", rev=seq)
+            record = _checked(raw, "a change event", rev=seq, event=True)
             if record is None:
                 self._note_feed_problem(f"skipped a malformed change event ({seq})")
                 continue
@@ -1895,27 +1899,30 @@ class RedisBackend(LocalTables, Backend):
         Re-reads are rate-limited (``_RESYNC_INTERVAL_S`` apart): a feed that
         keeps needing them degrades ``health()`` instead of burning CPU."""
         self._resync_requested = False
+        if force:
+            now = time.monotonic()
+            times = self._resync_times
+            times.append(now)
+            recent = sum(1 for t in times if now - t < 10.0)
+            if recent >= 10:  # a pair after a Redis restart is normal; a stream is not
+                self._note_feed_problem(f"{recent} re-reads of every name in 10 s "
+                                        f"(rate-limited to one per {self._RESYNC_INTERVAL_S} s)")
+            wait = self._last_resync + self._RESYNC_INTERVAL_S - now
+            if wait > 0 and self._stopping.wait(wait):
+                return
+        # Checked after the wait: what Redis holds now is what the snapshot reads.
         epoch = _text(self._r.get(self._k("epoch")))
         seq = _counter(self._r.get(self._k("seq")))
-        lost = not epoch or epoch != self._epoch or seq < self._feed_seq
+        lost = self._data_lost or not epoch or epoch != self._epoch or seq < self._feed_seq
+        self._connected = True
+        if not (force or lost):
+            return
         if lost:
             self._needs_recover = True
-            force = True
-        self._connected = True
-        if not force:
-            return
-        now = time.monotonic()
-        times = self._resync_times
-        times.append(now)
-        recent = sum(1 for t in times if now - t < 10.0)
-        if recent >= 10:  # a pair after a Redis restart is normal; a stream of them is not
-            self._note_feed_problem(f"{recent} re-reads of every name in 10 s (rate-limited "
-                                    f"to one per {self._RESYNC_INTERVAL_S} s)")
-        wait = self._last_resync + self._RESYNC_INTERVAL_S - now
-        if wait > 0 and self._stopping.wait(wait):
-            return
+        self._data_lost = False
         self._last_resync = time.monotonic()
         snapshot = self._read_snapshot()
+        lost = lost or snapshot.epoch != epoch or snapshot.seq < seq
         if snapshot.epoch and snapshot.epoch != self._epoch:
             self._epoch = snapshot.epoch
         self._feed_seq = snapshot.seq
