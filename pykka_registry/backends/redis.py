@@ -16,10 +16,13 @@ Guarantees
 * **Unique names.** A claim is one Lua script: check the current holder and
   its node's lease, take a fencing token (a global counter), write the name,
   index it, and append a change event. Two processes never both hold a name.
-* **Fencing.** Unregister and metadata updates compare the claim's token, so
-  an owner that was paused past its lease cannot delete or overwrite a name
-  another process has claimed since. When it wakes it takes a new lease,
-  claims again those of its live actors' names that are still free, and
+* **Fencing.** Unregister and metadata updates compare the claim's token and
+  node, so an owner that was paused past its lease cannot delete or overwrite
+  a name another process has claimed since. A metadata update is fenced by the
+  writer's own claim (never by a token learnt from the feed): in a process
+  that does not hold the name it raises :class:`NotHeldHereError`. When the
+  paused owner wakes it takes a new lease, claims again those of its live
+  actors' names that are still free, and
   reports the others as lost (a warning in the log and an ``Unregistered``
   event with reason ``"lost"``).
 * **Leases.** A node's names are free once its lease lapses; every node
@@ -32,7 +35,19 @@ Guarantees
   milliseconds. A gap in the stream (trimmed while this process was away), a
   Redis restart that lost data (the ``{prefix}:epoch`` key is gone) or a
   counter that went backwards (a restart that lost recent writes) makes the
-  process re-read everything and re-assert its live names.
+  process re-read everything and re-assert its live names; after a data loss
+  every token, revision and own-write guard from before is discarded.
+  Re-reads are rate-limited (one per ``_RESYNC_INTERVAL_S``).
+* **Hostile data.** Every record read from Redis (name hashes, feed events,
+  holders returned by scripts) is validated field by field before it is
+  applied; a bad one is skipped alone, with a warning. Stream ids are
+  assigned by Redis, so a far-future id appended by someone else cannot make
+  claims fail; foreign feed entries make ``health()`` degraded for a while.
+* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL)
+  raise :class:`RegistryUnavailableError` saying so, and keep ``health()``
+  degraded until a write succeeds (the lease thread probes each refresh).
+* **Clean stop.** ``close()`` deletes every key of this node; the last live
+  node of a prefix deletes the prefix's shared keys.
 * **Redis down.** Writes raise :class:`RegistryUnavailableError` within
   ``io_timeout``; reads serve the last copy; ``health()`` says ``degraded``.
 
