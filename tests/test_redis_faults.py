@@ -145,6 +145,9 @@ def test_after_a_data_loss_a_node_sees_the_claims_of_another_process(
         # and the other way round: a's new claims reach the child in order
         a.register("ns", "y", ref)
         assert child.call("wait_lookup", "ns", "y", "remote", 5)[0] == "remote"
+        # a data loss is not an attack on the feed: health recovers
+        wait_for(lambda: a.health_check().status == "healthy", 5.0, "a healthy again")
+        assert child.call("status") == "healthy"
     finally:
         client.close()
 
@@ -251,6 +254,25 @@ def test_malformed_name_records_are_skipped_at_start_at_resync_and_by_ls(
         assert sorted(r["service"] for r in json.loads(out)) == ["after-gap", "good"]
         assert err.count("ls: warning: skipped") >= 10
         assert "a-string" in err and "meta-list" in err
+    finally:
+        client.close()
+
+
+def test_a_name_key_of_the_wrong_type_does_not_block_the_name(
+    nodes: Factory, actors: Any, redis_server: RedisServer, prefix: str
+) -> None:
+    a = nodes()
+    client = redis_server.client()
+    try:
+        client.set(f"{prefix}:name:{_name('ns', 'x')}", "not a hash")
+        client.sadd(f"{prefix}:names", f"{prefix}:name:{_name('ns', 'x')}")
+        ref = actors()
+        a.register("ns", "x", ref)  # the stray value is no claim: replaced
+        assert a.lookup("ns", "x") is ref
+        a.update_metadata("ns", "x", {"v": 1})
+        a.unregister("ns", "x")
+        assert a.lookup("ns", "x") is None
+        assert a.health_check().status == "healthy"
     finally:
         client.close()
 

@@ -174,7 +174,11 @@ end
 #         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
 _CLAIM = _FEED + """
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
-local cur = redis.call('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err then  -- not a hash: not a claim either; replace it
+  redis.call('DEL', KEYS[1])
+  cur = {}
+end
 if cur[1] then
   local mine = cur[1] == ARGV[2]
   if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
@@ -201,8 +205,8 @@ return {'ok', seq}
 # Deletes the name only if it still carries this node's claim ``token``.
 # Returns {'ok', seq} | {'gone'} | {'moved'}.
 _UNREGISTER = _FEED + """
-local cur = redis.call('HMGET', KEYS[1], 'node', 'tok', 'urn', 'inc')
-if not cur[1] then return {'gone'} end
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'tok', 'urn', 'inc')
+if cur.err or not cur[1] then return {'gone'} end
 if cur[2] ~= ARGV[2] or (ARGV[7] ~= '' and cur[1] ~= ARGV[7]) then return {'moved'} end
 local seq = redis.call('INCR', KEYS[4])
 feed(KEYS[3], ARGV[4], seq, cjson.encode({
@@ -221,8 +225,8 @@ return {'ok', seq}
 # Returns {'ok', seq} | {'gone'} | {'lapsed'} |
 #         {'moved', node, inc, tok, urn, cls, meta, rev}.
 _UPDATE = _FEED + """
-local cur = redis.call('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
-if not cur[1] then return {'gone'} end
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err or not cur[1] then return {'gone'} end
 if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
   return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
           cur[6] or '', cur[7] or ''}
@@ -782,6 +786,7 @@ class RedisBackend(LocalTables, Backend):
         self._recover_queued = False
         self._resync_requested = False
         self._data_lost = False  # set when Redis lost data, until the next re-read
+        self._suspect = ""  # a feed oddity that is a problem unless Redis lost data
         self._connected = False
         self._last_error = ""
         self._write_error = ""  # the last error reply to a write, until one succeeds
@@ -1827,12 +1832,13 @@ class RedisBackend(LocalTables, Backend):
             except redis.RedisError as error:
                 if self._stopping.is_set():
                     break
-                self._note_error(error)
                 check = True
                 if isinstance(error, redis.ResponseError):
                     # the stream key is not a stream (or another refusal): re-read
                     self._note_feed_problem(f"reading the change feed failed: {error}")
                     self._resync_requested = True
+                else:
+                    self._note_error(error)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
@@ -1878,8 +1884,11 @@ class RedisBackend(LocalTables, Backend):
                                _text(entry_id))
                 continue
             if seq <= self._feed_seq:
+                # Redis lost data (the counter restarted), or a foreign entry:
+                # the check that follows tells which.
                 self._feed_id = entry_id
-                self._note_feed_problem("skipped a change feed entry out of sequence")
+                self._suspect = "skipped a change feed entry out of sequence"
+                self._resync_requested = True
                 continue
             if seq != self._feed_seq + 1:
                 logger.info("%s: change feed gap (%d -> %d): re-reading every name",
@@ -1929,6 +1938,9 @@ class RedisBackend(LocalTables, Backend):
         epoch = _text(self._r.get(self._k("epoch")))
         seq = _counter(self._r.get(self._k("seq")))
         lost = self._data_lost or not epoch or epoch != self._epoch or seq < self._feed_seq
+        if self._suspect and not lost:
+            self._note_feed_problem(self._suspect)
+        self._suspect = ""
         self._connected = True
         if not (force or lost):
             return
