@@ -1,7 +1,7 @@
 """Run every benchmark module in this folder and report one Markdown table.
 
     python benchmarks/run.py            # full run, about 2-3 minutes
-    python benchmarks/run.py --quick    # smaller sizes and fewer samples, < 30 s
+    python benchmarks/run.py --quick    # smaller sizes and fewer samples: shorter
 
 Runs ``bench_core``, ``bench_lifecycle``, then any other ``bench_*.py`` found
 here (``bench_redis.py`` among them, when present), each through its
@@ -208,7 +208,7 @@ def render(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a run under 30 s")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer samples: a shorter run")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="run only modules whose name contains NAME (repeatable)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -22,11 +22,20 @@ Guarantees
 ----------
 * Listeners run in the dying actor's thread, synchronously, before
   ``actor_stopped`` is set. They must be quick and must not block on other
-  actors (a listener that raises is logged and ignored).
+  actors (a listener that raises, even a ``BaseException``, is logged and
+  ignored; the next listener still runs).
 * A listener may be called more than once for one death (Pykka unregisters
   twice when ``on_stop`` raises); the reason recorded is the first one.
 * :func:`death_seen` is true from the first notice on, even before
-  ``actor_stopped`` is set: use it, not ``is_alive()``, to refuse a dying actor.
+  ``actor_stopped`` is set, and before any listener runs: use it, not
+  ``is_alive()``, to refuse a dying actor.
+* **No retained tracebacks.** The exception recorded as a crash reason (and
+  handed to listeners) keeps its traceback only while the dying thread still
+  runs (Pykka passes it to ``on_failure`` after the notice). When that thread
+  ends, the traceback of the exception and of its ``__cause__``/``__context__``
+  chain is cleared, so the failed handler's frames and their locals are freed
+  at once (no cycle through ``ref -> exception -> frame -> actor -> ref`` is
+  left for the cyclic GC). Type, args and attributes of the exception stay.
 * Calling ``pykka.ActorRegistry.unregister(ref)`` yourself counts as that
   actor's death here (Pykka offers no other signal): its names are released.
 * Code that later sets ``threading.excepthook`` without calling the hook it
@@ -47,6 +56,7 @@ import pykka
 __all__ = [
     "DeathListener",
     "add_listener",
+    "clear_tracebacks",
     "death_reason",
     "death_seen",
     "install",
@@ -68,7 +78,12 @@ _DEATH_ATTR = "_pykka_registry_death"
 
 _lock = threading.Lock()
 _installed = False
+# Per dying thread: the crash reasons whose tracebacks are cleared when the
+# thread ends (CPython drops a thread's ``threading.local`` values as the
+# thread finishes, which runs _TracebackReaper.__del__ in that thread).
+_thread_end = threading.local()
 _listeners: tuple[DeathListener, ...] = ()  # copy-on-write: read without a lock
+_early_count = 0  # how many of _listeners (at the front) were added early
 _stop_all_depth = 0
 
 
@@ -103,29 +118,80 @@ def stopping_all() -> bool:
     return _stop_all_depth > 0
 
 
-def add_listener(listener: DeathListener) -> None:
-    """Call ``listener`` for every actor death in this process."""
-    global _listeners
+def add_listener(listener: DeathListener, *, early: bool = False) -> None:
+    """Call ``listener`` for every actor death in this process.
+
+    ``early`` listeners run before all others (registries remove names
+    early, so that monitors and supervisors, which run later, already see the
+    names gone); each group runs in the order it was added."""
+    global _listeners, _early_count
     install()
     with _lock:
-        _listeners = (*_listeners, listener)
+        if early:
+            _listeners = (*_listeners[:_early_count], listener, *_listeners[_early_count:])
+            _early_count += 1
+        else:
+            _listeners = (*_listeners, listener)
 
 
 def remove_listener(listener: DeathListener) -> None:
     """Stop calling ``listener``; a no-op if it is not registered."""
-    global _listeners
+    global _listeners, _early_count
     with _lock:
+        early = _listeners[:_early_count]
+        if any(x is listener for x in early):
+            _early_count -= 1
         _listeners = tuple(x for x in _listeners if x is not listener)
+
+
+class _TracebackReaper:
+    """Clears the tracebacks of the exceptions it holds when it is freed."""
+
+    __slots__ = ("exceptions",)
+
+    def __init__(self) -> None:
+        self.exceptions: list[BaseException] = []
+
+    def __del__(self) -> None:
+        for exception in self.exceptions:
+            clear_tracebacks(exception)
+
+
+def clear_tracebacks(exception: BaseException) -> None:
+    """Drop the traceback of ``exception`` and of every exception chained to
+    it (``__cause__``, ``__context__``), keeping everything else. Never raises."""
+    seen: set[int] = set()
+    todo: list[Any] = [exception]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            current.__traceback__ = None
+        except BaseException:  # hostile subclasses must not break a death
+            pass
+        todo.append(current.__cause__)
+        todo.append(current.__context__)
+
+
+def _reap_at_thread_end(reason: BaseException) -> None:
+    reaper = getattr(_thread_end, "reaper", None)
+    if reaper is None:
+        reaper = _thread_end.reaper = _TracebackReaper()
+    reaper.exceptions.append(reason)
 
 
 def _notify(actor_ref: Any, reason: Optional[BaseException]) -> None:
     ref_dict = getattr(actor_ref, "__dict__", None)
     if ref_dict is not None and _DEATH_ATTR not in ref_dict:
         ref_dict[_DEATH_ATTR] = (reason,)
+    if reason is not None:
+        _reap_at_thread_end(reason)
     for listener in _listeners:
         try:
             listener(actor_ref, reason)
-        except Exception:
+        except BaseException:  # a listener must not stop a death
             logger.exception("death listener %r failed for %s", listener, actor_ref)
 
 

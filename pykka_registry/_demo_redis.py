@@ -31,7 +31,9 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable, Optional
 
 import pykka
@@ -105,22 +107,22 @@ def redis_for_demo(url: Optional[str], timeout: float = 10.0) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _backend_opts(url: str, prefix: str, secret: str) -> dict[str, Any]:
-    # One random secret per run, shared with the child: messages are signed.
-    return {"url": url, "prefix": prefix, "lease_ttl": 5.0, "secret": secret}
+def _backend_opts(url: str, prefix: str) -> dict[str, Any]:
+    return {"url": url, "prefix": prefix, "lease_ttl": 5.0}
 
 
 def _start_worker(label: str) -> Callable[[], Any]:
     return lambda: Worker.start(label)
 
 
-def _tree_process(url: str, prefix: str, secret: str, ready: Any, done: Any) -> None:
+def _tree_process(url: str, prefix: str, ready: Any, done: Any) -> None:
     """Runs in the second process: the supervised tree, until told to stop."""
-    from pykka_registry.backends.redis import RedisBackend
+    from pykka_registry.backends.redis import RedisBackend, UnsignedMessagesWarning
 
     logging.getLogger("pykka").setLevel(logging.CRITICAL)  # the crash is on purpose
-    registry = Registry.start(backend=RedisBackend,
-                              backend_opts=_backend_opts(url, prefix, secret))
+    # The first process has told the user that messages are not signed.
+    warnings.simplefilter("ignore", UnsignedMessagesWarning)
+    registry = Registry.start(backend=RedisBackend, backend_opts=_backend_opts(url, prefix))
     try:
         specs = [
             ChildSpec(id=label, start=_start_worker(label), name=(NAMESPACE, label),
@@ -132,6 +134,27 @@ def _tree_process(url: str, prefix: str, secret: str, ready: Any, done: Any) -> 
             done.wait(60)
     finally:
         registry.stop()
+
+
+@contextmanager
+def _warn_once_briefly(out: Callable[[str], None]) -> Iterator[None]:
+    """Show the backend's :class:`UnsignedMessagesWarning` once, as one line of
+    the tour (Python's default shows a source line too); other warnings as usual."""
+    from pykka_registry.backends.redis import UnsignedMessagesWarning
+
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, UnsignedMessagesWarning):
+                previous(message, category, *args, **kwargs)
+            elif not shown:
+                shown.append(str(message))
+                out(f"warning ({category.__name__}, both processes): {message}")
+
+        warnings.showwarning = show
+        yield
 
 
 def run_redis_demo(url: Optional[str], out: Optional[Callable[[str], None]] = None) -> int:
@@ -152,12 +175,12 @@ def _run(url: str, out: Callable[[str], None]) -> int:
     ready, done = context.Event(), context.Event()
     started = time.perf_counter()
     out(f"pykka-registry demo across two processes on {url} (key prefix {prefix})")
-    secret = os.urandom(16).hex()
-    child = context.Process(target=_tree_process, args=(url, prefix, secret, ready, done),
+    child = context.Process(target=_tree_process, args=(url, prefix, ready, done),
                             name="demo-tree-process")
     try:
-        with Registry.start(backend=RedisBackend,
-                            backend_opts=_backend_opts(url, prefix, secret)) as registry:
+        with _warn_once_briefly(out), Registry.start(
+            backend=RedisBackend, backend_opts=_backend_opts(url, prefix)
+        ) as registry:
             with _step(out, "another process starts a supervisor with three named workers"):
                 child.start()
                 if not ready.wait(30):
@@ -169,12 +192,12 @@ def _run(url: str, out: Callable[[str], None]) -> int:
             with _step(out, "send messages through via names (each crosses processes)"):
                 w2 = registry.via(NAMESPACE, "w2")
                 out(f"  w2.ask(7) -> {w2.ask(7)}")
-                out(f"  w2 is {w2.ask('whoami')}")
+                out(f"  who answers for 'w2': {w2.ask('whoami')}")
 
             with _step(out, "crash w2 on purpose; the other process restarts it, same name"):
                 old, new = crash_and_await_successor(registry, w2, timeout=10)
                 out(f"  new w2 is a different actor: {new.actor_urn != old.actor_urn}")
-                out(f"  the same via handle now reaches {w2.ask('whoami')}")
+                out(f"  the same via handle now reaches {w2.ask('whoami')} (a new actor_urn)")
                 out(f"  w2.ask(8) -> {w2.ask(8)}")
 
             with _step(out, "pick workers by metadata with match (on this process's copy)"):
@@ -198,7 +221,7 @@ def _run(url: str, out: Callable[[str], None]) -> int:
 
             with _step(out, "stats and health"):
                 stats = registry.stats()
-                out(f"  stats: backend={stats.backend}, names={stats.total_registrations}")
+                out(f"  stats: backend={stats.backend}, names={stats.names}")
                 health = registry.health_check()
                 out(f"  health: {health.status} (server alive: {health.server_alive})")
     finally:

@@ -14,13 +14,16 @@ from typing import Any
 __all__ = [
     "ActorNotAliveError",
     "AlreadyRegisteredError",
+    "DuplicateServiceError",
     "InvalidActorRefError",
+    "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
     "NotRegisteredError",
     "RegistryError",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
+    "UnknownBackendError",
 ]
 
 
@@ -61,7 +64,37 @@ class NotRegisteredError(RegistryError, LookupError):
 
 
 class ActorNotAliveError(RegistryError):
-    """The actor to register has already stopped (or is stopping)."""
+    """The actor to register has already stopped (or is stopping).
+
+    ``service`` names the offending service when a batch write refused it
+    (``None`` otherwise)."""
+
+    def __init__(self, message: str = "", *, service: Hashable = None) -> None:
+        super().__init__(message)
+        self.service = service
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_not_alive, (str(self), self.service))
+
+
+def _rebuild_not_alive(message: str, service: Hashable) -> ActorNotAliveError:
+    return ActorNotAliveError(message, service=service)
+
+
+class DuplicateServiceError(RegistryError, ValueError):
+    """A batch write names the same service twice; ``service`` is the first
+    repeated one. Nothing was written."""
+
+    def __init__(self, namespace: Hashable, service: Hashable) -> None:
+        super().__init__(
+            f"{service!r} appears more than once in one batch for namespace {namespace!r}; "
+            "nothing was written"
+        )
+        self.namespace = namespace
+        self.service = service
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.namespace, self.service))
 
 
 class InvalidActorRefError(RegistryError, TypeError):
@@ -70,6 +103,10 @@ class InvalidActorRefError(RegistryError, TypeError):
 
 class InvalidMetadataError(RegistryError, TypeError):
     """Metadata is not a :class:`~collections.abc.Mapping` (or not one the backend can store)."""
+
+
+class InvalidBatchItemError(RegistryError, TypeError):
+    """An item of a batch write is not a tuple of the expected shape."""
 
 
 class InvalidKeyError(RegistryError, TypeError):
@@ -87,3 +124,8 @@ class RegistryUnavailableError(RegistryError):
 
 class RegistryTimeoutError(RegistryError, TimeoutError):
     """A wait (such as :meth:`Registry.await_name`) ran out of time."""
+
+
+class UnknownBackendError(RegistryError, ValueError):
+    """A backend given by name (``Registry.start(backend="...")``) is not known,
+    or its entry point cannot be loaded. The message lists the known names."""

@@ -7,12 +7,17 @@ Guarantees
   them to every listener in that order. Events of one key therefore arrive in
   the order they happened (and so do all events of one registry).
 * Listeners run in the dispatcher thread, never in the server's: a slow
-  listener delays later events, never ``register``. A listener that raises is
-  logged and skipped; the others and the registry carry on.
+  listener delays later events, never ``register``. A listener that raises
+  anything, ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``),
+  is logged and skipped; the others, the dispatcher and the registry carry on.
 * ``subscribe(..., replay=True)`` delivers the current entries first, as
   :class:`Registered` events, then the live stream, with no gap or duplicate:
-  the snapshot is taken in the server thread at the same point in the write
-  order where the subscription starts.
+  the snapshot (a copy of the entry list) is taken under the registry's
+  write lock at the same point in the change order where the subscription
+  starts; the dispatcher thread builds the replayed events from it, so a
+  large replay does not hold up writes.
+* A subscription cancelled before the server applied it (a ``subscribe``
+  that timed out) never starts.
 * Events are values (frozen attrs classes, read-only metadata views) that are
   safe to keep and to pass between threads.
 """
@@ -160,7 +165,7 @@ class Subscription:
 @attrs.define(frozen=True)
 class _Start:
     subscription: Subscription
-    replay: tuple[Event, ...]
+    replay: tuple[Any, ...]  # backend Entry values, replayed as Registered
 
 
 _STOP = object()
@@ -188,11 +193,12 @@ class EventBus:
                          all_namespaces: bool) -> Subscription:
         return Subscription(self, listener, namespace, all_namespaces)
 
-    def start_subscription(self, subscription: Subscription, replay: tuple[Event, ...]) -> None:
-        """Called in the server thread: from this point of the write order on,
-        ``subscription`` gets every event, after ``replay``."""
+    def start_subscription(self, subscription: Subscription, replay: tuple[Any, ...]) -> None:
+        """Called under the registry's write lock: from this point of the
+        change order on, ``subscription`` gets every event, after ``replay``
+        (entries, delivered as :class:`Registered` events)."""
         with self._lock:
-            if self._closed:
+            if self._closed or subscription.cancelled:
                 return
             self._subscriptions = (*self._subscriptions, subscription)
             self.active = True
@@ -204,6 +210,9 @@ class EventBus:
         self._queue.put(_Start(subscription, replay))
 
     def remove(self, subscription: Subscription) -> None:
+        # cancel() sets ``cancelled`` before taking the lock and
+        # start_subscription() checks it under the lock: whichever runs
+        # second sees the other, so a cancelled subscription never stays.
         with self._lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
             self.active = bool(self._subscriptions)
@@ -232,7 +241,7 @@ class EventBus:
         try:
             subscription.listener(event)
             self.delivered += 1
-        except Exception:
+        except BaseException:  # one listener must not end delivery
             logger.exception("registry event listener %r failed on %r", subscription.listener,
                              event)
 
@@ -242,8 +251,11 @@ class EventBus:
             if item is _STOP:
                 return
             if isinstance(item, _Start):
-                for event in item.replay:
-                    self._deliver(item.subscription, event)
+                for entry in item.replay:
+                    if item.subscription.cancelled:
+                        break
+                    self._deliver(item.subscription, Registered(
+                        entry.namespace, entry.service, entry.actor_ref, entry.metadata))
                 item.subscription.active = True
                 continue
             for subscription in self._subscriptions:

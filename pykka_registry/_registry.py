@@ -4,12 +4,18 @@ Guarantees
 ----------
 * The facade keeps no registry state of its own: reads go straight to the
   backend in the caller's thread, writes go to the server actor with ``ask``.
-* **Reads never queue behind the server.** ``lookup`` is two dict reads and a
-  liveness check. Read-your-writes: once a write returns, every thread sees it.
-* **Lookups never return a dead actor.** An entry whose actor has stopped is
-  filtered out even before the server has processed the death notice; other
-  listings (``list_services``, ``count``, ``match``...) drop it when the
-  server processes the notice, normally well under a millisecond later.
+* **Reads never queue behind the server.** ``lookup`` is two dict reads in
+  the caller's thread, with no lock and no liveness check. Read-your-writes:
+  once a write returns, every thread sees it.
+* **Death is complete before Pykka reports it.** A dying actor's own thread
+  removes its names (see :mod:`pykka_registry._server`) before Pykka sets its
+  ``actor_stopped``: once ``stop(block=True)`` has returned, or
+  ``actor_stopped.wait()``, or ``ask`` raises ``ActorDeadError``, no read
+  (``lookup``, ``list_services``, ``count``, ``match``, ``keys_of``,
+  ``namespaces``, ``stats``...) shows the actor, its ``Unregistered`` events
+  are queued, and its names can be registered again. No ``sync()`` needed.
+  For a networked backend this holds for this process's actors; names held
+  in other processes leave when those release them.
 * **No call hangs.** Every ``ask`` to the server carries the registry's
   ``call_timeout``; a call that cannot be answered in time raises
   :class:`RegistryUnavailableError`. If the server dies, a call retries on its
@@ -17,6 +23,12 @@ Guarantees
 * **Bad input changes nothing.** Keys, actor refs and metadata are checked in
   the caller's thread before anything is sent.
 * Two registries share nothing; any number can live in one process.
+* **A stopped registry answers no names**: after :meth:`Registry.stop`,
+  reads return nothing (``None``, ``[]``, ``0``) and writes raise
+  :class:`RegistryUnavailableError`.
+* The registry's own threads (server, supervisor, event dispatcher, backend
+  threads) are daemon threads: a program that forgets ``registry.stop()``
+  still exits.
 """
 
 from __future__ import annotations
@@ -24,17 +36,23 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 
 import pykka
 
 from pykka_registry import _deathwatch
+from pykka_registry._backend_names import resolve_backend
+from pykka_registry._coerce import NO_SERVICE, actor_ref_of, split_key, urn_of
 from pykka_registry._deathwatch import is_alive as _is_alive
 from pykka_registry._errors import (
     AlreadyRegisteredError,
+    DuplicateServiceError,
     InvalidActorRefError,
+    InvalidBatchItemError,
+    InvalidKeyError,
+    InvalidMetadataError,
     RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
@@ -44,16 +62,18 @@ from pykka_registry._server import (
     Call,
     ClearNamespace,
     Register,
+    RegisterMany,
     RegistryServer,
     RegistryState,
     Subscribe,
     Unregister,
+    UnregisterMany,
     UpdateMetadata,
 )
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._via import Via
 from pykka_registry.backends.base import Backend, Entry, validate_backend
-from pykka_registry.backends.memory import MemoryBackend
+from pykka_registry.backends.memory import LocalTables, MemoryBackend
 
 __all__ = ["Registry"]
 
@@ -61,9 +81,31 @@ __all__ = ["Registry"]
 def _nothing(state: RegistryState) -> None:
     return None
 
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not replace our error
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _seen_before(seen: set[Any], service: Any) -> bool:
+    """``service in seen`` (then add it), with a hostile ``__eq__`` turned
+    into :class:`InvalidKeyError`."""
+    try:
+        if service in seen:
+            return True
+        seen.add(service)
+    except Exception as error:
+        raise InvalidKeyError(
+            f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
+        ) from None
+    return False
+
 _registry_counter = itertools.count(1)
 
-BackendSpec = Union[type[Backend], Backend]
+BackendSpec = Union[type[Backend], Backend, str]
 
 
 class Registry:
@@ -78,6 +120,10 @@ class Registry:
         self._backend = state.backend
         self._stop_lock = threading.Lock()
         self._own_supervisor: Optional[Any] = None  # set by start()
+        # Entries of other processes are dropped when their node releases
+        # them; until then a remote ref may already know its actor is gone.
+        self._check_alive = bool(getattr(state.backend, "distributed", False))
+        self.lookup = self._fast_lookup()  # type: ignore[method-assign,assignment]
 
     # -- starting and stopping ------------------------------------------------------
 
@@ -94,23 +140,30 @@ class Registry:
         into your own supervision tree to run it. Most users want :meth:`start`.
 
         ``backend`` is a :class:`Backend` subclass, instantiated with
-        ``**backend_opts``, or a ready :class:`Backend` instance.
+        ``**backend_opts``, a ready :class:`Backend` instance, or a name:
+        ``"memory"``, ``"indexed"``, ``"redis"`` or one a package registered
+        in the entry point group ``pykka_registry.backends``.
+
+        Raises:
+            UnknownBackendError: no backend has that name (the message lists
+                the known ones).
         """
         if call_timeout is None or not call_timeout > 0:
             raise ValueError(f"call_timeout must be a positive number of seconds, got "
                              f"{call_timeout!r}")
-        if isinstance(backend, type):
-            validate_backend(backend)
-            instance = backend(**dict(backend_opts or {}))
+        spec = resolve_backend(backend)
+        if isinstance(spec, type):
+            validate_backend(spec)
+            instance = spec(**dict(backend_opts or {}))
         else:
             if backend_opts:
                 raise TypeError("backend_opts is only used with a backend class, not an instance")
-            validate_backend(backend)
-            instance = backend
+            validate_backend(spec)
+            instance = spec
         label = name or f"registry-{next(_registry_counter)}"
         state = RegistryState(instance, float(call_timeout), label)
         instance.start(state)
-        _deathwatch.add_listener(state.on_actor_death)
+        _deathwatch.add_listener(state.on_actor_death, early=True)
         return cls(state)
 
     @classmethod
@@ -139,6 +192,7 @@ class Registry:
                 max_restarts=max_restarts,
                 max_seconds=max_seconds,
                 name=f"{registry._state.name}-supervisor",
+                daemon=True,
             )
         except BaseException:
             registry._close()
@@ -193,7 +247,10 @@ class Registry:
         self._state.closed = True
         _deathwatch.remove_listener(self._state.on_actor_death)
         self._state.events.close(self._state.call_timeout)
-        self._backend.close()
+        try:
+            self._backend.close()
+        finally:
+            self.lookup = self._closed_lookup  # type: ignore[method-assign]
 
     def __enter__(self) -> Registry:
         return self
@@ -290,10 +347,11 @@ class Registry:
         self,
         namespace: Hashable,
         service: Hashable,
-        actor_ref: pykka.ActorRef[Any],
+        actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> None:
-        """Register ``actor_ref`` as ``service`` in ``namespace``.
+        """Register ``actor_ref`` as ``service`` in ``namespace``. A
+        :class:`pykka.ActorProxy` stands for its ``actor_ref``.
 
         The same actor registering the same name again replaces its metadata.
         The name is released by :meth:`unregister` or when the actor dies.
@@ -305,11 +363,7 @@ class Registry:
             RegistryUnavailableError: the server did not answer in time.
         """
         self._check_key(namespace, service)
-        if not isinstance(actor_ref, pykka.ActorRef):
-            raise InvalidActorRefError(
-                f"actor_ref must be a pykka.ActorRef, got {type(actor_ref).__name__}: "
-                f"{actor_ref!r}"
-            )
+        actor_ref = actor_ref_of(actor_ref)
         own_metadata = self._backend.validate_metadata(metadata)
         self._call(Register(namespace, service, actor_ref, own_metadata))
 
@@ -317,6 +371,74 @@ class Registry:
         """Release the name. Idempotent: a missing name is not an error."""
         self._check_key(namespace, service)
         self._call(Unregister(namespace, service))
+
+    def register_many(
+        self,
+        namespace: Hashable,
+        items: Iterable[Union[tuple[Hashable, Any], tuple[Hashable, Any, Any]]],
+    ) -> None:
+        """Register a batch: ``items`` are ``(service, actor_ref)`` or
+        ``(service, actor_ref, metadata)`` tuples. All or nothing, in one
+        server round trip; one :class:`Registered` event per entry, in batch
+        order.
+
+        Every item is checked as :meth:`register` checks one, and the first
+        offending service is named in the error (and as its ``.service``
+        where the error has one); then nothing is registered.
+
+        Example::
+
+            registry.register_many("workers", [(f"w{i}", ref) for i, ref in enumerate(refs)])
+
+        Raises:
+            DuplicateServiceError: the same service twice in the batch.
+            AlreadyRegisteredError: another live actor holds one of the names.
+            ActorNotAliveError: one of the actors has stopped.
+            InvalidKeyError, InvalidActorRefError, InvalidMetadataError: bad input.
+            RegistryUnavailableError: the server did not answer in time.
+        """
+        self._check_key(namespace, "")
+        batch = []
+        seen: set[Any] = set()
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise InvalidBatchItemError(
+                    "register_many items must be (service, actor_ref) or "
+                    f"(service, actor_ref, metadata) tuples, got {_short_repr(item)}"
+                )
+            service, actor_ref = item[0], item[1]
+            metadata = item[2] if len(item) == 3 else None
+            self._check_key(namespace, service)
+            if _seen_before(seen, service):
+                raise DuplicateServiceError(namespace, service)
+            if not isinstance(actor_ref, pykka.ActorRef):
+                raise InvalidActorRefError(
+                    f"actor_ref for {service!r} must be a pykka.ActorRef, got "
+                    f"{type(actor_ref).__name__}"
+                )
+            try:
+                own_metadata = self._backend.validate_metadata(metadata)
+            except InvalidMetadataError as error:
+                raise InvalidMetadataError(f"metadata for {service!r}: {error}") from None
+            batch.append((service, actor_ref, own_metadata))
+        if batch:
+            self._call(RegisterMany(namespace, tuple(batch)))
+
+    def unregister_many(self, namespace: Hashable, services: Iterable[Hashable]) -> None:
+        """Release every name of ``services`` in ``namespace``, in one server
+        round trip. Idempotent like :meth:`unregister`: missing names are
+        skipped. One :class:`Unregistered` event per removed name, in order.
+
+        Raises:
+            InvalidKeyError: a service cannot be a key (nothing is released).
+            RegistryUnavailableError: the server did not answer in time.
+        """
+        self._check_key(namespace, "")
+        batch = tuple(services)
+        for service in batch:
+            self._check_key(namespace, service)
+        if batch:
+            self._call(UnregisterMany(namespace, batch))
 
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
@@ -359,34 +481,87 @@ class Registry:
 
     # -- reads (caller's thread, never queued) --------------------------------------
 
-    def lookup(self, namespace: Hashable, service: Hashable) -> Optional[pykka.ActorRef[Any]]:
-        """The live actor registered under the name, or ``None``."""
+    def lookup(
+        self, namespace: Hashable, service: Hashable = NO_SERVICE
+    ) -> Optional[pykka.ActorRef[Any]]:
+        """The actor registered under the name, or ``None``. The name may
+        also be given as one ``(namespace, service)`` tuple.
+
+        Runs in the caller's thread: two dict reads, no lock, no message. The
+        actor is alive: a dead actor's names are removed before Pykka reports
+        it stopped. (Each registry binds a specialised copy of this method
+        as an instance attribute; this is the reference version.)
+        """
+        if service is NO_SERVICE:
+            namespace, service = split_key(namespace, service, "lookup")
         try:
             entry = self._backend.get(namespace, service)
-        except TypeError:
+        except Exception:
             self._check_key(namespace, service)
             raise
-        if entry is None or not _is_alive(entry.actor_ref):
+        if entry is None or self._state.closed:
+            return None
+        if self._check_alive and not _is_alive(entry.actor_ref):
             return None
         return entry.actor_ref
 
+    def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[pykka.ActorRef[Any]]]:
+        """:meth:`lookup` with every attribute resolved once (the hot path)."""
+        if self._check_alive or not isinstance(self._backend, LocalTables):
+            return self._generic_lookup
+        names_get = self._backend._names.get
+        check_key = self._check_key
+        empty: dict[Hashable, Any] = {}
+        no_service = NO_SERVICE
+
+        def lookup(namespace: Hashable,
+                   service: Hashable = no_service) -> Optional[pykka.ActorRef[Any]]:
+            if service is no_service:
+                namespace, service = split_key(namespace, service, "lookup")
+            try:
+                entry = names_get(namespace, empty).get(service)
+            except Exception:
+                check_key(namespace, service)
+                raise
+            return None if entry is None else entry.actor_ref
+
+        lookup.__doc__ = Registry.lookup.__doc__
+        return lookup
+
+    def _generic_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
+                        ) -> Optional[pykka.ActorRef[Any]]:
+        return Registry.lookup(self, namespace, service)
+
+    def _closed_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
+                       ) -> Optional[pykka.ActorRef[Any]]:
+        if service is NO_SERVICE:
+            namespace, service = split_key(namespace, service, "lookup")
+        self._check_key(namespace, service)
+        return None
+
     def lookup_with_metadata(
-        self, namespace: Hashable, service: Hashable
+        self, namespace: Hashable, service: Hashable = NO_SERVICE
     ) -> Optional[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for the name, or ``None``. The metadata is a
-        copy (``{}`` when none was given): changing it changes nothing stored."""
+        copy (``{}`` when none was given): changing it changes nothing stored.
+        The name may also be given as one ``(namespace, service)`` tuple."""
+        namespace, service = split_key(namespace, service, "lookup_with_metadata")
         try:
             entry = self._backend.get(namespace, service)
-        except TypeError:
+        except Exception:
             self._check_key(namespace, service)
             raise
-        if entry is None or not _is_alive(entry.actor_ref):
+        if entry is None or self._state.closed:
+            return None
+        if self._check_alive and not _is_alive(entry.actor_ref):
             return None
         return entry.actor_ref, entry.metadata_copy()
 
     def list_services(self, namespace: Hashable) -> list[Hashable]:
         """The service names registered in ``namespace`` (any order)."""
         self._check_key(namespace, "")
+        if self._state.closed:
+            return []
         return self._backend.services(namespace)
 
     def find_services_by_metadata(
@@ -400,11 +575,15 @@ class Registry:
         self._check_key(namespace, "")
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        found = []
+        found: list[tuple[Hashable, Any, dict[Any, Any]]] = []
+        if self._state.closed:
+            return found
         for entry in self._backend.entries(namespace):
+            if self._check_alive and not _is_alive(entry.actor_ref):
+                continue
             # A flat entry can be shown read-only; copy only what matches.
             view = MappingProxyType(entry.metadata) if entry.flat else entry.metadata_copy()
-            if _is_alive(entry.actor_ref) and predicate(view):
+            if predicate(view):
                 found.append(entry.as_match())
         return found
 
@@ -418,19 +597,22 @@ class Registry:
         self._check_key(namespace, "")
         if not isinstance(criteria, Mapping):
             raise TypeError(f"criteria must be a Mapping, got {type(criteria).__name__}")
+        if self._state.closed:
+            return []
         return [
             entry.as_match()
             for entry in self._backend.match(namespace, criteria)
-            if _is_alive(entry.actor_ref)
+            if not self._check_alive or _is_alive(entry.actor_ref)
         ]
 
     def count(self, namespace: Optional[Hashable] = None) -> int:
         """How many names ``namespace`` holds; with ``None``, all namespaces."""
         try:
-            return self._backend.count(namespace)
-        except TypeError:
+            found = self._backend.count(namespace)
+        except Exception:
             self._check_key(namespace, "")
             raise
+        return 0 if self._state.closed else found
 
     def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
         """Every ``(namespace, service)`` the actor holds here."""
@@ -438,38 +620,67 @@ class Registry:
             raise InvalidActorRefError(
                 f"actor_ref must be a pykka.ActorRef, got {type(actor_ref).__name__}"
             )
+        if self._state.closed:
+            return []
         return self._backend.keys_of(actor_ref)
 
     def namespaces(self) -> list[Hashable]:
         """The namespaces that hold at least one name."""
+        if self._state.closed:
+            return []
         return self._backend.namespaces()
 
-    def via(self, namespace: Hashable, service: Hashable) -> Via:
-        """A handle that sends to whichever live actor holds the name at each call."""
+    def via(self, namespace: Hashable, service: Hashable = NO_SERVICE) -> Via:
+        """A handle that sends to whichever live actor holds the name at each call.
+        The name may also be given as one ``(namespace, service)`` tuple."""
+        namespace, service = split_key(namespace, service, "via")
         self._check_key(namespace, service)
         return Via(self, namespace, service)
 
     # -- lifecycle helpers ------------------------------------------------------------
 
     def await_name(
-        self, namespace: Hashable, service: Hashable, timeout: Optional[float] = None
+        self,
+        namespace: Hashable,
+        service: Hashable = NO_SERVICE,
+        timeout: Optional[float] = None,
+        *,
+        replacing: Any = None,
     ) -> pykka.ActorRef[Any]:
         """Wait until a live actor holds the name and return it; at once if one does.
 
-        ``timeout=None`` waits at most the registry's ``call_timeout``.
+        ``timeout=None`` waits at most the registry's ``call_timeout``. The
+        name may also be given as one ``(namespace, service)`` tuple (then
+        pass ``timeout`` by keyword).
+
+        ``replacing=old_ref`` (an actor ref or proxy) waits for a holder that
+        is *not* ``old_ref``: the successor of an actor that was just told to
+        crash or stop, which may still be alive, and registered, when this is
+        called.
 
         Raises:
-            RegistryTimeoutError: nobody took the name in time.
+            RegistryTimeoutError: nobody (other than ``replacing``) took the
+                name in time.
         """
-        ref = self.lookup(namespace, service)
+        namespace, service = split_key(namespace, service, "await_name")
+        old_urn = None if replacing is None else urn_of(replacing, "replacing")
+
+        def found() -> Optional[pykka.ActorRef[Any]]:
+            ref = self.lookup(namespace, service)
+            if ref is None or (old_urn is not None and ref.actor_urn == old_urn):
+                return None
+            return ref
+
+        ref = found()
         if ref is not None:
             return ref
         timeout = self._state.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        what = "anyone but the actor it replaces" if old_urn is not None else "nobody"
         if self._state.events.is_dispatcher_thread():
             # Called from an event listener: the wake-up event would have to
             # come from this very thread, so poll instead.
-            return self._poll_name(namespace, service, timeout, deadline)
+            return self._poll_name(found, namespace, service, timeout, deadline, what)
         arrived = threading.Event()
 
         def listener(event: Event) -> None:
@@ -478,28 +689,29 @@ class Registry:
 
         with self.subscribe(listener, namespace=namespace):
             while True:
-                ref = self.lookup(namespace, service)
+                ref = found()
                 if ref is not None:
                     return ref
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._state.closed:
                     raise RegistryTimeoutError(
-                        f"nobody registered {service!r} in namespace {namespace!r} "
+                        f"{what} registered {service!r} in namespace {namespace!r} "
                         f"within {timeout}s"
                     )
                 arrived.wait(remaining)
                 arrived.clear()
 
-    def _poll_name(self, namespace: Hashable, service: Hashable, timeout: float,
-                   deadline: float) -> pykka.ActorRef[Any]:
+    def _poll_name(self, found: Callable[[], Optional[pykka.ActorRef[Any]]],
+                   namespace: Hashable, service: Hashable, timeout: float,
+                   deadline: float, what: str) -> pykka.ActorRef[Any]:
         pause, delay = threading.Event(), 0.0005
         while True:
-            ref = self.lookup(namespace, service)
+            ref = found()
             if ref is not None:
                 return ref
             if time.monotonic() >= deadline or self._state.closed:
                 raise RegistryTimeoutError(
-                    f"nobody registered {service!r} in namespace {namespace!r} within {timeout}s"
+                    f"{what} registered {service!r} in namespace {namespace!r} within {timeout}s"
                 )
             pause.wait(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.01)
@@ -508,11 +720,13 @@ class Registry:
         self,
         namespace: Hashable,
         service: Hashable,
-        start: Callable[[], pykka.ActorRef[Any]],
+        start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]],
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> pykka.ActorRef[Any]:
         """The actor holding the name; if none, call ``start()`` (in this thread),
-        register what it returns and return it.
+        register what it returns and return it. ``start`` may return an
+        :class:`pykka.ActorRef` or a :class:`pykka.ActorProxy` (its
+        ``actor_ref`` is registered and returned).
 
         Atomic in this process: concurrent callers for one name run ``start``
         once and all get the same actor. A caller waits at most the registry's
@@ -531,11 +745,7 @@ class Registry:
             ref = self.lookup(namespace, service)
             if ref is not None:
                 return ref
-            started = start()
-            if not isinstance(started, pykka.ActorRef):
-                raise InvalidActorRefError(
-                    f"start() must return a pykka.ActorRef, got {type(started).__name__}"
-                )
+            started = actor_ref_of(start(), "start()'s result")
             try:
                 self._call(Register(namespace, service, started, own_metadata))
             except AlreadyRegisteredError as taken:
@@ -592,7 +802,7 @@ class Registry:
         """Counters of this registry, read without stopping anything."""
         state = self._state
         return RegistryStats(
-            total_registrations=self._backend.count(),
+            names=self._backend.count(),
             namespaces=len(self._backend.namespaces()),
             backend=self._backend.name,
             uptime_s=time.monotonic() - state.started_at,
@@ -640,3 +850,18 @@ class Registry:
             problems=tuple(problems),
         )
 
+
+    def observe(self, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None) -> Any:
+        """Start an observer for this registry: a live web page, a JSON API
+        and Prometheus metrics, served in a background thread (see
+        :func:`pykka_registry.observer.serve`, which takes the same keywords
+        and also shows several registries). Returns the
+        :class:`~pykka_registry.observer.Observer`: open ``observer.url``, call
+        ``observer.stop()`` (or use it as a context manager) when done.
+
+        Loopback by default; another host requires a token (one is generated
+        when none is given). Nothing about observation runs before this call.
+        """
+        from pykka_registry.observer import serve
+
+        return serve(self, host=host, port=port, token=token)

@@ -1,20 +1,49 @@
-"""The registry's server: one Pykka actor that serialises every write.
+"""The registry's server: one Pykka actor that serialises every write, and
+the state it shares with the facade and with dying actors.
+
+Who writes what, under which lock
+---------------------------------
+Every change to a registry's backend, and the publication of the event that
+describes it, happens under that registry's **write lock**
+(:attr:`RegistryState.write_lock`), taken by exactly two kinds of thread:
+
+* **the server thread**, for every write users send (register, unregister,
+  update_metadata, the batch writes, stop_namespace), for changes a backend
+  submits (a change feed), and for the snapshot of ``subscribe(replay=True)``;
+* **a dying actor's thread**, inside :meth:`pykka.ActorRegistry.unregister`
+  (see :mod:`pykka_registry._deathwatch`), which removes every name the actor
+  holds and queues their :class:`Unregistered` events, *before* Pykka sets the
+  actor's ``actor_stopped``.
+
+Lock order: write lock, then the backend's own locks; the event bus only
+appends to a queue. Nothing is done under the write lock that waits for an
+actor or (for networked backends, which release it with
+:meth:`RegistryState.unlocked` around their I/O) for the network, so a dying
+thread waits at most for one in-memory write to finish. ``run_in_server``
+functions run in the server thread *without* the write lock (they may wait
+for actors to stop).
 
 Guarantees
 ----------
-* Every write to the backend (register, unregister, update_metadata, death
-  clean-up, stop_namespace) runs in this actor's thread, one at a time, so
-  writes are atomic with respect to each other and events leave in write order.
-* The state the server works on (:class:`RegistryState`: the backend, the
-  queue of death notices, the event bus) lives outside the actor. When the
-  server dies and a supervisor starts a new one on the same state, nothing is
-  lost: registrations stay in the backend, death notices that arrived during
-  the gap wait in the queue and are processed by the new server first.
+* Writes are atomic with respect to each other and to death clean-ups;
+  events of one registry are queued in the order of the changes.
+* **Death is complete before Pykka reports it**: once an actor's
+  ``actor_stopped`` is set, none of its names is in the backend, and their
+  ``Unregistered`` events are queued. A ``register`` racing with the death
+  either raises :class:`ActorNotAliveError` or stores the entry before the
+  clean-up, which then removes it: the server checks :func:`death_seen` under
+  the write lock, and the dying thread marks the death before it takes the lock.
+* A death notice names an actor, never a key, so a late or repeated notice
+  never removes a newer holder.
+* The state the server works on (:class:`RegistryState`: the backend, queued
+  calls, the event bus) lives outside the actor. When the server dies and a
+  supervisor starts a new one on the same state, nothing is lost:
+  registrations stay in the backend, calls submitted during the gap wait in
+  the queue and are processed by the new server first.
 * Messages to the server are frozen attrs values; a write is sent with
   ``ask`` and the caller gets its result or its exception. An exception in a
   handler goes back to the caller and the server lives on.
 """
-
 from __future__ import annotations
 
 import collections
@@ -23,13 +52,17 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import attrs
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import ActorNotAliveError, RegistryTimeoutError
+from pykka_registry._errors import (
+    ActorNotAliveError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+)
 from pykka_registry._events import (
     NAMESPACE_STOPPED,
     UNREGISTERED,
@@ -40,7 +73,7 @@ from pykka_registry._events import (
     Unregistered,
     UnregisterReason,
 )
-from pykka_registry.backends.base import Backend, Entry
+from pykka_registry.backends.base import Backend, Entry, batch_writes
 
 __all__ = ["RegistryServer", "RegistryState"]
 
@@ -48,10 +81,11 @@ logger = logging.getLogger("pykka_registry")
 
 
 class RegistryState:
-    """Everything a registry knows, shared by its facade and its server.
+    """Everything a registry knows, shared by its facade, its server and the
+    threads of dying actors.
 
-    Outlives any one server actor. Attributes written only by the server
-    thread (counters) are read by others without a lock; they are plain ints.
+    Outlives any one server actor. Counters are written under the write lock
+    and read by others without it; they are plain ints.
     """
 
     def __init__(self, backend: Backend, call_timeout: float, name: str) -> None:
@@ -60,8 +94,12 @@ class RegistryState:
         self.name = name
         self.started_at = time.monotonic()
         self.events = EventBus(name)
-        #: ``(actor_ref, reason)`` death notices not yet processed; appended in
-        #: dying actors' threads, drained by the server.
+        #: See the module docstring: guards every backend change and its event.
+        self.write_lock = threading.Lock()
+        self._writer: Optional[int] = None  # thread ident holding write_lock
+        #: ``(actor_ref, reason)`` death notices left for the server: only
+        #: when a dying thread could not get the write lock in time (a backend
+        #: write that does not return), or notices added by tools and tests.
         self.pending_deaths: collections.deque[tuple[Any, Optional[BaseException]]] = (
             collections.deque()
         )
@@ -78,6 +116,45 @@ class RegistryState:
         self.owner: Optional[Any] = None
         self._key_locks: dict[tuple[Hashable, Hashable], list[Any]] = {}
         self._key_locks_guard = threading.Lock()
+
+    # -- the write lock ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the write lock (at most ``call_timeout`` to get it)."""
+        if not self.write_lock.acquire(timeout=self.call_timeout):
+            raise RegistryUnavailableError(
+                f"{self.name}: a backend write did not finish within {self.call_timeout}s"
+            )
+        self._writer = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._writer = None
+            self.write_lock.release()
+
+    @contextlib.contextmanager
+    def unlocked(self) -> Iterator[None]:
+        """For a backend that waits on I/O inside a write: release the write
+        lock for the duration of the block (if this thread holds it), so that
+        death clean-ups in other threads are not held up; take it again
+        after. Re-check afterwards whatever the wait may have changed (the
+        actor being registered may have died meanwhile:
+        :func:`pykka_registry._deathwatch.death_seen`)."""
+        if self._writer != threading.get_ident():
+            yield
+            return
+        self._writer = None
+        self.write_lock.release()
+        try:
+            yield
+        finally:
+            self.write_lock.acquire()
+            self._writer = threading.get_ident()
+
+    def holds_write_lock(self) -> bool:
+        """True in the thread that holds the write lock now."""
+        return self._writer == threading.get_ident()
 
     @contextlib.contextmanager
     def key_lock(self, namespace: Hashable, service: Hashable, timeout: float) -> Iterator[None]:
@@ -117,32 +194,63 @@ class RegistryState:
             )
 
     def submit(self, function: Any) -> None:
-        """Run ``function(state)`` in the server thread, after the writes already
-        queued, without waiting. For backends whose data also changes from
-        elsewhere (a change feed): apply those changes here so that they are
-        serialised with local writes and can publish events
-        (``if state.events.active: state.events.publish(...)``). An exception
-        in ``function`` is logged; the server lives on. Never blocks; if no
-        server runs, ``function`` waits for the next one."""
+        """Run ``function(state)`` in the server thread, under the write lock,
+        after the writes already queued, without waiting. For backends whose
+        data also changes from elsewhere (a change feed): apply those changes
+        here so that they are serialised with local writes and can publish
+        events (``if state.events.active: state.events.publish(...)``). An
+        exception in ``function`` is logged; the server lives on. Never blocks;
+        if no server runs, ``function`` waits for the next one."""
         self.pending_calls.append(function)
+        self._wake_server()
+
+    def _wake_server(self) -> None:
         server = self.server_ref
         if server is not None:
             try:
                 server.tell(_ReapDeaths())
             except pykka.ActorDeadError:
-                pass
+                pass  # the next server drains the queues when it starts
+
+    # -- death clean-up ---------------------------------------------------------------
 
     def on_actor_death(self, actor_ref: Any, reason: Optional[BaseException]) -> None:
-        """Death listener; runs in the dying actor's thread. Never blocks."""
-        if actor_ref is self.server_ref or not self.backend.owns(actor_ref):
+        """Death listener; runs in the dying actor's thread, before Pykka sets
+        its ``actor_stopped``. Removes the actor's names and queues their
+        events, under the write lock. Never raises; waits at most
+        ``call_timeout`` for the lock (then leaves the notice to the server)."""
+        if actor_ref is self.server_ref or self.closed:
             return
-        self.pending_deaths.append((actor_ref, reason))
-        server = self.server_ref
-        if server is not None:
-            try:
-                server.tell(_ReapDeaths())
-            except pykka.ActorDeadError:
-                pass  # the next server drains the queue when it starts
+        if not self.write_lock.acquire(timeout=self.call_timeout):
+            logger.error("%s: the write lock was not free within %ss; %s's names are "
+                         "removed by the server later", self.name, self.call_timeout, actor_ref)
+            self.pending_deaths.append((actor_ref, reason))
+            self._wake_server()
+            return
+        self._writer = threading.get_ident()
+        try:
+            self.remove_dead(actor_ref, reason)
+        finally:
+            self._writer = None
+            self.write_lock.release()
+
+    def remove_dead(self, actor_ref: Any, reason: Optional[BaseException]) -> None:
+        """Remove every name of a dead actor and publish their events. The
+        caller holds the write lock. Never raises."""
+        try:
+            removed = self.backend.remove_actor(actor_ref)
+        except BaseException:  # a dying thread must not fail here
+            logger.exception("%s: backend %s failed to remove the names of %s", self.name,
+                             self.backend.name, actor_ref)
+            return
+        if removed:
+            self.deaths_reaped += 1
+            if self.events.active:
+                why = UnregisterReason.from_death(reason)
+                for entry in removed:
+                    self.events.publish(
+                        Unregistered(entry.namespace, entry.service, entry.actor_ref, why)
+                    )
 
 
 # -- messages ----------------------------------------------------------------
@@ -157,9 +265,24 @@ class Register:
 
 
 @attrs.define(frozen=True)
+class RegisterMany:
+    """``items``: ``(service, actor_ref, metadata)`` triples, already checked
+    (keys, refs, metadata copies, no service twice) in the caller's thread."""
+
+    namespace: Hashable
+    items: tuple[tuple[Hashable, Any, Mapping[Any, Any]], ...]
+
+
+@attrs.define(frozen=True)
 class Unregister:
     namespace: Hashable
     service: Hashable
+
+
+@attrs.define(frozen=True)
+class UnregisterMany:
+    namespace: Hashable
+    services: tuple[Hashable, ...]
 
 
 @attrs.define(frozen=True)
@@ -198,51 +321,71 @@ class _ReapDeaths:
 class RegistryServer(pykka.ThreadingActor):
     """The actor that owns a registry's backend and applies every write.
 
-    Runs in its own thread. Started by the registry (under a supervisor); do
-    not send it messages yourself: use the :class:`~pykka_registry.Registry`.
+    Runs in its own (daemon) thread: a program that forgets
+    ``registry.stop()`` still exits. Started by the registry (under a
+    supervisor); do not send it messages yourself: use the
+    :class:`~pykka_registry.Registry`.
     """
+
+    use_daemon_thread = True
 
     def __init__(self, state: RegistryState) -> None:
         super().__init__()
         self.state = state
         self.backend = state.backend
         self.events = state.events
+        self._backend_register_many, self._backend_unregister_many = batch_writes(state.backend)
 
     def on_start(self) -> None:
         self.state.set_server(self.actor_ref)
         self._reap_deaths()
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Register):
-            return self._register(message)
-        if isinstance(message, Unregister):
-            return self._unregister(message)
-        if isinstance(message, UpdateMetadata):
-            return self._update_metadata(message)
         if isinstance(message, _ReapDeaths):
             return self._reap_deaths()
-        if isinstance(message, ClearNamespace):
-            return self._clear_namespace(message)
-        if isinstance(message, Subscribe):
-            return self._subscribe(message)
         if isinstance(message, Call):
+            # Not under the write lock: the function may wait for actors to stop.
             return message.function(self.state)
-        return super().on_receive(message)
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        with self.state.writing():
+            return handler(self, message)
 
-    # Each handler runs in the server thread.
+    # Each handler runs in the server thread, holding the write lock.
 
     def _register(self, msg: Register) -> None:
-        if _deathwatch.is_dead(msg.actor_ref):
-            raise ActorNotAliveError(f"{msg.actor_ref} is not alive")
-        entry = Entry.create(msg.namespace, msg.service, msg.actor_ref, msg.metadata)
+        actor_ref = msg.actor_ref
+        if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
+            raise ActorNotAliveError(f"{actor_ref} is not alive")
+        entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
         if self.events.active:
             self._publish_registered(entry, replaced)
-        if _deathwatch.is_dead(msg.actor_ref):
-            # It died while we stored it; its death notice may have looked for
-            # its names before they were stored, so clean up here.
-            self._remove_dead(msg.actor_ref, _deathwatch.death_reason(msg.actor_ref))
+        if _deathwatch.death_seen(actor_ref):
+            # Only a backend that released the write lock for I/O gets here:
+            # the actor died meanwhile and its clean-up may have run first.
+            self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
+
+    def _register_many(self, msg: RegisterMany) -> None:
+        for service, actor_ref, _metadata in msg.items:
+            if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
+                raise ActorNotAliveError(
+                    f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
+                    service=service,
+                )
+        entries = [Entry.create(msg.namespace, service, actor_ref, metadata)
+                   for service, actor_ref, metadata in msg.items]
+        replaced = self._backend_register_many(entries, _holder_alive)
+        self.state.registrations += len(entries)
+        if self.events.active:
+            for entry, previous in zip(entries, replaced):
+                self._publish_registered(entry, previous)
+        for entry in entries:
+            if _deathwatch.death_seen(entry.actor_ref):  # as in _register
+                self.state.remove_dead(entry.actor_ref,
+                                       _deathwatch.death_reason(entry.actor_ref))
 
     def _publish_registered(self, entry: Entry, replaced: Optional[Entry]) -> None:
         if replaced is not None and replaced.actor_ref.actor_urn == entry.actor_ref.actor_urn:
@@ -250,7 +393,7 @@ class RegistryServer(pykka.ThreadingActor):
                 MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
             )
             return
-        if replaced is not None:  # a dead holder whose notice is still queued
+        if replaced is not None:  # a holder whose death notice was left to the server
             reason = UnregisterReason.from_death(_deathwatch.death_reason(replaced.actor_ref))
             self.events.publish(
                 Unregistered(replaced.namespace, replaced.service, replaced.actor_ref, reason)
@@ -262,11 +405,19 @@ class RegistryServer(pykka.ThreadingActor):
     def _unregister(self, msg: Unregister) -> None:
         removed = self.backend.unregister(msg.namespace, msg.service)
         if removed is not None:
-            self.state.unregistrations += 1
-            if self.events.active:
+            self._published_unregistered([removed])
+
+    def _unregister_many(self, msg: UnregisterMany) -> None:
+        self._published_unregistered(
+            self._backend_unregister_many(msg.namespace, list(msg.services))
+        )
+
+    def _published_unregistered(self, removed: list[Entry]) -> None:
+        self.state.unregistrations += len(removed)
+        if self.events.active:
+            for entry in removed:
                 self.events.publish(
-                    Unregistered(removed.namespace, removed.service, removed.actor_ref,
-                                 UNREGISTERED)
+                    Unregistered(entry.namespace, entry.service, entry.actor_ref, UNREGISTERED)
                 )
 
     def _update_metadata(self, msg: UpdateMetadata) -> None:
@@ -277,30 +428,21 @@ class RegistryServer(pykka.ThreadingActor):
             )
 
     def _reap_deaths(self) -> None:
-        """Process queued death notices and submitted calls (both survive a
-        server restart: they live in the state, not in the mailbox)."""
-        pending = self.state.pending_deaths
-        while pending:
-            actor_ref, reason = pending.popleft()
-            self._remove_dead(actor_ref, reason)
-        calls = self.state.pending_calls
-        while calls:
-            function = calls.popleft()
-            try:
-                function(self.state)
-            except Exception:
-                logger.exception("%s: submitted call %r failed", self.state.name, function)
-
-    def _remove_dead(self, actor_ref: Any, reason: Optional[BaseException]) -> None:
-        removed = self.backend.remove_actor(actor_ref)
-        if removed:
-            self.state.deaths_reaped += 1
-            if self.events.active:
-                why = UnregisterReason.from_death(reason)
-                for entry in removed:
-                    self.events.publish(
-                        Unregistered(entry.namespace, entry.service, entry.actor_ref, why)
-                    )
+        """Process death notices left for the server and submitted calls
+        (both survive a server restart: they live in the state, not in the
+        mailbox)."""
+        with self.state.writing():
+            pending = self.state.pending_deaths
+            while pending:
+                actor_ref, reason = pending.popleft()
+                self.state.remove_dead(actor_ref, reason)
+            calls = self.state.pending_calls
+            while calls:
+                function = calls.popleft()
+                try:
+                    function(self.state)
+                except Exception:
+                    logger.exception("%s: submitted call %r failed", self.state.name, function)
 
     def _clear_namespace(self, msg: ClearNamespace) -> list[Entry]:
         removed = self.backend.clear_namespace(msg.namespace)
@@ -314,16 +456,25 @@ class RegistryServer(pykka.ThreadingActor):
         return removed
 
     def _subscribe(self, msg: Subscribe) -> None:
-        replay: tuple[Any, ...] = ()
+        # Only the snapshot is taken here (a list copy per namespace); the
+        # dispatcher thread turns it into Registered events, so a large replay
+        # holds up writes and death clean-ups for the copy alone.
+        replay: tuple[Entry, ...] = ()
         if msg.replay:
             sub = msg.subscription
             namespaces = self.backend.namespaces() if sub.namespace is None else [sub.namespace]
-            replay = tuple(
-                Registered(e.namespace, e.service, e.actor_ref, e.metadata)
-                for ns in namespaces
-                for e in self.backend.entries(ns)
-            )
+            replay = tuple(e for ns in namespaces for e in self.backend.entries(ns))
         self.events.start_subscription(msg.subscription, replay)
+
+    _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {
+        Register: _register,
+        RegisterMany: _register_many,
+        Unregister: _unregister,
+        UnregisterMany: _unregister_many,
+        UpdateMetadata: _update_metadata,
+        ClearNamespace: _clear_namespace,
+        Subscribe: _subscribe,
+    }
 
 
 def _holder_alive(actor_ref: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,13 +13,21 @@ __all__ = ["HealthReport", "RegistryStats"]
 
 @attrs.define(frozen=True)
 class RegistryStats:
-    """Counters of one registry at one moment.
+    """Counters of one registry at one moment; one name per counter.
 
-    ``total_registrations`` and ``namespaces`` describe what is stored now;
-    the ``*_total`` counters count since the registry started.
+    Now: ``names`` (how many names are registered) and ``namespaces`` (how
+    many namespaces hold at least one). Since the registry started (the
+    ``*_total`` counters): ``registrations_total``, ``unregistrations_total``
+    and ``deaths_reaped_total``. Also ``pending_deaths`` (death notices not
+    yet applied by the server), ``server_restarts`` and
+    ``subscribers_active`` (whether any event listener is subscribed).
+
+    Deprecated: ``total_registrations`` is the old name of ``names`` (it
+    read as a cumulative counter, which it never was); reading it warns with
+    a :class:`DeprecationWarning`. It goes in the next release.
     """
 
-    total_registrations: int
+    names: int
     namespaces: int
     backend: str
     uptime_s: float
@@ -28,6 +37,17 @@ class RegistryStats:
     pending_deaths: int
     server_restarts: int
     subscribers_active: bool
+
+    @property
+    def total_registrations(self) -> int:
+        """Deprecated alias of :attr:`names`."""
+        warnings.warn(
+            "RegistryStats.total_registrations is deprecated and goes in the next "
+            "release: use RegistryStats.names (names registered now)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.names
 
 
 @attrs.define(frozen=True)

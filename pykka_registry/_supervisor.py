@@ -26,6 +26,12 @@ Guarantees
   and left behind).
 * While :meth:`pykka.ActorRegistry.stop_all` runs, supervisors restart
   nothing: ``stop_all`` means "shut everything down".
+* Introspection is read-only: :meth:`Supervisor.snapshot` asks the
+  supervisor's own thread for a frozen :class:`SupervisorSnapshot` with a
+  short timeout (it never waits longer, and a supervisor busy restarting a
+  slow child gets one pending request at a time, not a pile of them);
+  :func:`live_supervisors` lists the running supervisors of the process
+  (weak references: it keeps nothing alive).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
@@ -48,11 +55,14 @@ from pykka_registry._monitor import DownEvent, Monitor, monitor
 __all__ = [
     "ChildInfo",
     "ChildRetired",
+    "ChildSnapshot",
     "ChildSpec",
     "RestartIntensityExceeded",
     "Supervisor",
     "SupervisorError",
+    "SupervisorSnapshot",
     "current_supervisor",
+    "live_supervisors",
 ]
 
 logger = logging.getLogger("pykka_registry")
@@ -62,6 +72,17 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 _local = threading.local()
 _supervisor_counter = itertools.count(1)
+#: Every Supervisor handle started in this process (weakly: for introspection).
+_all_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+_all_supervisors_lock = threading.Lock()
+
+
+def live_supervisors() -> list[Supervisor]:
+    """The supervisors of this process whose actor is running, in no
+    particular order. Any thread; the list it keeps holds them weakly."""
+    with _all_supervisors_lock:
+        handles = list(_all_supervisors)
+    return [handle for handle in handles if handle.is_alive()]
 
 
 def current_supervisor() -> Optional[Supervisor]:
@@ -97,8 +118,9 @@ def _validate_name(name: Any) -> Any:
 class ChildSpec:
     """How to start, name and restart one child.
 
-    ``start`` returns the child's :class:`pykka.ActorRef` (or a
-    :class:`Supervisor`, for a nested tree). ``name`` is a
+    ``start`` returns the child's :class:`pykka.ActorRef`, a
+    :class:`pykka.ActorProxy` (its ``actor_ref`` is supervised), or a
+    :class:`Supervisor`, for a nested tree. ``name`` is a
     ``(namespace, service)`` pair to register the child under, in the
     supervisor's registry. ``shutdown`` is how long stopping it may take.
     """
@@ -135,6 +157,42 @@ class ChildInfo:
     restarts: int
     restart: str
     name: Optional[tuple[Hashable, Hashable]]
+
+
+@attrs.define(frozen=True)
+class ChildSnapshot:
+    """One child as :meth:`Supervisor.snapshot` saw it.
+
+    ``supervisor`` is the nested :class:`Supervisor` when the child is a tree
+    of its own (else ``None``); ``actor_ref`` is ``None`` while it is down.
+    """
+
+    id: Hashable
+    restart: str
+    restarts: int
+    actor_ref: Optional[pykka.ActorRef[Any]]
+    name: Optional[tuple[Hashable, Hashable]]
+    supervisor: Optional[Supervisor] = None
+
+
+@attrs.define(frozen=True)
+class SupervisorSnapshot:
+    """A supervisor's state at one moment, taken in its own thread.
+
+    ``restarts_in_window`` counts the restarts of the last ``max_seconds``
+    (the supervisor gives up when it would exceed ``max_restarts``);
+    ``restarts_total`` counts every restart since it started.
+    """
+
+    name: str
+    actor_urn: str
+    strategy: str
+    max_restarts: int
+    max_seconds: float
+    restarts_in_window: int
+    restarts_total: int
+    registry_name: Optional[str]
+    children: tuple[ChildSnapshot, ...]
 
 
 class _Child:
@@ -184,6 +242,11 @@ class _WhichChildren:
 
 
 @attrs.define(frozen=True)
+class _Snapshot:
+    pass
+
+
+@attrs.define(frozen=True)
 class _RetryRestart:
     ids: tuple[Hashable, ...]
 
@@ -208,6 +271,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self.max_seconds = max_seconds
         self.registry = registry
         self.restart_times: collections.deque[float] = collections.deque()
+        self.restarts_total = 0
         self.shutting_down = False
         handle._shutdown_budget = self._shutdown_budget
 
@@ -270,10 +334,12 @@ class SupervisorActor(pykka.ThreadingActor):
         handle = None
         if isinstance(started, Supervisor):
             handle, started = started, started.actor_ref
+        elif isinstance(started, pykka.ActorProxy):
+            started = started.actor_ref  # Pykka habit: Actor.start().proxy()
         if not isinstance(started, pykka.ActorRef):
             raise SupervisorError(
                 f"start() of child {child.spec.id!r} returned {type(started).__name__}, "
-                "not a pykka.ActorRef or Supervisor"
+                "not a pykka.ActorRef, pykka.ActorProxy or Supervisor"
             )
         try:
             if child.spec.name is not None:
@@ -340,6 +406,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _note_restart(self) -> None:
         now = time.monotonic()
+        self.restarts_total += 1
         self.restart_times.append(now)
         while self.restart_times and now - self.restart_times[0] > self.max_seconds:
             self.restart_times.popleft()
@@ -387,7 +454,28 @@ class SupervisorActor(pykka.ThreadingActor):
             return [child.info() for child in self.children]
         if isinstance(message, _RetryRestart):
             return self._retry(message.ids)
+        if isinstance(message, _Snapshot):
+            return self._snapshot()
         return super().on_receive(message)
+
+    def _snapshot(self) -> SupervisorSnapshot:
+        now = time.monotonic()
+        name = getattr(self.registry, "name", None)
+        return SupervisorSnapshot(
+            name=self.handle.name,
+            actor_urn=self.actor_urn,
+            strategy=self.strategy,
+            max_restarts=self.max_restarts,
+            max_seconds=self.max_seconds,
+            restarts_in_window=sum(1 for t in self.restart_times if now - t <= self.max_seconds),
+            restarts_total=self.restarts_total,
+            registry_name=name if isinstance(name, str) else None,
+            children=tuple(
+                ChildSnapshot(c.spec.id, c.spec.restart, c.restarts, c.ref, c.spec.name,
+                              c.handle if isinstance(c.handle, Supervisor) else None)
+                for c in self.children
+            ),
+        )
 
     def _start_children(self) -> None:
         started: list[_Child] = []
@@ -505,6 +593,10 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
         pass
 
 
+class _DaemonSupervisorActor(SupervisorActor):
+    use_daemon_thread = True
+
+
 class Supervisor:
     """A handle on a running supervisor. Create one with :meth:`Supervisor.start`.
 
@@ -518,6 +610,8 @@ class Supervisor:
         self._finished = threading.Event()
         self._ref: Optional[pykka.ActorRef[Any]] = None
         self._shutdown_budget: Callable[[], float] = lambda: 0.0
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_future: Optional[pykka.Future[Any]] = None
 
     def shutdown_budget(self) -> float:
         """How long stopping this supervisor's whole subtree may take: the sum
@@ -535,9 +629,14 @@ class Supervisor:
         *,
         name: Optional[str] = None,
         call_timeout: float = 30.0,
+        daemon: bool = False,
     ) -> Supervisor:
         """Start a supervisor and its children, in order; return once every
         child is running (and registered, if named).
+
+        With ``daemon=True`` the supervisor's own thread does not keep the
+        interpreter alive (its children's threads are their own business);
+        a registry's own supervisor runs so.
 
         If a child fails to start, the ones already started are stopped (in
         reverse order), the supervisor stops, and the error is raised here.
@@ -556,8 +655,11 @@ class Supervisor:
         if len(set(ids)) != len(ids):
             raise ValueError(f"child ids must be unique, got {ids!r}")
         handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
-        ref = SupervisorActor.start(handle, specs, strategy, max_restarts, max_seconds, registry)
+        actor_class = _DaemonSupervisorActor if daemon else SupervisorActor
+        ref = actor_class.start(handle, specs, strategy, max_restarts, max_seconds, registry)
         handle._ref = ref
+        with _all_supervisors_lock:
+            _all_supervisors.add(handle)
         try:
             ref.ask(_StartChildren(), timeout=call_timeout)
         except pykka.Timeout:
@@ -595,6 +697,49 @@ class Supervisor:
     def which_children(self) -> list[ChildInfo]:
         """Every child, in start order, with its current ref (``None`` while down)."""
         return self._ask(_WhichChildren())
+
+    def snapshot(self, timeout: float = 0.5) -> SupervisorSnapshot:
+        """The supervisor's strategy, intensity and children, read in its own
+        thread (so the picture is consistent); waits at most ``timeout``.
+
+        A request still unanswered from an earlier call (the supervisor is
+        busy, say restarting a slow child) is waited on again rather than
+        sent twice. Read-only.
+
+        Raises:
+            SupervisorError: the supervisor is not running.
+            RegistryUnavailableError: it did not answer within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        # One caller at a time takes the answer (a Pykka future hands its
+        # value to one waiter first); others wait for the lock, within timeout.
+        if not self._snapshot_lock.acquire(timeout=max(0.0, timeout)):
+            raise RegistryUnavailableError(f"{self.name} did not answer within {timeout}s")
+        try:
+            future = self._snapshot_future
+            if future is None:
+                try:
+                    future = self.actor_ref.ask(_Snapshot(), block=False)
+                except pykka.ActorDeadError:
+                    raise SupervisorError(f"{self.name} is not running") from None
+                self._snapshot_future = future
+            try:
+                result: SupervisorSnapshot = future.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                raise RegistryUnavailableError(
+                    f"{self.name} did not answer within {timeout}s"
+                ) from None
+            except pykka.ActorDeadError:
+                self._snapshot_future = None
+                raise SupervisorError(f"{self.name} is not running") from None
+            except Exception as error:
+                self._snapshot_future = None
+                raise SupervisorError(f"{self.name} could not describe itself: {error!r}") from None
+            self._snapshot_future = None
+            return result
+        finally:
+            self._snapshot_lock.release()
 
     def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         """Add a child and start it; return its ref once it runs (and is registered)."""

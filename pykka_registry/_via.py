@@ -16,7 +16,7 @@ Guarantees
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pykka
 
@@ -54,22 +54,45 @@ class Via:
         """Send ``message`` to the current holder, without waiting."""
         self.resolve().tell(message)
 
-    def ask(self, message: Any, timeout: Optional[float] = None) -> Any:
-        """Send ``message`` to the current holder and return its answer.
+    def ask(self, message: Any, *, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Send ``message`` to the current holder and return its answer, as
+        :meth:`pykka.ActorRef.ask` does.
 
-        ``timeout=None`` waits at most the registry's ``call_timeout``.
+        ``timeout=None`` waits at most the registry's ``call_timeout``. With
+        ``block=False`` the answer comes as a Pykka future: the holder is
+        resolved now, and ``future.get()`` waits at most ``timeout`` (with
+        ``None``, the ``call_timeout``) unless given a timeout of its own.
 
         Raises:
-            NotRegisteredError: nobody holds the name.
-            RegistryTimeoutError: no answer in time (also a ``TimeoutError``).
-            pykka.ActorDeadError: the holder died before answering.
+            NotRegisteredError: nobody holds the name (at once, also with
+                ``block=False``).
+            RegistryTimeoutError: no answer in time (also a ``TimeoutError``;
+                with ``block=False``, from ``future.get()``).
+            pykka.ActorDeadError: the holder died before answering (with
+                ``block=False``, from ``future.get()``); to reach its
+                successor, wait with ``registry.await_name(...,
+                replacing=old_ref)`` and ask again.
             Exception: whatever the actor's handler raised reaches the caller.
         """
         if timeout is None:
             timeout = self.registry.call_timeout
         target = self.resolve()
+        if block:
+            return self._answer(target, lambda: target.ask(message, timeout=timeout), timeout)
+        answer = target.ask(message, block=False)
+        # A future of our own whose get() keeps the deadline rule: Pykka's
+        # would wait forever when get() is called without a timeout.
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        future.set_get_hook(lambda wait: self._answer(
+            target,
+            lambda: answer.get(timeout=timeout if wait is None else wait),
+            timeout if wait is None else wait,
+        ))
+        return future
+
+    def _answer(self, target: Any, wait: Callable[[], Any], timeout: float) -> Any:
         try:
-            return target.ask(message, timeout=timeout)
+            return wait()
         except pykka.Timeout:
             raise RegistryTimeoutError(
                 f"{target} ({self.service!r} in {self.namespace!r}) did not answer "
@@ -94,9 +117,14 @@ class Via:
 
 
 class ViaProxy:
-    """Like a :class:`pykka.ActorProxy`, but ``proxy.method(...)`` resolves the
-    name first, so it always reaches the current holder. Returns what Pykka's
-    proxy returns (a future for a call or an attribute read)."""
+    """Like a :class:`pykka.ActorProxy`, but bound to the name rather than to
+    one actor: every attribute read and every method call resolves the name
+    first, so it reaches the holder at that moment (a method looked up
+    before a restart and called after it reaches the successor). Returns what
+    Pykka's proxy returns: a future for a call or an attribute read.
+
+    Raises :class:`NotRegisteredError` at the read or call when nobody holds
+    the name."""
 
     __slots__ = ("_via",)
 
@@ -104,10 +132,34 @@ class ViaProxy:
         object.__setattr__(self, "_via", via)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._via._pykka_proxy(), name)
+        attribute = getattr(self._via._pykka_proxy(), name)
+        if callable(attribute):
+            return _ViaMethod(self._via, name)
+        return attribute
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._via._pykka_proxy(), name, value)
 
     def __repr__(self) -> str:
         return f"<ViaProxy for {self._via!r}>"
+
+
+class _ViaMethod:
+    """``via_proxy.method``: resolves the name again when called."""
+
+    __slots__ = ("_name", "_via")
+
+    def __init__(self, via: Via, name: str) -> None:
+        self._via = via
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._via._pykka_proxy(), self._name)(*args, **kwargs)
+
+    def defer(self, *args: Any, **kwargs: Any) -> None:
+        """Call the method without waiting for (or getting) its result, as
+        Pykka 3's ``proxy.method.defer(...)`` does."""
+        getattr(self._via._pykka_proxy(), self._name).defer(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ViaProxy method {self._name!r} of {self._via!r}>"

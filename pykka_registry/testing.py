@@ -38,6 +38,7 @@ import pytest
 from pykka_registry import (
     ActorNotAliveError,
     AlreadyRegisteredError,
+    DuplicateServiceError,
     InvalidActorRefError,
     InvalidKeyError,
     InvalidMetadataError,
@@ -55,6 +56,7 @@ __all__ = [
     "ActorFactory",
     "Echo",
     "RegistryConformance",
+    "assert_no_names_of",
     "holding_server",
     "wait_until",
 ]
@@ -103,6 +105,31 @@ def holding_server(registry: Registry) -> Iterator[None]:
     finally:
         release.set()
         holder.join(10)
+
+
+def assert_no_names_of(registry: Registry, ref: Any, namespaces: list[Any],
+                       services: list[Any]) -> None:
+    """Assert, with no waiting, that no read of ``registry`` shows ``ref``:
+    ``lookup``/``lookup_with_metadata`` of ``services`` in each of
+    ``namespaces``, ``keys_of``, ``list_services``, ``count``, ``match``,
+    ``find_services_by_metadata``, ``namespaces`` and ``stats()``. For use
+    right after the actor has stopped, when no other actor has taken
+    ``services`` since."""
+    assert registry.keys_of(ref) == [], "keys_of lists a stopped actor's names"
+    for ns in namespaces:
+        for service in services:
+            assert registry.lookup(ns, service) is not ref, "lookup returned a dead actor"
+            found = registry.lookup_with_metadata(ns, service)
+            assert found is None or found[0] is not ref, "lookup_with_metadata: a dead actor"
+        assert not any(r is ref for _, r, _ in registry.match(ns, {})), "match lists it"
+        assert not any(r is ref for _, r, _ in registry.find_services_by_metadata(
+            ns, lambda metadata: True)), "find_services_by_metadata lists it"
+        assert not set(registry.list_services(ns)) & set(services), (
+            "list_services lists a dead actor's name")
+        if registry.count(ns) == 0:
+            assert ns not in registry.namespaces(), "namespaces lists an emptied namespace"
+    stats = registry.stats()
+    assert stats.names == registry.count()
 
 
 class Echo(pykka.ThreadingActor):
@@ -577,12 +604,9 @@ class RegistryConformance:
     # -- death-driven unregistration ------------------------------------------------------------
 
     def _assert_gone(self, registry: Registry, ns: Any, ref: Any, services: list[Any]) -> None:
-        for service in services:
-            assert registry.lookup(ns, service) is None, "lookup returned a dead actor"
-        wait_until(lambda: registry.count(ns) == 0 and registry.keys_of(ref) == [],
-                   message="dead actor's entries removed")
-        assert registry.list_services(ns) == []
-        assert registry.match(ns, {"role": "x"}) == []
+        """Every read, with no waiting: the actor has stopped, so its names
+        must already be gone (death completes before Pykka reports it)."""
+        assert_no_names_of(registry, ref, [ns], services)
 
     def _register_all(self, registry: Registry, ns: Any, ref: Any) -> list[Any]:
         services = ["one", "two"]
@@ -710,6 +734,196 @@ class RegistryConformance:
         assert registry.count(ns) == 2  # no waiting needed after sync
         assert sorted(registry.list_services(ns), key=str) == ["s3", "s4"]
         assert len(registry.match(ns, {"role": "x"})) == 2
+
+    @pytest.mark.parametrize("how", ["stop", "crash"])
+    def test_death_is_complete_before_pykka_reports_it_1000_times(
+        self, registry: Registry, ns: Any, actors: ActorFactory, how: str
+    ) -> None:
+        other_ns = test_namespace()
+        for i in range(1000):
+            ref = Echo.start(f"d{i}")
+            registry.register(ns, "svc", ref, {"role": "x"})
+            registry.register(other_ns, "svc", ref)
+            if how == "stop":
+                ref.stop(block=True)
+            else:
+                ref.tell("crash")
+                ref.actor_stopped.wait(5)
+            # No wait, no sync(): every read is already clean.
+            assert registry.lookup(ns, "svc") is None
+            assert registry.count(ns) == 0 and registry.count(other_ns) == 0
+            assert registry.list_services(ns) == []
+            assert registry.match(ns, {"role": "x"}) == []
+            assert registry.keys_of(ref) == []
+            assert ns not in registry.namespaces()
+        assert registry.count() == 0
+
+    def test_ask_of_a_dead_actor_implies_its_names_are_gone(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        ref = actors()
+        registry.register(ns, "svc", ref)
+        ref.tell("crash")
+        with pytest.raises(pykka.ActorDeadError):
+            for _ in range(10_000):  # until Pykka reports it dead, then at once
+                ref.ask("hi", timeout=5)
+        assert registry.lookup(ns, "svc") is None and registry.count(ns) == 0
+
+    def test_death_clean_up_does_not_wait_for_the_server(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        events: list[Any] = []
+        arrived = threading.Event()
+
+        def listener(event: Any) -> None:
+            events.append(event)
+            if isinstance(event, Unregistered):
+                arrived.set()
+
+        registry.subscribe(listener, namespace=ns)
+        ref = actors()
+        registry.register(ns, "svc", ref)
+        with holding_server(registry):  # the server is busy for the whole block
+            ref.stop(block=True)
+            assert registry.lookup(ns, "svc") is None and registry.count(ns) == 0
+            assert arrived.wait(5), "the Unregistered event waited for the server"
+            successor = actors()
+        registry.register(ns, "svc", successor)  # the name is free at once
+        wait_until(lambda: len(events) == 3, message="three events delivered")
+        assert [type(e).__name__ for e in events] == ["Registered", "Unregistered",
+                                                      "Registered"]
+        assert events[1].reason.kind == "stopped"
+
+    def test_eight_threads_never_see_a_stopped_actor(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        """Readers check, continuously, that no entry names an actor whose
+        ``actor_stopped`` is set, while writers register and actors die."""
+        stop = threading.Event()
+        errors: list[str] = []
+        rounds = 150
+        stopped: list[Any] = []  # refs whose stop had returned (appended after)
+
+        def read() -> None:
+            while not stop.is_set():
+                # Every ref in this copy had actor_stopped set before the reads below.
+                dead = {id(ref) for ref in list(stopped)}
+                for service, ref, _ in registry.match(ns, {}):
+                    if id(ref) in dead:
+                        errors.append(f"match lists {service} of a stopped actor")
+                for service in registry.list_services(ns):
+                    if id(registry.lookup(ns, service)) in dead:
+                        errors.append(f"lookup({service}) gave a stopped actor")
+                if any(registry.keys_of(ref) for ref in list(stopped)[-5:]):
+                    errors.append("keys_of lists names of a stopped actor")
+
+        def churn(t: int) -> None:
+            try:
+                for i in range(rounds):
+                    ref = Echo.start()
+                    service = f"w{t}-{i % 5}"
+                    try:
+                        registry.register(ns, service, ref)
+                    except AlreadyRegisteredError:
+                        pass
+                    if i % 2:
+                        ref.tell("crash")
+                        ref.actor_stopped.wait(5)
+                    else:
+                        ref.stop(block=True)
+                    stopped.append(ref)
+                    if registry.lookup(ns, service) is ref:
+                        errors.append(f"{service}: lookup after stop gave the dead actor")
+            except BaseException as error:
+                errors.append(repr(error))
+
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        writers = [threading.Thread(target=churn, args=(t,)) for t in range(4)]
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+        stop.set()
+        for thread in readers:
+            thread.join(10)
+        assert errors == []
+        assert registry.count(ns) == 0
+
+    def test_register_racing_with_death_is_refused_or_cleaned(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        for i in range(100):
+            ref = Echo.start()
+            outcome: list[str] = []
+
+            def register(ref: Any = ref, i: int = i, outcome: list[str] = outcome) -> None:
+                try:
+                    registry.register(ns, f"r{i}", ref)
+                    outcome.append("registered")
+                except ActorNotAliveError:
+                    outcome.append("refused")
+
+            racer = threading.Thread(target=register)
+            racer.start()
+            ref.stop(block=True)
+            racer.join(10)
+            assert outcome in (["registered"], ["refused"])
+            # Either way, once the register has returned, the dead actor is gone.
+            assert registry.lookup(ns, f"r{i}") is None
+            assert registry.keys_of(ref) == []
+        assert registry.count(ns) == 0
+
+    # -- batch writes -------------------------------------------------------------------
+
+    def test_register_many_and_unregister_many(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        events: list[Any] = []
+        registry.subscribe(events.append, namespace=ns)
+        a, b = actors(), actors()
+        registry.register_many(ns, [("s0", a), ("s1", b, {"role": "x"}), ("s2", a)])
+        assert registry.lookup(ns, "s0") is a and registry.lookup(ns, "s2") is a
+        assert registry.lookup_with_metadata(ns, "s1") == (b, {"role": "x"})
+        assert sorted(registry.keys_of(a), key=str) == [(ns, "s0"), (ns, "s2")]
+        registry.unregister_many(ns, ["s0", "missing", "s1"])
+        assert registry.list_services(ns) == ["s2"]
+        registry.register_many(ns, [])  # nothing to do
+        registry.unregister_many(ns, [])
+        registry.sync()
+        wait_until(lambda: len(events) == 5, message="five events")
+        assert [(type(e).__name__, e.service) for e in events] == [
+            ("Registered", "s0"), ("Registered", "s1"), ("Registered", "s2"),
+            ("Unregistered", "s0"), ("Unregistered", "s1"),
+        ]
+
+    def test_register_many_is_all_or_nothing(
+        self, registry: Registry, ns: Any, actors: ActorFactory
+    ) -> None:
+        holder, newcomer, dead = actors(), actors(), actors()
+        registry.register(ns, "taken", holder)
+        dead.stop(block=True)
+        with pytest.raises(AlreadyRegisteredError) as taken:
+            registry.register_many(ns, [("free1", newcomer), ("taken", newcomer),
+                                        ("free2", newcomer)])
+        assert taken.value.service == "taken"
+        with pytest.raises(ActorNotAliveError) as not_alive:
+            registry.register_many(ns, [("free1", newcomer), ("free3", dead)])
+        assert not_alive.value.service == "free3" and "free3" in str(not_alive.value)
+        with pytest.raises(DuplicateServiceError) as twice:
+            registry.register_many(ns, [("d", newcomer), ("e", newcomer), ("d", newcomer)])
+        assert twice.value.service == "d" and isinstance(twice.value, ValueError)
+        bad_items: list[Any] = [
+            [("ok", newcomer), ("bad", "not a ref")],
+            [("ok", newcomer), ("bad", newcomer, ["not", "a", "mapping"])],
+            [("ok", newcomer), ["bad", newcomer]],
+            [("ok", newcomer), (["unhashable"], newcomer)],
+        ]
+        for items in bad_items:
+            with pytest.raises(RegistryError):
+                registry.register_many(ns, items)
+        assert registry.list_services(ns) == ["taken"]
+        assert registry.keys_of(newcomer) == []
+        assert registry.lookup(ns, "taken") is holder
 
     def test_death_of_unregistered_actor_is_harmless(self, registry: Registry, ns: Any,
                                                      actors: ActorFactory) -> None:
@@ -860,7 +1074,7 @@ class RegistryConformance:
         registry.register(ns, "a", actors())
         registry.register(test_namespace(), "b", actors())
         stats = registry.stats()
-        assert stats.total_registrations == 2
+        assert stats.names == 2
         assert stats.namespaces == 2
         assert stats.backend == registry.backend.name
         assert stats.uptime_s >= 0

@@ -26,6 +26,7 @@ def test_demo_tours_and_exits_cleanly(backend: str) -> None:
     assert f"on the {backend} backend" in out
     assert "registered: ['w1', 'w2', 'w3']" in out
     assert "w2.ask(7) -> 49" in out
+    assert "who answers for 'w2': worker w2, actor_urn ..." in out
     assert "new w2 is a different actor: True" in out
     assert "w2.ask(8) -> 64" in out
     assert "match({'caps': 'gpu'}) -> ['w2']" in out
@@ -56,3 +57,24 @@ def test_demo_across_two_processes_on_redis(fresh_redis: RedisServer) -> None:
     assert "match({'caps': 'gpu'}) -> ['w2']" in out
     assert "names left in 'demo': 0" in out
     assert "other process exit code: 0; actors still running: 0" in out
+    assert "who answers for 'w2': worker w2, actor_urn ..." in out
+
+
+def test_redis_demo_says_once_that_messages_are_unsigned(fresh_redis: RedisServer) -> None:
+    result = run("demo", "--redis", fresh_redis.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    both = result.stdout + result.stderr
+    # Once for the two processes, as one line of the tour: no "file:line:"
+    # header and no source line (warnings.warn(...)) under it.
+    assert both.count("no secret set") == 1, both
+    assert "warning (UnsignedMessagesWarning, both processes):" in result.stdout
+    assert "warnings.warn" not in both
+    assert result.stderr.strip() == ""
+
+
+def test_bench_quick_promises_no_time_it_cannot_keep() -> None:
+    # `--quick` was sold as "under 30 seconds" and took 45 s on a loaded machine.
+    result = run("bench", "--help")
+    assert result.returncode == 0
+    assert "--quick" in result.stdout
+    assert "30" not in result.stdout

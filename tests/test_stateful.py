@@ -14,11 +14,9 @@ Model rules (what the registry documents):
 * ``update_metadata`` replaces, never merges; a missing name raises
   ``NotRegisteredError``.
 * When an actor stops (``stop()`` or a crash in a ``tell``-ed message), its
-  names go: ``lookup`` says ``None`` as soon as the actor has stopped, and the
-  listings drop them within a bounded wait. So the model forgets the names at
-  stop time, and every listing check first waits (``wait_until``, never a
-  sleep) until the registry's ``count()`` equals the model's; only after a
-  stop can that take any time (see ``RegistryMachine._settle``).
+  names are gone from every read the moment the actor has stopped
+  (``actor_stopped`` set): the model forgets them at stop time and every
+  listing is checked right after the step, with no waiting and no ``sync()``.
 * ``match``: every criterion key is present and ``metadata[key] == value``, or
   ``metadata[key]`` is a list/tuple/set/frozenset containing ``value``.
 """
@@ -56,7 +54,7 @@ from pykka_registry import (
     NotRegisteredError,
     Registry,
 )
-from pykka_registry.testing import CLEANUP_DEADLINE_S, Echo, wait_until
+from pykka_registry.testing import Echo, wait_until
 
 # -- pools ---------------------------------------------------------------------------
 
@@ -162,18 +160,11 @@ class RegistryMachine(RuleBasedStateMachine):
         return ref
 
     def _settle(self) -> None:
-        """Wait until the registry's ``count()`` equals the model's, before a listing check.
-
-        The wait is bounded (``CLEANUP_DEADLINE_S``) when an actor has stopped
-        since the last check: its clean-up may still be on its way. Otherwise
-        nothing can be outstanding (writes are ``ask``-ed and queue behind any
-        death notice), so one look decides, and a real mismatch fails at once
-        instead of costing a timeout per shrinking step.
-        """
-        wait_until(
-            lambda: self.registry.count() == len(self.model),
-            timeout=CLEANUP_DEADLINE_S if self.cleanup_pending else 0.0,
-            message=f"count() == {len(self.model)} (the model's count)",
+        """One look, no waiting: the registry's ``count()`` equals the model's
+        at every step, stops and crashes included (death clean-up completes
+        before Pykka reports the actor stopped)."""
+        assert self.registry.count() == len(self.model), (
+            f"count() == {self.registry.count()}, the model's count is {len(self.model)}"
         )
         self.cleanup_pending = False
 
@@ -235,14 +226,18 @@ class RegistryMachine(RuleBasedStateMachine):
         else:
             actor.stop(block=True, timeout=STOP_TIMEOUT_S)
         assert actor.actor_stopped.wait(STOP_TIMEOUT_S), "the actor did not stop"
-        for namespace, service in self._expected_names(actor):
+        held = self._expected_names(actor)
+        for namespace, service in held:
             assert self.registry.lookup(namespace, service) is None
             assert self.registry.lookup_with_metadata(namespace, service) is None
+        assert self.registry.keys_of(actor) == [], "a stopped actor still holds names"
+        assert self.registry.count() == len(self.model) - len(held), "listed after stop"
+        for namespace in {ns for ns, _ in held}:
+            assert not any(ref is actor for _, ref, _ in self.registry.match(namespace, {}))
 
     def _forget(self, actor: pykka.ActorRef[Any]) -> None:
-        """The model side of a death: the names go at once. The registry's
-        listings follow within a bounded wait (see :meth:`_settle`; the
-        invariants check them right after this step, keys_of included)."""
+        """The model side of a death: the names go at once, as they do in the
+        registry (the invariants check every listing right after this step)."""
         self.live.remove(actor)
         for key in self._expected_names(actor):
             del self.model[key]
@@ -446,7 +441,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @invariant()
     def listings_agree(self) -> None:
-        """After a bounded wait for death clean-up, every listing agrees."""
+        """With no waiting, every listing agrees."""
         self._settle()
         assert sorted(self.registry.namespaces(), key=str) == sorted({ns for ns, _ in self.model})
         for namespace in NAMESPACES:

@@ -2,10 +2,22 @@
 
 Who calls what
 --------------
-* **Writes** (:meth:`Backend.register`, :meth:`Backend.unregister`,
-  :meth:`Backend.update_metadata`, :meth:`Backend.remove_actor`,
-  :meth:`Backend.clear_namespace`) are called by the registry's server actor
-  only, one at a time. A backend need not guard writes against each other.
+* **Writes** are called one at a time, under the registry's write lock, so a
+  backend need not guard writes against each other:
+  :meth:`Backend.register`, :meth:`Backend.register_many`,
+  :meth:`Backend.unregister`, :meth:`Backend.unregister_many`,
+  :meth:`Backend.update_metadata` and :meth:`Backend.clear_namespace` by the
+  registry's server thread; :meth:`Backend.remove_actor` **in the dying
+  actor's thread**, before Pykka reports the actor stopped. ``remove_actor``
+  must therefore be quick and must not block: no I/O, no waiting for another
+  actor (a networked backend drops the names from its local copy and leaves
+  the remote release to a thread of its own or to
+  :meth:`BackendContext.submit`).
+* A backend that waits on I/O inside a server-thread write wraps the wait in
+  ``with context.unlocked():`` so that death clean-ups are not held up, and
+  re-checks afterwards what the wait may have changed (the actor being
+  registered may have died: then store nothing and raise
+  :class:`~pykka_registry.ActorNotAliveError`).
 * **Reads** (:meth:`Backend.get`, :meth:`Backend.services`,
   :meth:`Backend.entries`, :meth:`Backend.match`, :meth:`Backend.count`,
   :meth:`Backend.keys_of`, :meth:`Backend.namespaces`) are called from any
@@ -13,9 +25,11 @@ Who calls what
   state before a write or after it, never a torn mix, and never raise because
   a write ran meanwhile.
 
-Liveness is not the backend's business beyond :meth:`Backend.register`: an
-entry may name an actor that has just died until the server processes its
-death notice. The registry filters such entries out of ``lookup``.
+Liveness is not the backend's business beyond :meth:`Backend.register`:
+the registry calls :meth:`Backend.remove_actor` for every local death before
+the actor is reported stopped, so reads never check whether an entry's actor
+is alive (for a networked backend, entries of other processes leave the local
+copy when that process releases them or its lease lapses).
 
 A backend may accept fewer key or metadata types than "anything hashable" and
 "any mapping" (a networked backend must serialise them). It says so through
@@ -27,13 +41,14 @@ the conformance suite in :mod:`pykka_registry.testing` honours that.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Callable, ClassVar, Optional, Protocol
 
 import attrs
 import pykka
 
-from pykka_registry._errors import InvalidKeyError
+from pykka_registry._errors import AlreadyRegisteredError, InvalidKeyError
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
 
 __all__ = ["Backend", "BackendContext", "Entry", "validate_backend"]
@@ -57,8 +72,13 @@ class BackendContext(Protocol):
     events: Any
 
     def submit(self, function: Callable[[Any], Any]) -> None:
-        """Run ``function(context)`` in the server thread, serialised with
-        every write, without waiting; exceptions are logged."""
+        """Run ``function(context)`` in the server thread, under the write
+        lock, serialised with every write, without waiting; exceptions are
+        logged."""
+
+    def unlocked(self) -> AbstractContextManager[None]:
+        """A context manager that releases the write lock (when this thread
+        holds it) for an I/O wait inside a write, and takes it again after."""
 
 
 @attrs.define(frozen=True, eq=False)
@@ -149,6 +169,42 @@ class Backend(abc.ABC):
         ``None`` if the name was free.
         """
 
+    def register_many(
+        self, entries: Sequence[Entry], is_alive: Callable[[Any], bool]
+    ) -> list[Optional[Entry]]:
+        """Store every entry, or none: all or nothing.
+
+        ``entries`` name distinct services of one namespace (the registry
+        checks that). If any name is held by another actor for which
+        ``is_alive`` is true, raise
+        :class:`~pykka_registry.AlreadyRegisteredError` for the first such
+        entry and store nothing. Return, per entry, what :meth:`register`
+        would have returned.
+
+        The default checks every name first, then calls :meth:`register` for
+        each, and undoes what it stored if one of those calls raises;
+        override it to do the batch in one step (one lock, one round trip).
+        """
+        for entry in entries:
+            current = self.get(entry.namespace, entry.service)
+            if (
+                current is not None
+                and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
+                and is_alive(current.actor_ref)
+            ):
+                raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+        done: list[Optional[Entry]] = []
+        try:
+            for entry in entries:
+                done.append(self.register(entry, is_alive))
+        except BaseException:
+            for entry, previous in zip(entries, done):
+                self.unregister(entry.namespace, entry.service, entry.actor_ref)
+                if previous is not None:
+                    self.register(previous, lambda ref: False)
+            raise
+        return done
+
     @abc.abstractmethod
     def unregister(
         self, namespace: Hashable, service: Hashable, actor_ref: Any = None
@@ -158,6 +214,17 @@ class Backend(abc.ABC):
         With ``actor_ref``, remove it only if that actor holds it (so a late
         death notice never removes a newer holder's name).
         """
+
+    def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
+        """Remove each of ``services`` (missing ones are skipped); return the
+        removed entries in the order given. The default calls
+        :meth:`unregister` for each."""
+        removed = []
+        for service in services:
+            entry = self.unregister(namespace, service)
+            if entry is not None:
+                removed.append(entry)
+        return removed
 
     @abc.abstractmethod
     def update_metadata(
@@ -170,7 +237,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
-        """Remove every name ``actor_ref`` holds; return the removed entries."""
+        """Remove every name ``actor_ref`` holds; return the removed entries.
+
+        Called in the dying actor's thread (under the registry's write lock):
+        quick, no I/O, no waiting, and it should not raise (an exception is
+        logged and the names stay). Called for every actor death of the
+        process, so return ``[]`` fast for an actor that holds nothing here.
+        """
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:
         """Remove every entry of ``namespace``; return them."""
@@ -220,9 +293,8 @@ class Backend(abc.ABC):
         return {"status": "healthy"}
 
     def owns(self, actor_ref: Any) -> bool:
-        """Fast check, called in every dying actor's thread: might ``actor_ref``
-        hold a name here? (A false positive costs a message; a false negative
-        leaves a dead name behind, so when unsure return True.)"""
+        """Might ``actor_ref`` hold a name here? (For tools; the registry no
+        longer calls it on deaths: :meth:`remove_actor` answers that.)"""
         return bool(self.keys_of(actor_ref))
 
 
@@ -231,6 +303,22 @@ _REQUIRED = tuple(
 )
 _OPTIONAL = ("validate_key", "validate_metadata", "start", "close", "match", "health", "owns",
              "clear_namespace")
+# Added later with defaults: a duck-typed backend without them gets the
+# Backend defaults (see batch_writes()).
+_BATCH = ("register_many", "unregister_many")
+
+
+def batch_writes(backend: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The backend's ``register_many`` and ``unregister_many``, or the
+    :class:`Backend` defaults bound to it (for duck-typed backends)."""
+    found = []
+    for name in _BATCH:
+        method = getattr(backend, name, None)
+        if not callable(method):
+            default = getattr(Backend, name)
+            method = default.__get__(backend, type(backend))
+        found.append(method)
+    return found[0], found[1]
 
 
 def validate_backend(obj: Any) -> None:

@@ -16,7 +16,7 @@ Guarantees
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from pykka_registry._errors import AlreadyRegisteredError, NotRegisteredError
@@ -30,17 +30,21 @@ _EMPTY: dict[Hashable, Any] = {}
 class LocalTables:
     """The dict tables behind :class:`MemoryBackend`, and behind the local copy
     of networked backends: ``namespace -> service -> Entry``, a reverse index
-    ``actor_urn -> {(namespace, service)}`` and a total, under one lock.
+    ``actor_urn -> what that actor holds`` and a total, under one lock.
 
     Gives the read half of the :class:`Backend` behaviour and two write
     primitives, :meth:`_put` and :meth:`_forget` (callers hold ``_lock``),
     with hooks for subclasses that keep more indexes.
+
+    The reverse index holds, per actor, the :class:`Entry` itself while the
+    actor holds one name (the common case: no container per actor), and a
+    ``{(namespace, service): Entry}`` dict once it holds more.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._names: dict[Hashable, dict[Hashable, Any]] = {}
-        self._by_urn: dict[str, set[tuple[Hashable, Hashable]]] = {}
+        self._by_urn: dict[str, Any] = {}  # urn -> Entry | {(ns, service): Entry}
         self._total = 0
 
     # -- hooks for subclasses (called under the lock) --------------------------
@@ -49,13 +53,12 @@ class LocalTables:
         """An entry was stored."""
 
     def _on_removed(self, entry: Any) -> None:
-        """An entry was removed or replaced (already gone from ``_by_urn``)."""
+        """An entry was removed or replaced (already gone from the reverse index)."""
 
     # -- write primitives (the caller holds the lock) ----------------------------
 
     def _put(self, entry: Any) -> Optional[Any]:
         """Store ``entry``, replacing what held its name; return that."""
-        key = (entry.namespace, entry.service)
         services = self._names.get(entry.namespace)
         if services is None:
             services = self._names[entry.namespace] = {}
@@ -65,18 +68,29 @@ class LocalTables:
         else:
             self._total += 1
         services[entry.service] = entry
-        self._by_urn.setdefault(entry.actor_ref.actor_urn, set()).add(key)
+        urn = entry.actor_ref.actor_urn
+        held = self._by_urn.get(urn)
+        if held is None:
+            self._by_urn[urn] = entry
+        elif type(held) is dict:
+            held[(entry.namespace, entry.service)] = entry
+        else:
+            self._by_urn[urn] = {(held.namespace, held.service): held,
+                                 (entry.namespace, entry.service): entry}
         self._on_added(entry)
         return previous
 
     def _forget(self, entry: Any, keep_slot: bool = False) -> None:
         """Drop ``entry`` from every structure."""
-        key = (entry.namespace, entry.service)
         urn = entry.actor_ref.actor_urn
         held = self._by_urn.get(urn)
-        if held is not None:
-            held.discard(key)
-            if not held:
+        if held is entry:
+            del self._by_urn[urn]
+        elif type(held) is dict:
+            held.pop((entry.namespace, entry.service), None)
+            if len(held) == 1:
+                (self._by_urn[urn],) = held.values()
+            elif not held:
                 del self._by_urn[urn]
         if not keep_slot:  # a replacement keeps the slot, and the count
             services = self._names[entry.namespace]
@@ -85,6 +99,15 @@ class LocalTables:
                 del self._names[entry.namespace]
             self._total -= 1
         self._on_removed(entry)
+
+    def _held_by(self, urn: str) -> list[Any]:
+        """The entries the actor with ``urn`` holds (the caller holds the lock)."""
+        held = self._by_urn.get(urn)
+        if held is None:
+            return []
+        if type(held) is dict:
+            return list(held.values())
+        return [held]
 
     # -- reads (any thread) ----------------------------------------------------
 
@@ -109,11 +132,18 @@ class LocalTables:
 
     def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
         with self._lock:
-            return list(self._by_urn.get(actor_ref.actor_urn, ()))
+            return [(e.namespace, e.service) for e in self._held_by(actor_ref.actor_urn)]
 
     def namespaces(self) -> list[Hashable]:
         with self._lock:
             return list(self._names)
+
+    def _clear_tables(self) -> None:
+        """Forget everything (a stopped registry answers no names)."""
+        with self._lock:
+            for services in list(self._names.values()):
+                for entry in list(services.values()):
+                    self._forget(entry)
 
 
 class MemoryBackend(LocalTables, Backend):
@@ -123,16 +153,27 @@ class MemoryBackend(LocalTables, Backend):
 
     # -- writes ------------------------------------------------------------------
 
+    def _refuse_if_held(self, entry: Entry, is_alive: Callable[[Any], bool]) -> None:
+        current = self.get(entry.namespace, entry.service)
+        if (
+            current is not None
+            and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
+            and is_alive(current.actor_ref)
+        ):
+            raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         with self._lock:
-            current = self.get(entry.namespace, entry.service)
-            if (
-                current is not None
-                and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
-                and is_alive(current.actor_ref)
-            ):
-                raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+            self._refuse_if_held(entry, is_alive)
             return self._put(entry)
+
+    def register_many(
+        self, entries: Sequence[Entry], is_alive: Callable[[Any], bool]
+    ) -> list[Optional[Entry]]:
+        with self._lock:  # one step: every check, then every store
+            for entry in entries:
+                self._refuse_if_held(entry, is_alive)
+            return [self._put(entry) for entry in entries]
 
     def unregister(
         self, namespace: Hashable, service: Hashable, actor_ref: Any = None
@@ -146,6 +187,16 @@ class MemoryBackend(LocalTables, Backend):
             self._forget(current)
             return current
 
+    def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
+        with self._lock:
+            removed = []
+            for service in services:
+                current = self.get(namespace, service)
+                if current is not None:
+                    self._forget(current)
+                    removed.append(current)
+            return removed
+
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
     ) -> Entry:
@@ -158,12 +209,13 @@ class MemoryBackend(LocalTables, Backend):
             return updated
 
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
+        urn = actor_ref.actor_urn
+        if urn not in self._by_urn:  # most deaths: an actor that holds nothing here
+            return []
         with self._lock:
-            removed = []
-            for namespace, service in list(self._by_urn.get(actor_ref.actor_urn, ())):
-                current = self._names[namespace][service]
-                self._forget(current)
-                removed.append(current)
+            removed = self._held_by(urn)
+            for entry in removed:
+                self._forget(entry)
             return removed
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:
@@ -172,6 +224,9 @@ class MemoryBackend(LocalTables, Backend):
             for entry in removed:
                 self._forget(entry)
             return removed
+
+    def close(self) -> None:
+        self._clear_tables()
 
     def owns(self, actor_ref: Any) -> bool:
         return actor_ref.actor_urn in self._by_urn

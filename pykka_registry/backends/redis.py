@@ -77,7 +77,7 @@ import threading
 import time
 import urllib.parse
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import attrs
@@ -85,6 +85,7 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
+    ActorNotAliveError,
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
@@ -200,22 +201,86 @@ redis.call('SADD', KEYS[6], KEYS[1])
 return {'ok', seq}
 """
 
-# KEYS: name hash, P:names, P:events, P:seq.
-# ARGV: prefix, token, why, feed maxlen, name JSON, error text, node id.
-# Deletes the name only if it still carries this node's claim ``token``.
-# Returns {'ok', seq} | {'gone'} | {'moved'}.
-_UNREGISTER = _FEED + """
-local cur = redis.pcall('HMGET', KEYS[1], 'node', 'tok', 'urn', 'inc')
-if cur.err or not cur[1] then return {'gone'} end
-if cur[2] ~= ARGV[2] or (ARGV[7] ~= '' and cur[1] ~= ARGV[7]) then return {'moved'} end
-local seq = redis.call('INCR', KEYS[4])
-feed(KEYS[3], ARGV[4], seq, cjson.encode({
-  op = 'del', k = ARGV[5], node = cur[1], inc = cur[4] or '', tok = cur[2], urn = cur[3] or '',
-  why = ARGV[3], err = ARGV[6]}))
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
-redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1])
-return {'ok', seq}
+# A batch of claims, all or nothing (register_many).
+# KEYS: P:names, P:events, P:seq, own lease, own held set, then the N name hashes.
+# ARGV: prefix, node id, incarnation, feed maxlen, N, then 5 per name: urn,
+#       actor class, metadata JSON, name JSON, replace token ('' = none).
+# Returns {'ok', token 1, ..., token N} | {'nolease'} |
+#         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
+#         holder; nothing was written).
+_CLAIM_MANY = _FEED + """
+if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
+local n = tonumber(ARGV[5])
+local holders = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+  if cur.err then
+    cur = {}
+  end
+  if cur[1] then
+    local mine = cur[1] == ARGV[2]
+    if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
+      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+        return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+                cur[6] or '', cur[7] or ''}
+      end
+    end
+  end
+  holders[i] = cur[1]
+end
+local tokens = {'ok'}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local seq = redis.call('INCR', KEYS[3])
+  feed(KEYS[2], ARGV[4], seq, cjson.encode({
+    op = 'set', k = ARGV[a + 4], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[a + 1],
+    cls = ARGV[a + 2], meta = ARGV[a + 3]}))
+  if holders[i] == nil and redis.call('TYPE', key)['ok'] ~= 'hash' then
+    redis.call('DEL', key)  -- not a claim: replaced
+  end
+  if holders[i] and holders[i] ~= ARGV[2] then
+    redis.call('SREM', ARGV[1] .. ':held:' .. holders[i], key)
+  end
+  redis.call('HSET', key, 'k', ARGV[a + 4], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
+    'rev', seq, 'urn', ARGV[a + 1], 'cls', ARGV[a + 2], 'meta', ARGV[a + 3])
+  redis.call('SADD', KEYS[1], key)
+  redis.call('SADD', KEYS[5], key)
+  tokens[#tokens + 1] = seq
+end
+return tokens
+"""
+
+# A batch of fenced deletes (unregister, unregister_many, clear_namespace,
+# releases after deaths): each name goes only if it still carries the token
+# and node given.
+# KEYS: P:names, P:events, P:seq, then the N name hashes.
+# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
+#       error text.
+# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
+_RELEASE = _FEED + """
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 1, n do
+  local a = 3 + (i - 1) * 5
+  local key = KEYS[3 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
+  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
+    out[i] = 0
+  else
+    local seq = redis.call('INCR', KEYS[3])
+    feed(KEYS[2], ARGV[2], seq, cjson.encode({
+      op = 'del', k = ARGV[a + 1], node = cur[1], inc = cur[4] or '', tok = cur[2],
+      urn = cur[3] or '', why = ARGV[a + 4], err = ARGV[a + 5]}))
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], key)
+    redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], key)
+    out[i] = seq
+  end
+end
+return out
 """
 
 # KEYS: name hash, P:events, P:seq.
@@ -770,6 +835,10 @@ class RedisBackend(LocalTables, Backend):
         self._own_writes_at: dict[str, int] = {}  # name text -> number of its own write
         self._write_count = 0  # own writes so far (server thread)
         self._orphans: list[tuple[Claim, str, str]] = []  # deletes that failed: retried
+        # Deletes queued by dying actors' threads (remove_actor does no I/O),
+        # sent by the server thread.
+        self._releases: collections.deque[tuple[Claim, str, str]] = collections.deque()
+        self._release_queued = False
 
         # connection and lease state
         self._state: Optional[BackendContext] = None
@@ -876,13 +945,14 @@ class RedisBackend(LocalTables, Backend):
         self._rx = redis.Redis.from_url(self.url, **blocking)  # the receiver's XREAD
         self._rb = redis.Redis.from_url(self.url, **blocking)  # askers' BLPOP
         self._claim = self._r.register_script(_CLAIM)
-        self._unregister = self._r.register_script(_UNREGISTER)
         self._update = self._r.register_script(_UPDATE)
         self._acquire = self._r.register_script(_ACQUIRE)
         self._refresh = self._r.register_script(_REFRESH)
         self._reap = self._r.register_script(_REAP)
         self._snapshot = self._r.register_script(_SNAPSHOT)
         self._leave = self._r.register_script(_LEAVE)
+        self._claim_many = self._r.register_script(_CLAIM_MANY)
+        self._release = self._r.register_script(_RELEASE)
         self._send = self._r.register_script(_SEND)
         name = str(context.name)
         self._messenger = Messenger(
@@ -1190,43 +1260,88 @@ class RedisBackend(LocalTables, Backend):
 
     # -- writes (server thread) ------------------------------------------------------------
 
+    # Every write below runs in the server thread holding the registry's write
+    # lock. Redis round trips run inside ``self._ctx.unlocked()``, so that a
+    # dying actor's clean-up (remove_actor, in its own thread) is never held
+    # up by the network; after each wait, what the wait may have changed is
+    # checked again (the actor died, the entry was dropped) before the local
+    # copy is touched.
+
+    def _io(self) -> Any:
+        """The context in which a write waits for Redis (the lock released)."""
+        return self._ctx.unlocked()
+
+    def _pre_claim(self, entry: Entry, is_alive: Callable[[Any], bool]) -> str:
+        """The token of an own dead claim ``entry`` may replace ("" if none).
+
+        Raises:
+            AlreadyRegisteredError: another live actor of this node holds it.
+        """
+        current = self.get(entry.namespace, entry.service)
+        if current is not None and current.node == self.node_id and \
+                current.actor_ref.actor_urn != entry.actor_ref.actor_urn:
+            if is_alive(current.actor_ref):
+                raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+            return str(current.token)
+        return ""
+
+    def _claimed(self, entry: Entry, seq: int) -> Optional[Entry]:
+        """Store the claim ``entry`` got (token ``seq``) in the local copy; return
+        what :meth:`register` returns for it."""
+        key = (entry.namespace, entry.service)
+        kjson = key_json(*key)
+        claim = self._own_claim(key, entry.actor_ref, entry.metadata, seq, seq)
+        previous = self._put(claim)
+        self._note_own_write(kjson, seq)
+        if previous is None or previous.node == self.node_id:
+            return previous
+        self._publish(Unregistered(key[0], key[1], previous.actor_ref,
+                                   UnregisterReason("expired")))
+        return None
+
+    def _own_holder(self, holder: Record, is_alive: Callable[[Any], bool]) -> str:
+        """A claim of this node holds the name in Redis: the token to replace
+        if its actor is dead.
+
+        Raises:
+            AlreadyRegisteredError: its actor lives.
+        """
+        local = self._find_actor(holder.urn)
+        if local is not None and is_alive(local):
+            raise AlreadyRegisteredError(holder.key[0], holder.key[1], local)
+        return str(holder.token)
+
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         key = (entry.namespace, entry.service)
         actor_ref = entry.actor_ref
         urn = actor_ref.actor_urn
         kjson = key_json(*key)
         meta = _dumps(entry.metadata)
-        current = self.get(*key)
-        replace_token = ""
-        if current is not None and current.node == self.node_id and \
-                current.actor_ref.actor_urn != urn:
-            if is_alive(current.actor_ref):
-                raise AlreadyRegisteredError(key[0], key[1], current.actor_ref)
-            replace_token = str(current.token)
+        replace_token = self._pre_claim(entry, is_alive)
         actor_class = actor_ref.actor_class.__qualname__
         for _attempt in range(3):
             try:
-                result = self._claim(
-                    keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                          self._k("seq"), self._k("node", self.node_id),
-                          self._k("held", self.node_id)],
-                    args=[self.prefix, self.node_id, self._inc, urn, actor_class, meta, kjson,
-                          replace_token, self.feed_maxlen],
-                )
+                with self._io():
+                    result = self._claim(
+                        keys=[self._name_key(kjson), self._k("names"), self._k("events"),
+                              self._k("seq"), self._k("node", self.node_id),
+                              self._k("held", self.node_id)],
+                        args=[self.prefix, self.node_id, self._inc, urn, actor_class, meta,
+                              kjson, replace_token, self.feed_maxlen],
+                    )
             except redis.RedisError as error:
                 raise self._unavailable(error, "register") from error
             tag = _text(result[0])
             if tag == "ok":
                 self._note_write_ok()
                 seq = int(result[1])
-                claim = self._own_claim(key, actor_ref, entry.metadata, seq, seq)
-                previous = self._put(claim)
-                self._note_own_write(kjson, seq)
-                if previous is None or previous.node == self.node_id:
-                    return previous
-                self._publish(Unregistered(key[0], key[1], previous.actor_ref,
-                                           UnregisterReason("expired")))
-                return None
+                if _deathwatch.death_seen(actor_ref):
+                    # It died while we waited for Redis: its clean-up may have
+                    # run already. Keep nothing; release the claim in Redis.
+                    self._queue_release([(self._own_claim(key, actor_ref, {}, seq, seq),
+                                          "stopped", "")])
+                    raise ActorNotAliveError(f"{actor_ref} died while it was being registered")
+                return self._claimed(entry, seq)
             if tag == "nolease":
                 self._recover()
                 continue
@@ -1236,14 +1351,64 @@ class RedisBackend(LocalTables, Backend):
                     f"could not claim {_brief(key)}: a live node holds it with a record this "
                     "version cannot read (see the warning in the log)")
             if holder.node == self.node_id:
-                local = self._find_actor(holder.urn)
-                if local is not None and is_alive(local):
-                    raise AlreadyRegisteredError(key[0], key[1], local)
-                replace_token = str(holder.token)  # our own dead actor: take its place
+                replace_token = self._own_holder(holder, is_alive)  # dead: take its place
                 continue
             existing = self._learn(holder)
             raise AlreadyRegisteredError(key[0], key[1], existing)
         raise RegistryUnavailableError(f"could not claim {key!r}: the lease keeps lapsing")
+
+    def register_many(self, entries: Sequence[Entry],
+                      is_alive: Callable[[Any], bool]) -> list[Optional[Entry]]:
+        """All or nothing, in one Lua call (``_CLAIM_MANY``): every name is
+        checked first, then all are claimed; a name with a live holder raises
+        :class:`AlreadyRegisteredError` for the first such entry and nothing
+        is written."""
+        if not entries:
+            return []
+        replace = [self._pre_claim(entry, is_alive) for entry in entries]
+        texts = [key_json(e.namespace, e.service) for e in entries]
+        keys = [self._k("names"), self._k("events"), self._k("seq"),
+                self._k("node", self.node_id), self._k("held", self.node_id),
+                *(self._name_key(text) for text in texts)]
+        for _attempt in range(len(entries) + 3):
+            args: list[Any] = [self.prefix, self.node_id, self._inc, self.feed_maxlen,
+                               len(entries)]
+            for entry, text, token in zip(entries, texts, replace):
+                args += [entry.actor_ref.actor_urn, entry.actor_ref.actor_class.__qualname__,
+                         _dumps(entry.metadata), text, token]
+            try:
+                with self._io():
+                    result = self._claim_many(keys=keys, args=args)
+            except redis.RedisError as error:
+                raise self._unavailable(error, "register_many") from error
+            tag = _text(result[0])
+            if tag == "ok":
+                self._note_write_ok()
+                tokens = [int(t) for t in result[1:]]
+                dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
+                if dead:  # as in register: keep nothing, release everything
+                    self._queue_release([
+                        (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
+                         "stopped", "") for e, t in zip(entries, tokens)])
+                    raise ActorNotAliveError(
+                        f"{dead[0].actor_ref} (for {dead[0].service!r}) died while it was being "
+                        "registered; nothing was registered", service=dead[0].service)
+                return [self._claimed(e, t) for e, t in zip(entries, tokens)]
+            if tag == "nolease":
+                self._recover()
+                continue
+            index = int(result[1]) - 1
+            entry, text = entries[index], texts[index]
+            holder = _checked(_holder(result[1:]), "the holder of a name", kjson=text)
+            if holder is None:
+                raise RegistryUnavailableError(
+                    f"could not claim {_brief((entry.namespace, entry.service))}: a live node "
+                    "holds it with a record this version cannot read")
+            if holder.node == self.node_id:
+                replace[index] = self._own_holder(holder, is_alive)
+                continue
+            raise AlreadyRegisteredError(entry.namespace, entry.service, self._learn(holder))
+        raise RegistryUnavailableError("could not claim the batch: the lease keeps lapsing")
 
     def _learn(self, record: Record) -> RemoteActorRef:
         """Apply a remote holder's record read from Redis (if newer than ours)."""
@@ -1269,14 +1434,29 @@ class RedisBackend(LocalTables, Backend):
             actor_ref is not None and current.actor_ref.actor_urn != actor_ref.actor_urn
         ):
             return None
-        self._delete_in_redis([(current, "unregistered", "")])
-        self._drop(current)
-        return current
+        removed = self._unregister_entries([current], "unregistered")
+        return removed[0] if removed else None
+
+    def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
+        """Every name of ``services`` that is held (missing ones skipped), in
+        one Lua call (``_RELEASE``); the removed entries in the order given."""
+        found = [self.get(namespace, service) for service in services]
+        return self._unregister_entries([e for e in found if e is not None], "unregistered")
+
+    def clear_namespace(self, namespace: Hashable) -> list[Entry]:
+        return self._unregister_entries(self.entries(namespace), "namespace_stopped")
+
+    def _unregister_entries(self, entries: list[Claim], why: str) -> list[Entry]:
+        """Fenced deletes in Redis, then the local copy: the entries still
+        stored (a death clean-up during the wait may have removed some: those
+        are not returned, their events are out already)."""
+        self._delete_in_redis([(entry, why, "") for entry in entries])
+        return [entry for entry in entries if self._drop(entry)]
 
     def _delete_in_redis(self, items: list[tuple[Claim, str, str]]) -> None:
         """Fenced delete of each ``(entry, why, error text)``'s claim, in one
-        round trip: a claim that changed hands since (another token, or another
-        node) is left alone.
+        Lua call: a claim that changed hands since (another token, or another
+        node) is left alone. The write lock is released during the call.
 
         Raises:
             RegistryUnavailableError: Redis is out of reach or refused (nothing
@@ -1284,24 +1464,22 @@ class RedisBackend(LocalTables, Backend):
         """
         if not items:
             return
+        texts = [key_json(entry.namespace, entry.service) for entry, _why, _err in items]
+        args: list[Any] = [self.prefix, self.feed_maxlen, len(items)]
+        for (entry, why, err), text in zip(items, texts):
+            args += [text, entry.token, entry.node, why, err]
         try:
-            pipe = self._r.pipeline(transaction=False)
-            for entry, why, err in items:
-                kjson = key_json(entry.namespace, entry.service)
-                self._unregister(
-                    keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                          self._k("seq")],
-                    args=[self.prefix, entry.token, why, self.feed_maxlen, kjson, err,
-                          entry.node],
-                    client=pipe,
-                )
-            results = pipe.execute()
+            with self._io():
+                results = self._release(
+                    keys=[self._k("names"), self._k("events"), self._k("seq"),
+                          *(self._name_key(text) for text in texts)],
+                    args=args)
         except redis.RedisError as error:
             raise self._unavailable(error, "unregister") from error
         self._note_write_ok()
-        for (entry, _why, _err), result in zip(items, results):
-            if _text(result[0]) == "ok":
-                self._note_own_write(key_json(entry.namespace, entry.service), int(result[1]))
+        for text, seq in zip(texts, results):
+            if int(seq):
+                self._note_own_write(text, int(seq))
 
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
@@ -1314,27 +1492,32 @@ class RedisBackend(LocalTables, Backend):
         kjson = key_json(*key)
         meta = _dumps(metadata)
         for _attempt in range(3):
-            current = self.get(namespace, service)
-            if current is None:
+            found = self.get(namespace, service)
+            if found is None:
                 raise NotRegisteredError(namespace, service)
+            current: Claim = found
             if current.node != self.node_id:
                 raise NotHeldHereError(namespace, service, current.node)
             try:
-                result = self._update(
-                    keys=[self._name_key(kjson), self._k("events"), self._k("seq")],
-                    args=[self.prefix, current.token, meta, self.feed_maxlen, kjson,
-                          self.node_id, current.inc],
-                )
+                with self._io():
+                    result = self._update(
+                        keys=[self._name_key(kjson), self._k("events"), self._k("seq")],
+                        args=[self.prefix, current.token, meta, self.feed_maxlen, kjson,
+                              self.node_id, current.inc],
+                    )
             except redis.RedisError as error:
                 raise self._unavailable(error, "update_metadata") from error
             tag = _text(result[0])
             if tag == "ok":
                 self._note_write_ok()
                 seq = int(result[1])
+                self._note_own_write(kjson, seq)
+                if self.get(namespace, service) is not current:
+                    # its actor died (or the copy changed) while we waited
+                    raise NotRegisteredError(namespace, service, "its actor stopped meanwhile")
                 updated = attrs.evolve(current, metadata=metadata, flat=is_flat(metadata),
                                        rev=seq)
                 self._put(updated)
-                self._note_own_write(kjson, seq)
                 return updated
             if tag == "gone":
                 if self._drop(current):
@@ -1350,7 +1533,7 @@ class RedisBackend(LocalTables, Backend):
                 raise NotRegisteredError(namespace, service,
                                          "its record in Redis cannot be read")
             if holder.node == self.node_id:  # another claim of ours: the copy was stale
-                self._adopt(holder, holder.rev, current)
+                self._adopt(holder, holder.rev, self.get(namespace, service))
                 continue
             self._learn(holder)
             raise NotRegisteredError(namespace, service,
@@ -1358,31 +1541,51 @@ class RedisBackend(LocalTables, Backend):
         raise NotRegisteredError(namespace, service, "the name keeps changing hands")
 
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
-        """A local actor died: drop its names here at once and in Redis (if Redis
-        is out of reach, the deletes are retried by the lease thread). Never raises."""
+        """A local actor died: drop its names from the local copy at once.
+
+        Runs in the dying actor's thread, under the registry's write lock: no
+        I/O, no waiting. The deletes in Redis are queued and sent by the
+        server thread (:meth:`_flush_releases`, through ``context.submit``);
+        if Redis is out of reach they are retried with the lease thread's
+        recovery. Returns only this node's entries (another registry's names
+        of the same actor are that registry's business). Never raises."""
+        urn = actor_ref.actor_urn
+        self._named_urns.discard(urn)
+        if urn not in self._local_refs:
+            return []
         with self._lock:
-            keys = list(self._by_urn.get(actor_ref.actor_urn, ()))
-            entries = [self._names[ns][svc] for ns, svc in keys]
-        self._named_urns.discard(actor_ref.actor_urn)
+            entries = [e for e in self._held_by(urn) if e.node == self.node_id]
+            for entry in entries:
+                self._forget(entry)
         reason = _deathwatch.death_reason(actor_ref)
-        why, err = ("crashed", repr(reason)[:500]) if reason is not None else ("stopped", "")
-        removed: list[Entry] = []
-        for entry in entries:
-            if self._drop(entry):
-                removed.append(entry)
-        items = [(entry, why, err) for entry in entries]
+        why, err = ("crashed", _brief(reason)[:500]) if reason is not None else ("stopped", "")
+        self._queue_release([(entry, why, err) for entry in entries])
+        return entries
+
+    def _queue_release(self, items: list[tuple[Claim, str, str]]) -> None:
+        """Delete these claims in Redis soon, from the server thread. Any
+        thread; never blocks."""
+        if not items:
+            return
+        self._releases.extend(items)
+        if not self._release_queued and not self._closed:
+            self._release_queued = True
+            self._ctx.submit(self._flush_releases)
+
+    def _flush_releases(self, state: Any = None) -> None:
+        """Send the queued deletes (server thread, write lock held; released
+        for the round trip). What fails waits in ``_orphans`` for recovery."""
+        self._release_queued = False
+        items = []
+        while self._releases:
+            items.append(self._releases.popleft())
+        if not items or self._closed:
+            return
         try:
             self._delete_in_redis(items)
         except RegistryUnavailableError:
             self._orphans.extend(items)
-        return removed
-
-    def clear_namespace(self, namespace: Hashable) -> list[Entry]:
-        entries = list(self._names.get(namespace, {}).values())
-        self._delete_in_redis([(entry, "namespace_stopped", "") for entry in entries])
-        for entry in entries:
-            self._drop(entry)
-        return list(entries)
+            self._needs_recover = True
 
     # -- reads (any thread) ------------------------------------------------------------------
 
@@ -1539,10 +1742,7 @@ class RedisBackend(LocalTables, Backend):
             return
         orphan = Claim(key[0], key[1], _Urn(record.urn), {}, True, node=self.node_id,
                        inc=record.inc, token=record.token, rev=seq)
-        try:
-            self._delete_in_redis([(orphan, "stopped", "")])
-        except RegistryUnavailableError:
-            self._orphans.append((orphan, "stopped", ""))
+        self._queue_release([(orphan, "stopped", "")])
 
     def _recover(self, state: Any = None) -> None:
         """Take a new lease if ours lapsed, claim again every name of a live
@@ -1552,12 +1752,14 @@ class RedisBackend(LocalTables, Backend):
         if self._closed:
             return
         try:
-            if _text(self._r.get(self._k("node", self.node_id))) != self._inc:
-                if self._inc:
-                    logger.warning("%s: the lease lapsed (paused, or Redis lost it): taking a "
-                                   "new one and claiming our names again", self.node_id)
-                self._take_lease()
-                self.recoveries += 1
+            with self._io():
+                if _text(self._r.get(self._k("node", self.node_id))) != self._inc:
+                    if self._inc:
+                        logger.warning("%s: the lease lapsed (paused, or Redis lost it): "
+                                       "taking a new one and claiming our names again",
+                                       self.node_id)
+                    self._take_lease()
+                    self.recoveries += 1
             if self._orphans:
                 orphans = list(self._orphans)
                 self._delete_in_redis(orphans)
@@ -1588,7 +1790,8 @@ class RedisBackend(LocalTables, Backend):
                       self.feed_maxlen],
                 client=pipe,
             )
-        results = pipe.execute(raise_on_error=False)
+        with self._io():
+            results = pipe.execute(raise_on_error=False)
         for entry, result in zip(todo, results):
             if isinstance(result, Exception):
                 self._note_error(result)
@@ -1597,14 +1800,21 @@ class RedisBackend(LocalTables, Backend):
             tag = _text(result[0])
             key = (entry.namespace, entry.service)
             kjson = key_json(*key)
+            still = self.get(*key) is entry  # else its actor died during the round trip
             if tag == "ok":
                 self._note_write_ok()
                 seq = int(result[1])
-                self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
                 self._note_own_write(kjson, seq)
+                if still:
+                    self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
+                else:
+                    self._queue_release([(attrs.evolve(entry, token=seq), "stopped", "")])
             elif tag == "held":
                 holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
-                if holder is None:
+                if not still:
+                    if holder is not None and holder.node != self.node_id:
+                        self._learn(holder)
+                elif holder is None:
                     self._lose(entry, None)
                 elif holder.node == self.node_id:
                     self._drop(entry)

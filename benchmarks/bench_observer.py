@@ -1,0 +1,106 @@
+"""Observer benchmarks: ``lookup`` and ``register`` with an observer running
+(and no client connected) against the same registry set-up without one, side
+by side in the same process.
+
+Run ``python benchmarks/bench_observer.py [--quick]`` (or everything with
+``python benchmarks/run.py``). See ``docs/observer.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # imported from elsewhere than benchmarks/
+    sys.path.insert(0, HERE)
+
+import _harness as h  # noqa: E402
+from bench_core import NS, fill_direct  # noqa: E402
+
+from pykka_registry import Registry  # noqa: E402
+
+SUITE = "observer"
+PLAIN = "no observer"
+OBSERVED = "observer running, no client"
+
+
+def bench_lookup_observed(quick: bool) -> list[h.Result]:
+    size = 10_000 if quick else 100_000
+    holders = h.start_actors(8)
+    plain = Registry.start(call_timeout=60.0)
+    observed = Registry.start(call_timeout=60.0)
+    observer = None
+    try:
+        for registry in (plain, observed):
+            fill_direct(registry, size, holders, shards=100)
+        observer = observed.observe()
+        keys = [f"svc-{i}" for i in range(0, size, max(1, size // 1000))]
+        loop = "for _k in _keys: _f(_ns, _k)"
+        stmts = [
+            h.Stmt(f"Registry.lookup hit ({name})", loop,
+                   {"_f": reg.lookup, "_ns": NS, "_keys": keys}, ops=len(keys))
+            for name, reg in ((PLAIN, plain), (OBSERVED, observed))
+        ]
+        timed = h.time_stmts(SUITE, f"lookup, {size // 1000}k entries", stmts,
+                             rounds=9 if quick else 21)
+    finally:
+        if observer is not None:
+            observer.stop()
+        plain.stop()
+        observed.stop()
+        h.stop_actors(holders)
+    base, with_observer = timed[stmts[0].name], timed[stmts[1].name]
+    h.compare(with_observer, base, PLAIN)
+    h.set_target(with_observer, "within 10% of no observer", with_observer.speedup >= 0.9)
+    return [base, with_observer]
+
+
+def bench_register_observed(quick: bool) -> list[h.Result]:
+    batch = 50 if quick else 100
+    rounds = 10 if quick else 60
+    metadata = {"role": "worker", "zone": "eu-1", "weight": 3}
+    holders = h.start_actors(1)
+    holder = holders[0]
+    registries = {PLAIN: Registry.start(call_timeout=60.0),
+                  OBSERVED: Registry.start(call_timeout=60.0)}
+    observer = registries[OBSERVED].observe()
+    counter = iter(range(10**9))
+    try:
+        for registry in registries.values():
+            fill_direct(registry, 1000, [holder], shards=100)
+
+        def cycle(registry: Registry) -> Callable[[], float]:
+            def sample() -> float:
+                names = [f"t-{next(counter)}" for _ in range(batch)]
+                t0 = time.perf_counter_ns()
+                for service in names:
+                    registry.register(NS, service, holder, metadata)
+                    registry.unregister(NS, service)
+                return (time.perf_counter_ns() - t0) / 1e9
+            return sample
+
+        samplers = [h.Sampler(f"register+unregister ({name})", cycle(reg), h.THROUGHPUT,
+                              ops=2 * batch) for name, reg in registries.items()]
+        timed = h.time_samples(SUITE, "register+unregister, 1k entries", samplers,
+                               rounds=rounds)
+    finally:
+        observer.stop()
+        for registry in registries.values():
+            registry.stop()
+        h.stop_actors(holders)
+    base, with_observer = timed[samplers[0].name], timed[samplers[1].name]
+    h.compare(with_observer, base, PLAIN)
+    h.set_target(with_observer, "within 10% of no observer", with_observer.speedup >= 0.9,
+                 "no client: the observer has not subscribed to the registry's events")
+    return [base, with_observer]
+
+
+def main(quick: bool = False) -> list[h.Result]:
+    return h.run_steps("observer", [bench_lookup_observed, bench_register_observed], quick)
+
+
+if __name__ == "__main__":
+    h.cli(main, __doc__)

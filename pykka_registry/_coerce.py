@@ -1,0 +1,94 @@
+"""Argument shapes Pykka users reach for: a proxy where a ref is expected, and
+a ``(namespace, service)`` key as one argument.
+
+Guarantees
+----------
+* :func:`actor_ref_of` accepts a :class:`pykka.ActorRef` (or anything that
+  already passes as one) unchanged, and a :class:`pykka.ActorProxy` as its
+  ``actor_ref``. Anything else is an :class:`InvalidActorRefError` that says
+  what was given and what would have been accepted. It never calls into the
+  actor (reading ``ActorProxy.actor_ref`` is a plain attribute read).
+* :func:`split_key` turns ``f(("ns", "svc"))`` into ``f("ns", "svc")``. It
+  only applies when the service argument was left out, so ``f(ns, svc)``
+  with a tuple namespace (``test_namespace()`` returns one) keeps its
+  meaning. A single argument that is not a pair is a ``TypeError`` showing
+  both ways to call.
+* Pure functions: they run in the caller's thread and touch no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import pykka
+
+from pykka_registry._errors import InvalidActorRefError
+
+__all__ = ["NO_SERVICE", "actor_ref_of", "split_key", "urn_of"]
+
+
+class _NoService:
+    """The default of a ``service`` parameter: "the caller passed one key"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no service given>"
+
+
+NO_SERVICE: Any = _NoService()
+
+
+def actor_ref_of(value: Any, what: str = "actor_ref") -> Any:
+    """``value`` as an actor reference: a proxy gives its ``actor_ref``.
+
+    Raises:
+        InvalidActorRefError: ``value`` is neither an actor ref nor a proxy.
+    """
+    if isinstance(value, pykka.ActorRef):
+        return value
+    if isinstance(value, pykka.ActorProxy):
+        return value.actor_ref
+    hint = ""
+    if isinstance(value, type) and issubclass(value, pykka.Actor):
+        hint = f" (a class: start it first, {value.__name__}.start())"
+    elif isinstance(value, pykka.Actor):
+        hint = " (an actor object: pass its actor_ref, or the ref start() returned)"
+    raise InvalidActorRefError(
+        f"{what} must be a pykka.ActorRef or pykka.ActorProxy, got "
+        f"{type(value).__name__}: {value!r}{hint}"
+    )
+
+
+def urn_of(value: Any, what: str) -> str:
+    """The ``actor_urn`` of an actor ref, a proxy, or a reference to an actor
+    in another process (a ``RemoteActorRef``, which carries one too).
+
+    Raises:
+        InvalidActorRefError: ``value`` is none of these.
+    """
+    if isinstance(value, pykka.ActorProxy):
+        # Checked first: an attribute read on a proxy would ask the actor.
+        return str(value.actor_ref.actor_urn)
+    urn = getattr(value, "actor_urn", None)
+    if isinstance(urn, str):
+        return urn
+    return str(actor_ref_of(value, what).actor_urn)
+
+
+def split_key(namespace: Any, service: Any, method: str) -> tuple[Hashable, Hashable]:
+    """``(namespace, service)`` from a call that gave both or one pair.
+
+    Raises:
+        TypeError: one argument was given and it is not a 2-tuple.
+    """
+    if service is not NO_SERVICE:
+        return namespace, service
+    if isinstance(namespace, tuple) and len(namespace) == 2:
+        return namespace[0], namespace[1]
+    raise TypeError(
+        f"{method}() takes a namespace and a service, {method}(namespace, service), "
+        f"or one (namespace, service) tuple, {method}((namespace, service)); "
+        f"got only {namespace!r}"
+    )

@@ -1,0 +1,175 @@
+"""``/metrics``: the Prometheus text exposition format (version 0.0.4),
+written by hand so that no client library is needed.
+
+Guarantees
+----------
+* Every family has ``# HELP`` and ``# TYPE`` lines; names are snake_case
+  with the ``pykka_registry_`` prefix; counters end in ``_total``; label
+  values are escaped (backslash, double quote, newline) so any namespace or
+  node name is safe. The output parses with ``prometheus_client.parser``.
+* Values come from the same read-only sources as ``/api/snapshot``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from pykka_registry.observer._convert import label
+from pykka_registry.observer._snapshot import Snapshotter
+
+__all__ = ["METRICS", "render_metrics"]
+
+#: name -> (type, help). The documented list (docs/observer.md).
+METRICS: dict[str, tuple[str, str]] = {
+    "pykka_registry_up": ("gauge", "1 while the registry is running and its server is alive."),
+    "pykka_registry_degraded": ("gauge", "1 when the registry's health is not 'healthy'."),
+    "pykka_registry_names": ("gauge", "Names held, per registry and namespace."),
+    "pykka_registry_groups": ("gauge", "Groups with at least one member, per namespace."),
+    "pykka_registry_group_members": ("gauge", "Group members, per registry and namespace."),
+    "pykka_registry_registrations_total": ("counter", "Names registered since the start."),
+    "pykka_registry_unregistrations_total": ("counter", "Names released since the start."),
+    "pykka_registry_deaths_total": ("counter", "Actor deaths cleaned up since the start."),
+    "pykka_registry_server_restarts_total": ("counter", "Restarts of the registry's server."),
+    "pykka_registry_pending_deaths": ("gauge", "Death notices waiting for the server."),
+    "pykka_registry_event_queue_depth": ("gauge", "Events queued, not yet delivered."),
+    "pykka_registry_subscribers": ("gauge", "Event subscriptions (the observer's included)."),
+    "pykka_registry_redis_lease_age_seconds": (
+        "gauge", "Seconds since a Redis node last renewed its lease."),
+    "pykka_registry_redis_degraded": ("gauge", "1 when a Redis node reports itself degraded."),
+    "pykka_registry_redis_node_names": ("gauge", "Names held by a Redis node (standalone view)."),
+    "pykka_registry_supervisor_restarts_total": (
+        "counter", "Restarts made by a supervisor since it started."),
+    "pykka_registry_supervisor_restarts_in_window": (
+        "gauge", "Restarts within the supervisor's intensity window."),
+    "pykka_registry_supervisor_max_restarts": ("gauge", "The supervisor's max_restarts."),
+    "pykka_registry_supervisor_children": ("gauge", "Children of a supervisor."),
+    "pykka_registry_observer_events_total": (
+        "counter", "Registry events seen by the observer, per registry and type."),
+}
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format wants it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: Any) -> Optional[str]:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return None
+
+
+class _Families:
+    def __init__(self) -> None:
+        self.samples: dict[str, list[str]] = {name: [] for name in METRICS}
+
+    def add(self, name: str, value: Any, **labels: Any) -> None:
+        text = _number(value)
+        if text is None:
+            return
+        if labels:
+            inner = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
+            self.samples[name].append(f"{name}{{{inner}}} {text}")
+        else:
+            self.samples[name].append(f"{name} {text}")
+
+    def render(self) -> str:
+        lines = []
+        for name, samples in self.samples.items():
+            if not samples:
+                continue
+            kind, help_text = METRICS[name]
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(samples)
+        return "\n".join(lines) + "\n"
+
+
+def render_metrics(snapshotter: Snapshotter) -> str:
+    """The metrics text for everything ``snapshotter`` watches."""
+    out = _Families()
+    for watch in list(snapshotter.watches):
+        summary = snapshotter.registry_summary(watch)
+        reg = summary["name"]
+        if summary.get("error"):
+            out.add("pykka_registry_up", 0, registry=reg)
+            continue
+        out.add("pykka_registry_up", summary["server_alive"] and summary["status"] != "unhealthy",
+                registry=reg)
+        out.add("pykka_registry_degraded", summary["status"] != "healthy", registry=reg)
+        for ns in summary["namespaces"]:
+            out.add("pykka_registry_names", ns["names"], registry=reg, namespace=ns["namespace"])
+            if ns["groups"] is not None:
+                out.add("pykka_registry_groups", ns["groups"], registry=reg,
+                        namespace=ns["namespace"])
+                out.add("pykka_registry_group_members", ns["members"], registry=reg,
+                        namespace=ns["namespace"])
+        stats = summary["stats"]
+        for metric, field in (
+            ("pykka_registry_registrations_total", "registrations_total"),
+            ("pykka_registry_unregistrations_total", "unregistrations_total"),
+            ("pykka_registry_deaths_total", "deaths_reaped_total"),
+            ("pykka_registry_server_restarts_total", "server_restarts"),
+            ("pykka_registry_pending_deaths", "pending_deaths"),
+        ):
+            out.add(metric, stats.get(field), registry=reg)
+        out.add("pykka_registry_event_queue_depth", summary["event_queue"], registry=reg)
+        out.add("pykka_registry_subscribers", summary["subscribers"], registry=reg)
+        health = summary["backend_health"]
+        if isinstance(health, dict) and "lease_age_s" in health:
+            node = str(health.get("node_id", ""))
+            out.add("pykka_registry_redis_lease_age_seconds", health.get("lease_age_s"),
+                    registry=reg, node=node)
+            out.add("pykka_registry_redis_degraded", health.get("status") != "healthy",
+                    registry=reg, node=node)
+    for source in snapshotter.clusters:
+        data = source.read()
+        for node in data["nodes"]:
+            out.add("pykka_registry_redis_lease_age_seconds", node["lease_age_s"],
+                    registry=source.label, node=node["node"])
+            out.add("pykka_registry_redis_node_names", node["names"], registry=source.label,
+                    node=node["node"])
+        per_ns: dict[str, int] = {}
+        for row in data["rows"]:
+            key = label(row["namespace"])
+            per_ns[key] = per_ns.get(key, 0) + 1
+        for ns_label, count in sorted(per_ns.items()):
+            out.add("pykka_registry_names", count, registry=source.label, namespace=ns_label)
+    _supervisor_metrics(out, snapshotter.supervisor_trees())
+    for (reg, kind), count in sorted(snapshotter.log.counts_copy().items()):
+        out.add("pykka_registry_observer_events_total", count, registry=reg, type=kind)
+    return out.render()
+
+
+def _supervisor_metrics(out: _Families, trees: list[dict[str, Any]]) -> None:
+    seen: set[Any] = set()
+    names: dict[str, int] = {}
+
+    def visit(node: dict[str, Any]) -> None:
+        if node["urn"] in seen:
+            return
+        seen.add(node["urn"])
+        # Two supervisors may share a name: keep their label sets distinct.
+        count = names[node["name"]] = names.get(node["name"], 0) + 1
+        name = node["name"] if count == 1 else f"{node['name']} ({count})"
+        labels = {"supervisor": name}
+        out.add("pykka_registry_supervisor_restarts_total", node["restarts_total"], **labels)
+        out.add("pykka_registry_supervisor_restarts_in_window", node["restarts_in_window"],
+                **labels)
+        out.add("pykka_registry_supervisor_max_restarts", node["max_restarts"], **labels)
+        out.add("pykka_registry_supervisor_children", len(node["children"]), **labels)
+        for child in node["children"]:
+            if child["supervisor"] is not None:
+                visit(child["supervisor"])
+
+    for tree in trees:
+        visit(tree)

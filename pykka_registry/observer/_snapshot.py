@@ -1,0 +1,449 @@
+"""The observer's picture of the process: registries, names, groups,
+supervision trees and Redis clusters, as one JSON-safe dict.
+
+Guarantees
+----------
+* Read-only: it calls only the registries' read methods (``stats``,
+  ``health_check``, ``namespaces``, ``count``, the backend's ``entries``),
+  :meth:`Supervisor.snapshot <pykka_registry.Supervisor.snapshot>` and Redis
+  read commands. Nothing is registered, changed or stopped.
+* Runs in the HTTP request's thread, never in a registry's server thread, so
+  building a snapshot delays no write.
+* Bounded in time: each supervisor is asked with a short timeout (all of them
+  within :data:`SUPERVISOR_BUDGET_S` together); one that does not answer in
+  time is shown from its last answer, marked ``"stale": true``.
+* Bounded in size: names and groups are filtered, sorted and paged (at most
+  :data:`MAX_LIMIT` per response); each value is cut by
+  :mod:`~pykka_registry.observer._convert`. With 100k names a page of the
+  default size is well under a megabyte.
+* Never raises because of user data; a registry that fails to answer is shown
+  with an ``"error"`` and the others still are.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+import attrs
+
+from pykka_registry._errors import RegistryError
+from pykka_registry._supervisor import Supervisor, SupervisorSnapshot, live_supervisors
+from pykka_registry.observer._convert import MAX_TEXT, actor_info, jsonable, label, mailbox_depth
+from pykka_registry.observer._watch import EventLog, Watch
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ClusterSource", "Snapshotter"]
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 2000
+MAX_NAMESPACES = 200
+MAX_MEMBERS_SHOWN = 50
+MAX_CHILDREN_SHOWN = 500
+MAX_SUPERVISORS = 500
+SUPERVISOR_TIMEOUT_S = 0.2
+SUPERVISOR_BUDGET_S = 0.4
+SUPERVISOR_CACHE_S = 0.25
+CLUSTER_CACHE_S = 0.5
+
+
+def _asdict(value: Any) -> dict[str, Any]:
+    try:
+        return {k: jsonable(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    except Exception:
+        return {}
+
+
+def event_queue_depth(registry: Any) -> Optional[int]:
+    """Events published but not yet delivered by the registry's dispatcher."""
+    try:
+        return int(registry._state.events._queue.qsize())
+    except Exception:
+        return None
+
+
+def subscriber_count(registry: Any) -> Optional[int]:
+    """Active subscriptions of the registry (the observer's own included)."""
+    try:
+        return len(registry._state.events._subscriptions)
+    except Exception:
+        return None
+
+
+class ClusterSource:
+    """A Redis prefix read from outside: nodes (leases) and the names they
+    hold, without joining the cluster. Reads are cached for
+    :data:`CLUSTER_CACHE_S` and made by one thread at a time."""
+
+    def __init__(self, client: Any, prefix: str, url: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.url = url
+        self._lock = threading.Lock()
+        self._cached: Optional[dict[str, Any]] = None
+        self._cached_at = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"redis:{self.prefix}"
+
+    def read(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached_at >= CLUSTER_CACHE_S:
+                self._cached = self._read()
+                self._cached_at = time.monotonic()
+            return self._cached
+
+    def _read(self) -> dict[str, Any]:
+        from pykka_registry._inspect import list_names
+
+        try:
+            rows = list_names(self.client, self.prefix)
+            nodes = self._nodes()
+        except Exception as error:
+            return {"prefix": self.prefix, "url": self.url, "error": label(error),
+                    "nodes": [], "rows": []}
+        per_node: dict[str, int] = {}
+        for row in rows:
+            per_node[row["node"]] = per_node.get(row["node"], 0) + 1
+        for node in nodes:
+            node["names"] = per_node.get(node["node"], 0)
+        return {"prefix": self.prefix, "url": self.url, "error": None, "nodes": nodes,
+                "rows": rows}
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        pattern = f"{_glob_escape(self.prefix)}:node:*"
+        start = len(self.prefix) + len(":node:")
+        ids = sorted({_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)})
+        pipe = self.client.pipeline(transaction=False)
+        for node in ids:
+            pipe.pttl(f"{self.prefix}:node:{node}")
+            pipe.get(f"{self.prefix}:nodeinfo:{node}")
+        answers = pipe.execute()
+        nodes = []
+        for i, node in enumerate(ids):
+            pttl, raw = answers[2 * i], answers[2 * i + 1]
+            try:
+                info = json.loads(raw) if raw else {}
+                if not isinstance(info, dict):
+                    info = {}
+            except ValueError:
+                info = {}
+            ttl_ms = info.get("ttl_ms")
+            age = None
+            if isinstance(ttl_ms, int) and isinstance(pttl, int) and pttl >= 0:
+                age = round(max(0, ttl_ms - pttl) / 1000, 3)
+            nodes.append({
+                "node": label(node),
+                "host": jsonable(info.get("host")),
+                "pid": jsonable(info.get("pid")),
+                "since": jsonable(info.get("since")),
+                "lease_ttl_s": ttl_ms / 1000 if isinstance(ttl_ms, int) else None,
+                "lease_age_s": age,
+                "names": 0,
+            })
+        return nodes
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in text)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+#: (registry label, namespace label, key label, builder, its argument): the
+#: item dict is built only for the rows of the page served.
+_Row = tuple[str, str, str, Callable[..., dict[str, Any]], Any]
+
+
+class Snapshotter:
+    """Builds snapshots of the watched registries and clusters (any thread)."""
+
+    def __init__(self, watches: Sequence[Watch], clusters: Sequence[ClusterSource],
+                 log: EventLog, started: float) -> None:
+        self.watches = watches
+        self.clusters = clusters
+        self.log = log
+        self.started = started
+        self._sup_lock = threading.Lock()
+        self._sup_cache: weakref.WeakKeyDictionary[Supervisor, SupervisorSnapshot] = (
+            weakref.WeakKeyDictionary())
+        self._sup_tree: list[dict[str, Any]] = []
+        self._sup_at = -1.0
+
+    # -- the whole picture ----------------------------------------------------------
+
+    def snapshot(self, query: str = "", namespace: Optional[str] = None, offset: int = 0,
+                 limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+        limit = max(0, min(limit, MAX_LIMIT))
+        offset = max(0, offset)
+        needle = query.lower()
+        clusters = [(c, c.read()) for c in self.clusters]
+        return {
+            "version": 1,
+            "time": time.time(),
+            "observer": {"uptime_s": round(time.monotonic() - self.started, 3),
+                         "max_limit": MAX_LIMIT},
+            "registries": [self.registry_summary(w) for w in list(self.watches)],
+            "clusters": [_cluster_summary(c, data) for c, data in clusters],
+            "names": self._names(needle, namespace, offset, limit, clusters),
+            "groups": self._groups(needle, namespace, offset, limit),
+            "supervisors": self.supervisor_trees(),
+            "events_latest": self.log.latest,
+        }
+
+    # -- registries -----------------------------------------------------------------
+
+    def registry_summary(self, watch: Watch) -> dict[str, Any]:
+        registry = watch.registry
+        out: dict[str, Any] = {"name": watch.name, "error": None}
+        try:
+            health = registry.health_check()
+            out.update(
+                backend=label(health.backend),
+                status=label(health.status),
+                problems=[label(p) for p in health.problems],
+                server_alive=bool(health.server_alive),
+                uptime_s=round(float(health.uptime_s), 3),
+                backend_health=jsonable(dict(health.backend_health)),
+                stats=_asdict(registry.stats()),
+                event_queue=event_queue_depth(registry),
+                subscribers=subscriber_count(registry),
+                groups_supported=hasattr(registry, "groups"),
+            )
+            namespaces = []
+            all_namespaces = list(registry.namespaces())
+            for ns in all_namespaces:
+                entry: dict[str, Any] = {"namespace": label(ns), "names": registry.count(ns),
+                                         "groups": None, "members": None}
+                if hasattr(registry, "groups"):
+                    groups = list(registry.groups(ns))
+                    entry["groups"] = len(groups)
+                    entry["members"] = sum(_count_members(registry, ns, g) for g in groups)
+                namespaces.append(entry)
+            namespaces.sort(key=lambda e: (-e["names"], e["namespace"]))
+            out["namespaces_total"] = len(namespaces)
+            out["namespaces"] = namespaces[:MAX_NAMESPACES]
+        except BaseException as error:
+            out["error"] = f"{type(error).__name__}: {label(error)}"
+        return out
+
+    def _names(self, needle: str, namespace: Optional[str], offset: int, limit: int,
+               clusters: list[tuple[ClusterSource, dict[str, Any]]]) -> dict[str, Any]:
+        rows: list[_Row] = []
+        for watch in list(self.watches):
+            try:
+                self._registry_rows(watch, needle, namespace, rows)
+            except Exception:
+                continue  # a registry that cannot list: its summary says so
+        for source, data in clusters:
+            for row in data["rows"]:
+                ns, svc = label(row["namespace"]), label(row["service"])
+                if namespace is not None and ns != namespace:
+                    continue
+                if needle and needle not in svc.lower():
+                    continue
+                rows.append((source.label, ns, svc, _cluster_item, (source, row)))
+        rows.sort(key=_sort_key)
+        return {
+            "total": len(rows),
+            "offset": offset,
+            "limit": limit,
+            "query": needle,
+            "namespace": namespace,
+            "items": [row[3](row[0], row[1], row[2], row[4])
+                      for row in rows[offset:offset + limit]],
+        }
+
+    @staticmethod
+    def _registry_rows(watch: Watch, needle: str, namespace: Optional[str],
+                       rows: list[_Row]) -> None:
+        registry = watch.registry
+        if getattr(registry, "_state", None) is not None and registry._state.closed:
+            return
+        backend = registry.backend
+        name = watch.name
+        for ns in list(backend.namespaces()):
+            ns_label = label(ns)
+            if namespace is not None and ns_label != namespace:
+                continue
+            for entry in list(backend.entries(ns)):
+                service = entry.service
+                # The common case (a short str) without a call: 100k names in well under 1 s.
+                svc_label = (service if type(service) is str and len(service) <= MAX_TEXT
+                             else label(service))
+                if needle and needle not in svc_label.lower():
+                    continue
+                rows.append((name, ns_label, svc_label, _entry_item, (watch, entry)))
+
+    def _groups(self, needle: str, namespace: Optional[str], offset: int,
+                limit: int) -> Optional[dict[str, Any]]:
+        watches = [w for w in list(self.watches) if hasattr(w.registry, "groups")]
+        if not watches:
+            return None
+        rows: list[_Row] = []
+        for watch in watches:
+            registry = watch.registry
+            try:
+                for ns in list(registry.namespaces()):
+                    ns_label = label(ns)
+                    if namespace is not None and ns_label != namespace:
+                        continue
+                    for group in list(registry.groups(ns)):
+                        group_label = label(group)
+                        if needle and needle not in group_label.lower():
+                            continue
+                        rows.append((watch.name, ns_label, group_label, _group_item,
+                                     (registry, ns, group)))
+            except Exception:
+                continue
+        rows.sort(key=_sort_key)
+        return {"total": len(rows), "offset": offset, "limit": limit,
+                "items": [row[3](row[0], row[1], row[2], row[4])
+                          for row in rows[offset:offset + limit]]}
+
+    # -- supervision trees ----------------------------------------------------------
+
+    def supervisor_trees(self) -> list[dict[str, Any]]:
+        """Every live supervisor of the process as a tree (cached for
+        :data:`SUPERVISOR_CACHE_S`: several clients share one round of asks)."""
+        with self._sup_lock:
+            if time.monotonic() - self._sup_at < SUPERVISOR_CACHE_S:
+                return self._sup_tree
+            self._sup_tree = self._build_trees()
+            self._sup_at = time.monotonic()
+            return self._sup_tree
+
+    def _build_trees(self) -> list[dict[str, Any]]:
+        handles = live_supervisors()[:MAX_SUPERVISORS]
+        deadline = time.monotonic() + SUPERVISOR_BUDGET_S
+        snaps: dict[int, tuple[Supervisor, Optional[SupervisorSnapshot], bool]] = {}
+        for handle in handles:
+            remaining = deadline - time.monotonic()
+            snap: Optional[SupervisorSnapshot] = None
+            stale = True
+            if remaining > 0:
+                try:
+                    snap = handle.snapshot(timeout=min(SUPERVISOR_TIMEOUT_S, remaining))
+                    stale = False
+                    self._sup_cache[handle] = snap
+                except RegistryError:
+                    pass
+            if snap is None:
+                snap = self._sup_cache.get(handle)
+            snaps[id(handle)] = (handle, snap, stale)
+        nested = {
+            id(child.supervisor)
+            for _, snap, _ in snaps.values() if snap is not None
+            for child in snap.children if child.supervisor is not None
+        }
+        roots = [h for h in handles if id(h) not in nested]
+        roots.sort(key=lambda h: label(h.name))
+        return [_supervisor_node(h, snaps, set()) for h in roots]
+
+
+def _count_members(registry: Any, namespace: Any, group: Any) -> int:
+    counter = getattr(registry, "count_members", None)
+    if counter is not None:
+        return int(counter(namespace, group))
+    return len(registry.members(namespace, group))
+
+
+def _sort_key(row: _Row) -> tuple[str, str, str]:
+    return (row[0], row[1], row[2])
+
+
+def _entry_item(registry: str, ns_label: str, svc_label: str, arg: Any) -> dict[str, Any]:
+    watch, entry = arg
+    actor = actor_info(entry.actor_ref)
+    since = watch.held_since(entry.namespace, entry.service, actor["urn"])
+    return {
+        "registry": registry,
+        "namespace": ns_label,
+        "service": svc_label,
+        **actor,
+        "metadata": jsonable(entry.metadata),
+        "held_s": None if since is None else round(max(0.0, time.time() - since), 3),
+        "lease_age_s": None,
+    }
+
+
+def _cluster_item(registry: str, ns_label: str, svc_label: str, arg: Any) -> dict[str, Any]:
+    _source, row = arg
+    return {
+        "registry": registry,
+        "namespace": ns_label,
+        "service": svc_label,
+        "actor_class": label(row["actor_class"]),
+        "urn": None,
+        "alive": True,
+        "mailbox": None,
+        "node": label(row["node"]),
+        "metadata": jsonable(row["metadata"]),
+        "held_s": None,
+        "lease_age_s": row["lease_age_s"],
+    }
+
+
+def _group_item(registry_name: str, ns_label: str, group_label: str, arg: Any) -> dict[str, Any]:
+    registry, namespace, group = arg
+    try:
+        members = list(registry.members_with_metadata(namespace, group))
+    except Exception:
+        members = [(ref, {}) for ref in registry.members(namespace, group)]
+    return {
+        "registry": registry_name,
+        "namespace": ns_label,
+        "group": group_label,
+        "count": len(members),
+        "members": [{**actor_info(ref), "metadata": jsonable(meta)}
+                    for ref, meta in members[:MAX_MEMBERS_SHOWN]],
+    }
+
+
+def _cluster_summary(source: ClusterSource, data: dict[str, Any]) -> dict[str, Any]:
+    return {"name": source.label, "prefix": data["prefix"], "url": data["url"],
+            "error": data["error"], "names": len(data["rows"]), "nodes": data["nodes"]}
+
+
+def _supervisor_node(handle: Supervisor,
+                     snaps: dict[int, tuple[Supervisor, Optional[SupervisorSnapshot], bool]],
+                     seen: set[int]) -> dict[str, Any]:
+    seen = seen | {id(handle)}
+    _, snap, stale = snaps.get(id(handle), (handle, None, True))
+    ref = handle._ref
+    node: dict[str, Any] = {
+        "name": label(handle.name),
+        "urn": None if ref is None else label(ref.actor_urn),
+        "alive": handle.is_alive(),
+        "mailbox": mailbox_depth(ref),
+        "stale": stale,
+        "strategy": None, "max_restarts": None, "max_seconds": None,
+        "restarts_in_window": None, "restarts_total": None, "registry": None,
+        "children": [],
+    }
+    if snap is None:
+        return node
+    node.update(strategy=snap.strategy, max_restarts=snap.max_restarts,
+                max_seconds=snap.max_seconds, restarts_in_window=snap.restarts_in_window,
+                restarts_total=snap.restarts_total, registry=snap.registry_name)
+    for child in snap.children[:MAX_CHILDREN_SHOWN]:
+        nested = None
+        if child.supervisor is not None and id(child.supervisor) not in seen:
+            nested = _supervisor_node(child.supervisor, snaps, seen)
+        node["children"].append({
+            "id": label(child.id),
+            "restart": child.restart,
+            "restarts": child.restarts,
+            "name": None if child.name is None else [label(child.name[0]),
+                                                     label(child.name[1])],
+            "actor": None if child.actor_ref is None else actor_info(child.actor_ref),
+            "supervisor": nested,
+        })
+    return node
