@@ -1337,7 +1337,9 @@ class RedisBackend(LocalTables, Backend):
                 seq = int(result[1])
                 if _deathwatch.death_seen(actor_ref):
                     # It died while we waited for Redis: its clean-up may have
-                    # run already. Keep nothing; release the claim in Redis.
+                    # run already. Keep nothing; release the claim in Redis
+                    # (and let the feed not bring it back meanwhile).
+                    self._note_own_write(kjson, seq)
                     self._queue_release([(self._own_claim(key, actor_ref, {}, seq, seq),
                                           "stopped", "")])
                     raise ActorNotAliveError(f"{actor_ref} died while it was being registered")
@@ -1387,6 +1389,8 @@ class RedisBackend(LocalTables, Backend):
                 tokens = [int(t) for t in result[1:]]
                 dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
                 if dead:  # as in register: keep nothing, release everything
+                    for text, token in zip(texts, tokens):
+                        self._note_own_write(text, token)
                     self._queue_release([
                         (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
                          "stopped", "") for e, t in zip(entries, tokens)])
