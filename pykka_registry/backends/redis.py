@@ -1389,8 +1389,8 @@ class RedisBackend(LocalTables, Backend):
                 tokens = [int(t) for t in result[1:]]
                 dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
                 if dead:  # as in register: keep nothing, release everything
-                    for text, token in zip(texts, tokens):
-                        self._note_own_write(text, token)
+                    for text, seq in zip(texts, tokens):
+                        self._note_own_write(text, seq)
                     self._queue_release([
                         (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
                          "stopped", "") for e, t in zip(entries, tokens)])
