@@ -53,8 +53,14 @@ Guarantees
 
 Threads
 -------
-* Writes (``register``...) run in the registry's server thread, one at a
-  time, each a Redis round trip or two (bounded by ``io_timeout``).
+* Writes (``register``, ``register_many``...) run in the registry's server
+  thread, one at a time, under the registry's write lock, each a Redis round
+  trip or two (bounded by ``io_timeout``) made with the write lock released
+  (``context.unlocked()``), then re-checked: an actor that died meanwhile is
+  not registered.
+* :meth:`RedisBackend.remove_actor` runs in a dying actor's thread: it drops
+  the actor's names from the local copy and queues their deletes in Redis
+  (sent by the server thread); it does no I/O.
 * The *lease thread* refreshes the lease, watches other nodes' leases and
   clears the names of lapsed ones.
 * The *receiver thread* blocks on ``XREAD`` of the change stream and this
