@@ -630,6 +630,32 @@ def test_the_prefix_is_kept_while_another_node_lives(nodes: Factory, actors: Any
         client.close()
 
 
+def test_the_last_node_to_stop_also_clears_what_killed_nodes_left(
+    nodes: Factory, actors: Any, redis_server: RedisServer, prefix: str,
+    children: list[NodeProcess],
+) -> None:
+    child = NodeProcess(redis_server.url, prefix, secret=SECRET)
+    children.append(child)
+    child.call("register", "ns", "theirs", "c", {})
+    a = nodes()
+    a.register("ns", "mine", actors())
+    wait_for(lambda: a.lookup("ns", "theirs") is not None, message="a sees the child")
+    child.sigkill()  # leaves its lease (until it expires), names, held set, info
+    client = redis_server.client()
+    try:
+        assert any(child.node_id in k for k in _keys(client, f"{prefix}:*"))
+        a.stop()
+        # the child's lease may still run for up to lease_ttl: then a is not
+        # the last live node and keeps the prefix; once it has lapsed, a later
+        # node that stops clears everything
+        b = nodes()
+        wait_for(lambda: b.lookup("ns", "theirs") is None, 5.0, "the child's lease lapsed")
+        b.stop()
+        assert _keys(client, f"{prefix}:*") == []
+    finally:
+        client.close()
+
+
 def _ls(client: Any, prefix: str) -> list[dict[str, Any]]:
     from pykka_registry._inspect import list_names
 
