@@ -251,7 +251,10 @@ def test_redis_restart_in_the_middle_of_traffic(fresh_redis: RedisServer, prefix
         client.close()
     assert child.call("wait_lookup", "ns", "p", "remote", 5)[0] == "remote"
     wait_for(lambda: parent.health_check().status == "healthy", 5.0, "healthy again")
-    assert child.call("status") == "healthy"
+    try:
+        wait_for(lambda: child.call("status") == "healthy", 5.0, "child healthy again")
+    except AssertionError:
+        raise AssertionError(f"child degraded: {child.call('health')['problems']}") from None
 
 
 def test_feed_trimmed_while_away_then_resync(redis_url: str, prefix: str, local: Any,

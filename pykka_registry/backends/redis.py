@@ -787,6 +787,9 @@ class RedisBackend(LocalTables, Backend):
     _RESYNC_INTERVAL_S = 0.5
     #: How long a problem with the change feed keeps ``health()`` degraded.
     _FEED_ALERT_S = 30.0
+    #: A feed reader that has not advanced for this long while the counter is
+    #: ahead is stuck: re-read everything.
+    _STALL_S = 2.0
     key_types = (str, int)
     json_metadata_only = True
     distributed = True
@@ -872,6 +875,8 @@ class RedisBackend(LocalTables, Backend):
         self._feed_problem = ""  # why the feed needed attention lately (for health)
         self._feed_problem_at = -math.inf
         self._stalled_at_seq = -1  # lease thread: the feed position at the last refresh
+        self._stalled_since = 0.0  # ...and since when it has not moved
+        self._resyncing = False  # the receiver is re-reading (or waiting to)
         self._started = False
         self._closed = False
         self._stopping = threading.Event()
@@ -2001,14 +2006,20 @@ class RedisBackend(LocalTables, Backend):
             self._note_write_error(error)
         else:
             self._note_write_ok()
-        # A feed that does not advance while the counter does (its reader is
-        # stuck behind an entry someone else appended): re-read everything.
+        # A feed that does not advance for a while although the counter is
+        # ahead (its reader is stuck behind an entry someone else appended):
+        # re-read everything. Not while a re-read is due or running (the
+        # reader does not advance then, by design).
         feed_seq = self._feed_seq
-        if counter > feed_seq and feed_seq == self._stalled_at_seq:
+        if counter <= feed_seq or feed_seq != self._stalled_at_seq or \
+                self._resync_requested or self._resyncing:
+            self._stalled_at_seq = feed_seq if counter > feed_seq else -1
+            self._stalled_since = now
+        elif now - self._stalled_since >= self._STALL_S:
             self._note_feed_problem("the change feed stopped advancing")
             self._resync_requested = True
+            self._stalled_since = now
             self._wake_receiver()
-        self._stalled_at_seq = feed_seq if counter > feed_seq else -1
 
     def _note_feed_problem(self, what: str) -> None:
         self._feed_problem = what
@@ -2143,6 +2154,13 @@ class RedisBackend(LocalTables, Backend):
         Re-reads are rate-limited (``_RESYNC_INTERVAL_S`` apart): a feed that
         keeps needing them degrades ``health()`` instead of burning CPU."""
         self._resync_requested = False
+        self._resyncing = True
+        try:
+            self._resync(force)
+        finally:
+            self._resyncing = False
+
+    def _resync(self, force: bool) -> None:
         if force:
             now = time.monotonic()
             times = self._resync_times
