@@ -579,6 +579,23 @@ def test_metadata_the_backend_cannot_store_is_invalid(nodes: Factory, actors: An
     assert registry.lookup_with_metadata("ns", "svc")[1] == {"ok": True}  # type: ignore[index]
 
 
+def test_str_and_int_enums_are_stored_as_their_values(nodes: Factory, actors: Any) -> None:
+    import enum
+
+    class Colour(str, enum.Enum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    a, b = nodes(), nodes()
+    a.register(Colour.RED, Level.ONE, actors(), {Colour.RED: Colour.RED, "level": Level.ONE})
+    assert a.lookup("red", 1) is not None  # equal keys, as in any dict
+    found = wait_for(lambda: b.lookup_with_metadata("red", 1), message="b sees it")
+    assert found[1] == {"red": "red", "level": 1}
+    assert type(found[1]["red"]) is str
+
+
 # -- hygiene -------------------------------------------------------------------------------
 
 

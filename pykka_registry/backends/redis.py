@@ -479,6 +479,10 @@ def _key_problem(part: Any, depth: int = 0) -> str:
             if problem:
                 return problem
         return ""
+    if isinstance(part, str):  # a str subclass (a str enum...): as its text
+        return _key_problem(str.__str__(part), depth)
+    if isinstance(part, int) and not isinstance(part, bool):  # an int enum...
+        return _key_problem(int(part), depth)
     return f"a {kind.__name__}"
 
 
@@ -523,10 +527,11 @@ def _json_copy(value: Any, path: str, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        if not _encodable(value):
+        text = str.__str__(value)  # a str subclass (a str enum...): its text
+        if not _encodable(text):
             raise InvalidMetadataError(
                 f"metadata value at {path} is a str that is not valid Unicode (lone surrogate)")
-        return str(value)
+        return text
     if isinstance(value, int):
         number = int(value)
         if number.bit_length() > _MAX_INT_BITS:
@@ -559,15 +564,16 @@ def _json_object(mapping: Mapping[Any, Any], path: str, depth: int = 0) -> dict[
         raise InvalidMetadataError(
             f"metadata at {path}: its items() raised {type(error).__name__}") from None
     for key, value in items:
-        if type(key) is not str:
+        if not isinstance(key, str):
             raise InvalidMetadataError(
                 f"metadata key {_brief(key)} at {path} is a {type(key).__name__}; JSON object "
                 "keys must be str"
             )
-        if not _encodable(key):
+        text = str.__str__(key)
+        if not _encodable(text):
             raise InvalidMetadataError(
                 f"metadata key at {path} is a str that is not valid Unicode (lone surrogate)")
-        copy[key] = _json_copy(value, f"{path}[{key!r}]", depth)
+        copy[text] = _json_copy(value, f"{path}[{text!r}]", depth)
     return copy
 
 
