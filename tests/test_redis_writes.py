@@ -268,6 +268,9 @@ def test_register_many_takes_the_place_of_own_dead_holders(nodes: Factory,
         registry.register_many("batch", [("w", new), ("z", new)])
     assert caught.value.service == "z" and caught.value.existing is live
     assert registry.lookup("batch", "w") is None
+    with pytest.raises(AlreadyRegisteredError) as caught:  # the first conflict in order
+        registry.register_many("batch", [("w", new), ("x", live), ("z", new)])
+    assert caught.value.service == "x" and caught.value.existing is new
 
 
 def test_a_batch_whose_actor_dies_on_the_way_registers_nothing(

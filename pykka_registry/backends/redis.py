@@ -1288,17 +1288,23 @@ class RedisBackend(LocalTables, Backend):
         """The context in which a write waits for Redis (the lock released)."""
         return self._ctx.unlocked()
 
-    def _pre_claim(self, entry: Entry, is_alive: Callable[[Any], bool]) -> str:
+    def _pre_claim(self, entry: Entry, is_alive: Callable[[Any], bool],
+                   check: bool = True) -> str:
         """The token of an own dead claim ``entry`` may replace ("" if none).
 
         Raises:
-            AlreadyRegisteredError: another live actor of this node holds it.
+            AlreadyRegisteredError: (with ``check``) another live actor of
+                this node holds it. Without ``check`` the claim script finds
+                that holder (a batch reports the first conflict in its order).
         """
         current = self.get(entry.namespace, entry.service)
         if current is not None and current.node == self.node_id and \
                 current.actor_ref.actor_urn != entry.actor_ref.actor_urn:
             if is_alive(current.actor_ref):
-                raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+                if check:
+                    raise AlreadyRegisteredError(entry.namespace, entry.service,
+                                                 current.actor_ref)
+                return ""
             return str(current.token)
         return ""
 
@@ -1384,7 +1390,7 @@ class RedisBackend(LocalTables, Backend):
         is written."""
         if not entries:
             return []
-        replace = [self._pre_claim(entry, is_alive) for entry in entries]
+        replace = [self._pre_claim(entry, is_alive, check=False) for entry in entries]
         texts = [key_json(e.namespace, e.service) for e in entries]
         keys = [self._k("names"), self._k("events"), self._k("seq"),
                 self._k("node", self.node_id), self._k("held", self.node_id),
