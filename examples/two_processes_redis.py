@@ -64,7 +64,9 @@ def redis_url(given: Optional[str]) -> Iterator[str]:
     if given:
         yield given
         return
-    binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+    configured = os.environ.get("REDIS_SERVER")
+    binary = configured if configured and os.access(configured, os.X_OK) else \
+        shutil.which("redis-server")
     if not binary:
         raise SystemExit("no Redis URL given and no redis-server found: run "
                          "python examples/two_processes_redis.py redis://HOST:PORT/DB")
