@@ -1745,14 +1745,16 @@ class RedisBackend(LocalTables, Backend):
             # again (if still free) instead of dropping them.
             self._put(attrs.evolve(current, inc=""))
             return True
-        self._drop(current)
         actor_ref = current.actor_ref
         if isinstance(actor_ref, RemoteActorRef):
+            # Before the drop: a reader who sees the name gone must also see
+            # the remote ref dead.
             link = actor_ref._link
             if why == "expired":
                 link.node.lapsed = True
             elif why in ("stopped", "crashed", "node_stopped"):
                 link.mark_dead()
+        self._drop(current)
         error = RemoteActorError(record.error) if why == "crashed" else None
         self._publish(Unregistered(key[0], key[1], actor_ref, UnregisterReason(why, error)))
         return False
