@@ -5,17 +5,29 @@ sends it messages (pickled through Redis, signed with a shared secret), shows
 that the name is unique across both processes, and watches the name leave
 when the other process stops.
 
-Run: PYKKA_REGISTRY_REDIS_URL=redis://127.0.0.1:6379/0 python examples/two_processes_redis.py
-(it uses a fresh key prefix, so it never touches other data on that server).
+Run: python examples/two_processes_redis.py [redis://HOST:PORT/DB]
+(or set PYKKA_REGISTRY_REDIS_URL). It uses a fresh key prefix, so it never
+touches other data on that server. Without a URL it starts a throwaway
+redis-server of its own on a free loopback port (the ``redis-server`` binary
+on PATH, or $REDIS_SERVER) and kills it at the end; it never falls back to a
+server on a default port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import pykka
 
@@ -46,9 +58,52 @@ def ledger_process(options: dict[str, Any], ready: Any, done: Any) -> None:
         ledger.stop()
 
 
+@contextlib.contextmanager
+def redis_url(given: Optional[str]) -> Iterator[str]:
+    """``given``, or the URL of a throwaway redis-server on a free loopback port."""
+    if given:
+        yield given
+        return
+    configured = os.environ.get("REDIS_SERVER")
+    binary = configured if configured and os.access(configured, os.X_OK) else \
+        shutil.which("redis-server")
+    if not binary:
+        raise SystemExit("no Redis URL given and no redis-server found: run "
+                         "python examples/two_processes_redis.py redis://HOST:PORT/DB")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    directory = tempfile.mkdtemp(prefix="example-redis-")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # wait (bounded) until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{binary} did not start") from None
+                threading.Event().wait(0.02)
+        print(f"(started a throwaway redis-server on port {port})")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
+    given = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PYKKA_REGISTRY_REDIS_URL")
+    with redis_url(given) as url:
+        run(url)
+
+
+def run(url: str) -> None:
     options = {
-        "url": os.environ.get("PYKKA_REGISTRY_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "url": url,
         "prefix": f"example-{uuid.uuid4().hex[:8]}",
         "secret": "an example secret: share a real one between your processes",
         "lease_ttl": 5.0,

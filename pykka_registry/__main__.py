@@ -18,8 +18,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="a short narrated tour")
     demo.add_argument("--backend", choices=["memory", "indexed"], default="memory")
-    demo.add_argument("--redis", metavar="URL",
-                      help="run the tour across two processes on this Redis")
+    demo.add_argument("--redis", metavar="URL", nargs="?", const="",
+                      help="run the tour across two processes on this Redis (without a "
+                           "URL: on a throwaway redis-server it starts itself)")
     demo.add_argument("--observe", action="store_true",
                       help="serve the observer page during the tour and keep it open at the "
                            "end until Ctrl-C")
@@ -36,11 +37,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "demo":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.observe and args.redis:
+        if args.observe and args.redis is not None:
             parser.error("--observe runs with the in-process tour, not with --redis")
         if args.pause is not None and not (args.observe and 0 <= args.pause <= 60):
             parser.error("--pause needs --observe and a number of seconds in 0..60")
-        if args.redis:
+        if args.redis is not None:
             run_redis_demo = _optional("pykka_registry._demo_redis", "run_redis_demo")
             return int(run_redis_demo(args.redis))
         from pykka_registry._demo import run_demo

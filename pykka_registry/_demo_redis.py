@@ -9,12 +9,25 @@ workers with ``match``, and ends with ``stats()`` and ``health_check()``.
 
 Both processes use a fresh key prefix, so the tour never touches other data
 on the server, and remove their names when they stop.
+
+It talks only to the server it is given (``--redis URL``). Without a URL
+(``--redis`` alone) it starts a throwaway ``redis-server`` of its own on a
+free loopback port (``$REDIS_SERVER`` or ``redis-server`` on ``PATH``), with
+no persistence, and kills it at the end; without the binary it stops with a
+one-line message saying how to pass a URL. It never falls back to a server
+on a default port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -30,9 +43,68 @@ from pykka_registry._events import Unregistered
 from pykka_registry._registry import Registry
 from pykka_registry._supervisor import ChildSpec, Supervisor
 
-__all__ = ["run_redis_demo"]
+__all__ = ["redis_for_demo", "run_redis_demo"]
 
 ROLES = {"w1": ["cpu"], "w2": ["cpu", "gpu"], "w3": ["io"]}
+
+
+NO_SERVER = ("no Redis URL given and no redis-server binary found: pass one with "
+             "--redis redis://HOST:PORT/DB (or install redis-server, or set REDIS_SERVER)")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_for_demo(url: Optional[str], timeout: float = 10.0) -> Iterator[str]:
+    """The Redis URL to use: ``url`` itself when given; otherwise a throwaway
+    ``redis-server`` started here on a free loopback port (no persistence, a
+    temporary directory), killed when the block ends.
+
+    Raises:
+        SystemExit: no ``url`` and no redis-server binary (a one-line message
+            saying how to pass a URL), or the server did not start in time.
+    """
+    if url:
+        yield url
+        return
+    configured = os.environ.get("REDIS_SERVER")
+    binary = configured if configured and os.access(configured, os.X_OK) else \
+        shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit(NO_SERVER)
+    directory = tempfile.mkdtemp(prefix="pykka-registry-demo-redis-")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", directory],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=directory)
+    try:
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while not _answers_ping(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the throwaway redis-server ({binary}) did not start; pass "
+                                 "a URL with --redis redis://HOST:PORT/DB")
+            pause.wait(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _backend_opts(url: str, prefix: str) -> dict[str, Any]:
@@ -85,11 +157,19 @@ def _warn_once_briefly(out: Callable[[str], None]) -> Iterator[None]:
         yield
 
 
-def run_redis_demo(url: str, out: Optional[Callable[[str], None]] = None) -> int:
-    """Run the two-process tour against the Redis server at ``url``."""
+def run_redis_demo(url: Optional[str], out: Optional[Callable[[str], None]] = None) -> int:
+    """Run the two-process tour against the Redis server at ``url`` (``None``
+    or ``""``: a throwaway server of its own, see :func:`redis_for_demo`)."""
+    out = out or print
+    with redis_for_demo(url) as actual:
+        if not url:
+            out(f"(no URL given: started a throwaway redis-server at {actual})")
+        return _run(actual, out)
+
+
+def _run(url: str, out: Callable[[str], None]) -> int:
     from pykka_registry.backends.redis import RedisBackend
 
-    out = out or print
     prefix = f"pykka_registry_demo_{uuid.uuid4().hex[:8]}"
     context = multiprocessing.get_context("spawn")
     ready, done = context.Event(), context.Event()

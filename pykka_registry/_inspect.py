@@ -14,6 +14,9 @@ Table columns: namespace, service, node, actor class, metadata, lease age
 array of objects with the keys ``namespace``, ``service``, ``node``,
 ``actor_class``, ``metadata``, ``lease_age_s``; tuple keys appear as arrays.
 
+A record this version cannot read (a stray key, another version's format)
+is skipped with a warning on stderr naming its key; the others are listed.
+
 Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
 """
 
@@ -21,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 __all__ = ["list_names", "main"]
 
-_FIELDS = ("k", "node", "inc", "urn", "cls", "meta")
+logger = logging.getLogger("pykka_registry.redis")
+
+_FIELDS = ("k", "node", "inc", "tok", "rev", "urn", "cls", "meta")
 
 
 def _parse_namespace(text: str) -> Any:
@@ -41,18 +47,38 @@ def _parse_namespace(text: str) -> Any:
     return _untuple(value)
 
 
-def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str, Any]]:
+def list_names(client: Any, prefix: str, namespace: Any = None,
+               warn: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
     """Every live name under ``prefix`` (optionally of one ``namespace``), as
-    dicts with the ``--json`` keys, sorted by namespace and service."""
-    from pykka_registry.backends.redis import key_from_json
+    dicts with the ``--json`` keys, sorted by namespace and service.
 
+    A record that cannot be read is skipped and reported to ``warn`` (default:
+    a warning on the ``pykka_registry.redis`` logger)."""
+    from pykka_registry.backends.redis import parse_record
+
+    report = warn or (lambda message: logger.warning("%s", message))
     name_keys = sorted(client.smembers(f"{prefix}:names"))
     pipe = client.pipeline(transaction=False)
     for name_key in name_keys:
         pipe.hmget(name_key, *_FIELDS)
-    records = [dict(zip(_FIELDS, (_text(v) for v in row))) for row in pipe.execute()]
-    records = [r for r in records if r["k"] and r["node"]]
-    nodes = sorted({r["node"] for r in records})
+    records = []
+    for name_key, row in zip(name_keys, pipe.execute(raise_on_error=False)):
+        where = _text(name_key)
+        if isinstance(row, Exception):
+            report(f"skipped {where!r}: {row}")
+            continue
+        if row[0] is None:
+            continue  # deleted meanwhile
+        try:
+            record = parse_record(dict(zip(_FIELDS, row)))
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            report(f"skipped the malformed record {where!r}: {error}")
+            continue
+        if where != f"{prefix}:name:{record.kjson}":
+            report(f"skipped {where!r}: its name {record.kjson!r} belongs under another key")
+            continue
+        records.append(record)
+    nodes = sorted({r.node for r in records})
     pipe = client.pipeline(transaction=False)
     for node in nodes:
         pipe.get(f"{prefix}:node:{node}")
@@ -64,31 +90,26 @@ def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str
         inc, pttl, info = _text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
         age: Optional[float] = None
         try:
-            ttl_ms = json.loads(info)["ttl_ms"] if info else None
-        except (ValueError, KeyError, TypeError):
-            ttl_ms = None
+            ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None
+        except (ValueError, KeyError, TypeError, OverflowError):
+            ttl_ms = None  # not an info record this tool understands: no age
         if ttl_ms is not None and isinstance(pttl, int) and pttl >= 0:
             age = round(max(0, int(ttl_ms) - pttl) / 1000, 3)
         leases[node] = (inc, age)
     rows = []
     for record in records:
-        inc, age = leases.get(record["node"], ("", None))
-        if not inc or inc != record["inc"]:
+        inc, age = leases.get(record.node, ("", None))
+        if not inc or inc != record.inc:
             continue  # the node's lease lapsed: the name is free
-        try:
-            ns, service = key_from_json(record["k"])
-            metadata = json.loads(record["meta"]) if record["meta"] else {}
-        except (TypeError, ValueError):
-            continue  # not a record this tool understands
-
+        ns, service = record.key
         if namespace is not None and ns != namespace:
             continue
         rows.append({
             "namespace": ns,
             "service": service,
-            "node": record["node"],
-            "actor_class": record["cls"],
-            "metadata": metadata,
+            "node": record.node,
+            "actor_class": record.actor_class,
+            "metadata": record.metadata,
             "lease_age_s": age,
         })
     rows.sort(key=lambda r: (json.dumps(r["namespace"]), json.dumps(r["service"])))
@@ -97,7 +118,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None) -> list[dict[str
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
-        return value.decode()
+        return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
 
 
@@ -154,7 +175,9 @@ def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
     try:
         client = redis.Redis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=5)
         try:
-            rows = list_names(client, args.prefix, namespace)
+            rows = list_names(client, args.prefix, namespace,
+                              warn=lambda message: print(f"ls: warning: {message}",
+                                                         file=sys.stderr))
         finally:
             client.close()
     except redis.RedisError as error:

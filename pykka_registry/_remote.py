@@ -9,17 +9,27 @@ Every message and reply travels as one byte string::
 
 ``header`` is JSON (kind, message id, source and destination node, target
 actor URN, send time, time to live); ``payload`` is a pickle. The signature is
-HMAC-SHA256 over everything after it, keyed with the shared secret; without a
-secret it is 32 zero bytes.
+HMAC-SHA256 over everything after it, keyed with the shared secret (at least
+:data:`MIN_SECRET_BYTES` bytes); without a secret it is 32 zero bytes. The
+header of a message to an actor carries the destination node's lease
+*incarnation* (``di``): a node accepts only messages addressed to an
+incarnation of its own, so a message captured before a registry restarted
+(same ``node_id``, new incarnation, fresh replay guard) is refused after it.
 
 Guarantees
 ----------
 * **Nothing unverified is unpickled.** A process that has a secret drops (and
   logs) every envelope whose signature is missing or wrong *before* looking at
   its payload; it also drops envelopes addressed to another node, older than
-  ``max_age`` seconds, or already seen (replays). A process without a secret
-  accepts unsigned envelopes: anyone who can write to its inbox can run code
-  in it (the backend logs a warning at start).
+  ``max_age`` seconds, addressed to an incarnation that is not its own (a
+  replay across a restart), or already seen (replays). A process without a
+  secret accepts unsigned envelopes: anyone who can write to its inbox can run
+  code in it (the backend logs a warning at start). A secret shorter than
+  :data:`MIN_SECRET_BYTES` (an empty one included) is refused with
+  :class:`InvalidSecretError`.
+* **Only named actors are reachable.** A message is delivered only to a live
+  local actor that holds (or held, until it dies) a name through this
+  registry (``find_actor``); any other URN is answered as a dead actor.
 * **At-most-once delivery.** A message is handed to the target actor at most
   once; it may be lost (process death, Redis restart, a full inbox).
 * **Every ask has a deadline.** ``ask(timeout=None)`` waits at most the
@@ -55,12 +65,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 import pykka
 
-from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError
+from pykka_registry._errors import RegistryError, RegistryTimeoutError, RegistryUnavailableError
 
 
 def _pykka_internals() -> tuple[Any, Any]:
@@ -77,7 +87,14 @@ def _pykka_internals() -> tuple[Any, Any]:
 
 _PykkaEnvelope, _ActorStop = _pykka_internals()
 
-__all__ = ["Messenger", "RemoteActorError", "RemoteActorRef", "RemoteTimeoutError"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "InvalidSecretError",
+    "Messenger",
+    "RemoteActorError",
+    "RemoteActorRef",
+    "RemoteTimeoutError",
+]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -103,12 +120,50 @@ class RemoteActorError(Exception):
 
 # -- signing -------------------------------------------------------------------------
 
+#: The shortest secret accepted, in bytes (a ``str`` counts in UTF-8): an
+#: HMAC key much shorter than its 32-byte output is guessable.
+MIN_SECRET_BYTES = 16
+
+
+class InvalidSecretError(RegistryError, ValueError):
+    """A ``secret`` that is not ``str``/``bytes``, or shorter than
+    :data:`MIN_SECRET_BYTES` bytes (an empty secret included). Raised when the
+    registry starts; nothing is started. Also a ``ValueError``."""
+
+
+def secret_key(secret: Any) -> Optional[bytes]:
+    """The HMAC key for ``secret`` (``None``: unsigned).
+
+    Raises:
+        InvalidSecretError: not ``str``/``bytes``, or too short.
+    """
+    if secret is None:
+        return None
+    if isinstance(secret, str):
+        try:
+            key = secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSecretError("secret is a str that is not valid Unicode") from None
+    elif isinstance(secret, (bytes, bytearray, memoryview)):
+        key = bytes(secret)
+    else:
+        raise InvalidSecretError(f"secret must be a str or bytes, not {type(secret).__name__}")
+    if len(key) < MIN_SECRET_BYTES:
+        raise InvalidSecretError(
+            f"secret must be at least {MIN_SECRET_BYTES} bytes long, got {len(key)}: use a "
+            "long random value shared by every process (for example secrets.token_hex(32))")
+    return key
+
 
 class Codec:
-    """Builds and checks envelopes. Immutable; used from any thread."""
+    """Builds and checks envelopes. Immutable; used from any thread.
 
-    def __init__(self, secret: Optional[bytes]) -> None:
-        self._secret = secret
+    Raises:
+        InvalidSecretError: ``secret`` is too short (see :func:`secret_key`).
+    """
+
+    def __init__(self, secret: Union[str, bytes, None]) -> None:
+        self._secret = secret_key(secret)
 
     @property
     def signed(self) -> bool:
@@ -412,6 +467,10 @@ class Messenger:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._replays = ReplayGuard()
+        # This messenger's own lease incarnations (newest last): a message to an
+        # actor must name one of them. A new messenger (a restarted registry)
+        # starts with none of the old ones, so old captures are refused.
+        self._incarnations: tuple[str, ...] = ()
         self._next_prune = 0.0
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outbox_thread = threading.Thread(
@@ -423,6 +482,12 @@ class Messenger:
 
     def start(self) -> None:
         self._outbox_thread.start()
+
+    def add_incarnation(self, inc: str) -> None:
+        """This node took a lease with incarnation ``inc``: accept messages
+        addressed to it (and, for messages in flight, to the last few before)."""
+        if inc and inc not in self._incarnations:
+            self._incarnations = (*self._incarnations[-7:], inc)
 
     def close(self, timeout: float) -> None:
         """Fail pending asks, stop the outbox thread (after it sent what is queued)."""
@@ -440,9 +505,10 @@ class Messenger:
 
     # -- sending (caller's thread) ----------------------------------------------------------
 
-    def _header(self, kind: str, dst: str, msg_id: str, urn: str, ttl: float) -> dict[str, Any]:
-        return {"k": kind, "id": msg_id, "src": self.node_id, "dst": dst, "to": urn,
-                "t": time.time(), "ttl": ttl}
+    def _header(self, kind: str, dst: str, msg_id: str, urn: str, ttl: float,
+                dst_inc: str = "") -> dict[str, Any]:
+        return {"k": kind, "id": msg_id, "src": self.node_id, "dst": dst, "di": dst_inc,
+                "to": urn, "t": time.time(), "ttl": ttl}
 
     def _check(self, ref: RemoteActorRef) -> None:
         if self.closed:
@@ -455,8 +521,8 @@ class Messenger:
         self._check(ref)
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         msg_id = self._new_id(ref.node_id)
-        blob = self.codec.encode(self._header(kind, ref.node_id, msg_id, ref.actor_urn, 0.0),
-                                 payload)
+        blob = self.codec.encode(self._header(kind, ref.node_id, msg_id, ref.actor_urn, 0.0,
+                                              ref._link.node.inc), payload)
         if not self._send_blob(ref.node_id, blob):
             raise pykka.ActorDeadError(f"{ref!r}: its process holds no lease (it is gone)")
 
@@ -469,7 +535,8 @@ class Messenger:
         msg_id = self._new_id(ref.node_id)
         future: Any = pykka.ThreadingFuture()
         ttl = max(0.0, deadline - time.monotonic())
-        header = self._header(STOP if stop else ASK, ref.node_id, msg_id, ref.actor_urn, ttl)
+        header = self._header(STOP if stop else ASK, ref.node_id, msg_id, ref.actor_urn, ttl,
+                              ref._link.node.inc)
         if block and not stop:
             header["rk"] = 1
             blob = self.codec.encode(header, payload)
@@ -612,6 +679,11 @@ class Messenger:
         if kind in (REPLY, ERROR):
             self._on_reply(kind, msg_id, payload)  # one-shot: only a pending ask takes it
             return
+        if header.get("di") not in self._incarnations:
+            self.dropped += 1
+            logger.warning("%s: dropped a message to another incarnation of this node (sent "
+                           "before a restart, or a replay)", self.node_id)
+            return
         if not self._replays.first_time(msg_id, wall):
             self.dropped += 1
             logger.warning("%s: dropped a replayed message %s", self.node_id, msg_id)
@@ -633,7 +705,8 @@ class Messenger:
         hook = _ReplyTo(self, src, msg_id, reply_key)
         if target is None or not target.is_alive():
             hook.set_exception((pykka.ActorDeadError, pykka.ActorDeadError(
-                f"actor {urn} is not alive in node {self.node_id}"), None))
+                f"actor {urn} is not alive in node {self.node_id}, or was never named there "
+                "(only named actors are reachable from other processes)"), None))
             return
         if kind == STOP:
             message: Any = _ActorStop() if _ActorStop is not None else None

@@ -168,14 +168,14 @@ def stale_writes(backend: Any, claim: Any) -> tuple[str, str]:
     from pykka_registry.backends.redis import key_json
 
     kjson = key_json(claim.namespace, claim.service)
-    deleted = backend._unregister(
-        keys=[backend._name_key(kjson), backend._k("names"), backend._k("events"),
-              backend._k("seq")],
-        args=[backend.prefix, claim.token, "unregistered", 100, kjson, ""])
+    deleted = backend._release(
+        keys=[backend._k("names"), backend._k("events"), backend._k("seq"),
+              backend._name_key(kjson)],
+        args=[backend.prefix, 100, 1, kjson, claim.token, claim.node, "unregistered", ""])
     updated = backend._update(
         keys=[backend._name_key(kjson), backend._k("events"), backend._k("seq")],
-        args=[backend.prefix, claim.token, "{}", 100, kjson])
-    return deleted[0].decode(), updated[0].decode()
+        args=[backend.prefix, claim.token, "{}", 100, kjson, claim.node, claim.inc])
+    return ("ok" if int(deleted[0]) else "moved"), updated[0].decode()
 
 
 def wait_until_wall(start_at: float) -> None:

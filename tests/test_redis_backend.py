@@ -33,11 +33,12 @@ from pykka_registry import (
 )
 from pykka_registry._inspect import main as ls_main
 from pykka_registry._remote import MAGIC, Codec, RemoteActorRef, RemoteTimeoutError
-from pykka_registry.backends.redis import RedisBackend, UnsignedMessagesWarning
+from pykka_registry.backends.redis import NotHeldHereError, RedisBackend, UnsignedMessagesWarning
 
 __all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
 Factory = Callable[..., Registry]
+SECRET = "a test secret of enough bytes"
 
 
 @pytest.fixture
@@ -179,14 +180,19 @@ def test_remote_changes_arrive_as_events(nodes: Factory, actors: Any) -> None:
     assert not seen[5].actor_ref.is_alive()
 
 
-def test_update_metadata_of_a_name_held_elsewhere(nodes: Factory, actors: Any) -> None:
+def test_metadata_is_updated_only_by_the_holder_process(nodes: Factory, actors: Any) -> None:
     a, b = nodes(), nodes()
     a.register("ns", "svc", actors(), {"v": 1})
     remote(b, "ns", "svc")
-    b.update_metadata("ns", "svc", {"v": 2})
-    assert b.lookup_with_metadata("ns", "svc")[1] == {"v": 2}  # type: ignore[index]
-    wait_for(lambda: a.lookup_with_metadata("ns", "svc")[1] == {"v": 2},  # type: ignore[index]
-             message="update seen by the owner")
+    with pytest.raises(NotHeldHereError) as caught:
+        b.update_metadata("ns", "svc", {"v": 2})  # fenced by b's own claim: it has none
+    assert isinstance(caught.value, NotRegisteredError)
+    assert caught.value.node == a.backend.node_id  # type: ignore[attr-defined]
+    assert pickle.loads(pickle.dumps(caught.value)).node == caught.value.node
+    assert b.lookup_with_metadata("ns", "svc")[1] == {"v": 1}  # type: ignore[index]
+    a.update_metadata("ns", "svc", {"v": 2})
+    wait_for(lambda: b.lookup_with_metadata("ns", "svc")[1] == {"v": 2},  # type: ignore[index]
+             message="the holder's update seen by b")
     with pytest.raises(NotRegisteredError):
         b.update_metadata("ns", "nobody", {})
 
@@ -237,7 +243,7 @@ def test_stop_joins_every_thread(nodes: Factory, actors: Any) -> None:
 
 
 def test_remote_tell_ask_and_errors(nodes: Factory, actors: Any) -> None:
-    a, b = nodes(secret="s3cret"), nodes(secret="s3cret")
+    a, b = nodes(secret=SECRET), nodes(secret=SECRET)
     ref = actors("target")
     a.register("ns", "svc", ref)
     target = remote(b, "ns", "svc")
@@ -283,7 +289,7 @@ def test_ask_to_a_dead_actor_fails_at_once(nodes: Factory, actors: Any) -> None:
     ref = actors()
     a.register("ns", "svc", ref)
     target = remote(b, "ns", "svc")
-    a.unregister("ns", "svc")  # the name goes, the ref stays usable...
+    a.unregister("ns", "svc")  # the name goes, the ref stays usable (it was named here)...
     assert target.ask("still there?", timeout=5)[0] == "echo"
     ref.stop(block=True)  # ...until the actor stops
     started = time.monotonic()
@@ -432,15 +438,16 @@ def test_forged_messages_run_no_code_and_reach_no_actor(
     nodes: Factory, actors: Any, redis_server: RedisServer, prefix: str, tmp_path: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    a = nodes(secret="right")
+    a = nodes(secret=SECRET)
     ref = actors("target")
     a.register("ns", "svc", ref)
     node = a.backend.node_id  # type: ignore[attr-defined]
     marker = tmp_path / "pwned"
     evil = pickle.dumps(Evil(str(marker)))
     header = {"k": "tell", "id": "mallory-1", "src": "mallory", "dst": node,
+              "di": a.backend._inc,  # type: ignore[attr-defined]
               "to": ref.actor_urn, "t": time.time(), "ttl": 0}
-    wrong = Codec(b"wrong").encode(header, evil)
+    wrong = Codec(b"another secret, not ours").encode(header, evil)
     forgeries = [
         _envelope(header, evil, bytes(32)),  # unsigned
         _envelope(header, evil, os.urandom(32)),  # garbage signature
@@ -454,7 +461,7 @@ def test_forged_messages_run_no_code_and_reach_no_actor(
         for blob in forgeries:
             client.xadd(inbox, {"m": blob})
         # a correctly signed harmless message after them proves the inbox is read
-        good = Codec(b"right").encode(dict(header, id="trusted-7"), pickle.dumps("legit"))
+        good = Codec(SECRET).encode(dict(header, id="trusted-7"), pickle.dumps("legit"))
         client.xadd(inbox, {"m": good})
         proxy = ref.proxy()
         wait_for(lambda: proxy.received.get(timeout=5) == ["legit"], message="legit message")
@@ -478,7 +485,7 @@ def test_without_a_secret_one_warning_at_start(nodes: Factory, monkeypatch: Any,
         nodes()
     warnings = [r for r in caplog.records if "no secret" in r.getMessage()]
     assert len(warnings) == 1
-    monkeypatch.setenv("PYKKA_REGISTRY_SECRET", "from-env")
+    monkeypatch.setenv("PYKKA_REGISTRY_SECRET", "from the environment")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pykka_registry.redis"):
         registry = nodes()
@@ -583,13 +590,15 @@ def test_malformed_records_in_redis_are_skipped(nodes: Factory, actors: Any,
                                                     "tok": "1", "rev": "1"})
         client.set(f"{prefix}:node:x", "y")
         seq = client.incr(f"{prefix}:seq")
-        client.xadd(f"{prefix}:events", {"e": b"\xff not json"}, id=f"{seq}-0")
+        client.xadd(f"{prefix}:events", {"s": seq, "e": b"\xff not json"})
         with caplog.at_level(logging.WARNING, logger="pykka_registry.redis"):
             b = nodes()  # reads the stray record at start
             a.register("ns", "after", actors())  # the feed goes on past the stray event
             wait_for(lambda: b.count("ns") == 2 and a.count("ns") == 2, message="both names")
         assert any("malformed" in r.getMessage() for r in caplog.records)
-        assert a.health_check().status == "healthy"
+        health = a.backend.health()  # type: ignore[attr-defined]
+        assert health["status"] == "degraded"  # someone else writes to the feed: say so
+        assert any("malformed change event" in p for p in health["problems"])
     finally:
         client.close()
 

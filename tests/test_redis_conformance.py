@@ -30,5 +30,5 @@ class TestRedisBackend(RegistryConformance):
         digest = hashlib.sha1(f"{_SALT}{request.node.nodeid}".encode()).hexdigest()[:12]
         return Registry.start(backend=RedisBackend, backend_opts={
             "url": server.url, "prefix": f"conf-{digest}", "lease_ttl": 2.0,
-            "secret": "conformance",
+            "secret": "conformance suite secret",
         })

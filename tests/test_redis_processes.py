@@ -105,9 +105,9 @@ def test_names_are_unique_under_contention(redis_url: str, prefix: str,
 
 def test_tell_and_ask_across_processes(redis_url: str, prefix: str, local: Any,
                                        children: list[NodeProcess]) -> None:
-    child = NodeProcess(redis_url, prefix, secret="shared")
+    child = NodeProcess(redis_url, prefix, secret="a shared test secret")
     children.append(child)
-    parent = local(redis_url, prefix, secret="shared")
+    parent = local(redis_url, prefix, secret="a shared test secret")
     child.call("register", "ns", "echo", "child-echo", {"role": "echo"})
     target = wait_for(lambda: parent.lookup("ns", "echo"), message="child's name visible")
     assert isinstance(target, RemoteActorRef)
@@ -251,7 +251,10 @@ def test_redis_restart_in_the_middle_of_traffic(fresh_redis: RedisServer, prefix
         client.close()
     assert child.call("wait_lookup", "ns", "p", "remote", 5)[0] == "remote"
     wait_for(lambda: parent.health_check().status == "healthy", 5.0, "healthy again")
-    assert child.call("status") == "healthy"
+    try:
+        wait_for(lambda: child.call("status") == "healthy", 5.0, "child healthy again")
+    except AssertionError:
+        raise AssertionError(f"child degraded: {child.call('health')['problems']}") from None
 
 
 def test_feed_trimmed_while_away_then_resync(redis_url: str, prefix: str, local: Any,
@@ -285,9 +288,9 @@ def test_feed_trimmed_while_away_then_resync(redis_url: str, prefix: str, local:
 def test_processes_with_different_secrets_cannot_message_each_other(
     redis_url: str, prefix: str, local: Any, children: list[NodeProcess]
 ) -> None:
-    child = NodeProcess(redis_url, prefix, secret="alpha")
+    child = NodeProcess(redis_url, prefix, secret="alpha secret, long enough")
     children.append(child)
-    parent = local(redis_url, prefix, secret="beta")
+    parent = local(redis_url, prefix, secret="beta secret, long enough")
     child.call("register", "ns", "echo", "ce", {})
     mine = local.actor("pp")
     parent.register("ns", "p", mine)

@@ -16,10 +16,13 @@ Guarantees
 * **Unique names.** A claim is one Lua script: check the current holder and
   its node's lease, take a fencing token (a global counter), write the name,
   index it, and append a change event. Two processes never both hold a name.
-* **Fencing.** Unregister and metadata updates compare the claim's token, so
-  an owner that was paused past its lease cannot delete or overwrite a name
-  another process has claimed since. When it wakes it takes a new lease,
-  claims again those of its live actors' names that are still free, and
+* **Fencing.** Unregister and metadata updates compare the claim's token and
+  node, so an owner that was paused past its lease cannot delete or overwrite
+  a name another process has claimed since. A metadata update is fenced by the
+  writer's own claim (never by a token learnt from the feed): in a process
+  that does not hold the name it raises :class:`NotHeldHereError`. When the
+  paused owner wakes it takes a new lease, claims again those of its live
+  actors' names that are still free, and
   reports the others as lost (a warning in the log and an ``Unregistered``
   event with reason ``"lost"``).
 * **Leases.** A node's names are free once its lease lapses; every node
@@ -32,14 +35,32 @@ Guarantees
   milliseconds. A gap in the stream (trimmed while this process was away), a
   Redis restart that lost data (the ``{prefix}:epoch`` key is gone) or a
   counter that went backwards (a restart that lost recent writes) makes the
-  process re-read everything and re-assert its live names.
+  process re-read everything and re-assert its live names; after a data loss
+  every token, revision and own-write guard from before is discarded.
+  Re-reads are rate-limited (one per ``_RESYNC_INTERVAL_S``).
+* **Hostile data.** Every record read from Redis (name hashes, feed events,
+  holders returned by scripts) is validated field by field before it is
+  applied; a bad one is skipped alone, with a warning. Stream ids are
+  assigned by Redis, so a far-future id appended by someone else cannot make
+  claims fail; foreign feed entries make ``health()`` degraded for a while.
+* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL)
+  raise :class:`RegistryUnavailableError` saying so, and keep ``health()``
+  degraded until a write succeeds (the lease thread probes each refresh).
+* **Clean stop.** ``close()`` deletes every key of this node; the last live
+  node of a prefix deletes the prefix's shared keys.
 * **Redis down.** Writes raise :class:`RegistryUnavailableError` within
   ``io_timeout``; reads serve the last copy; ``health()`` says ``degraded``.
 
 Threads
 -------
-* Writes (``register``...) run in the registry's server thread, one at a
-  time, each a Redis round trip or two (bounded by ``io_timeout``).
+* Writes (``register``, ``register_many``...) run in the registry's server
+  thread, one at a time, under the registry's write lock, each a Redis round
+  trip or two (bounded by ``io_timeout``) made with the write lock released
+  (``context.unlocked()``), then re-checked: an actor that died meanwhile is
+  not registered.
+* :meth:`RedisBackend.remove_actor` runs in a dying actor's thread: it drops
+  the actor's names from the local copy and queues their deletes in Redis
+  (sent by the server thread); it does no I/O.
 * The *lease thread* refreshes the lease, watches other nodes' leases and
   clears the names of lapsed ones.
 * The *receiver thread* blocks on ``XREAD`` of the change stream and this
@@ -62,7 +83,7 @@ import threading
 import time
 import urllib.parse
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import attrs
@@ -70,10 +91,12 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
+    ActorNotAliveError,
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
     NotRegisteredError,
+    RegistryError,
     RegistryUnavailableError,
 )
 from pykka_registry._events import (
@@ -84,13 +107,16 @@ from pykka_registry._events import (
 )
 from pykka_registry._metadata import is_flat
 from pykka_registry._remote import (
+    MIN_SECRET_BYTES,
     WAKE,
     ActorLink,
     Codec,
+    InvalidSecretError,
     Messenger,
     NodeLink,
     RemoteActorError,
     RemoteActorRef,
+    secret_key,
 )
 from pykka_registry.backends.base import Backend, BackendContext, Entry
 from pykka_registry.backends.memory import LocalTables
@@ -104,7 +130,14 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
         "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
     ) from _error
 
-__all__ = ["RedisBackend", "RemoteActorRef", "UnsignedMessagesWarning"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "InvalidSecretError",
+    "NotHeldHereError",
+    "RedisBackend",
+    "RemoteActorRef",
+    "UnsignedMessagesWarning",
+]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -117,29 +150,56 @@ Key = tuple[Hashable, Hashable]
 
 # -- Lua ---------------------------------------------------------------------------
 # Key layout (P = prefix): P:epoch, P:seq, P:events, P:names (set of name keys),
-# P:name:<json [ns, svc]> (hash), P:node:<id> (lease: value = incarnation),
-# P:nodeinfo:<id> (JSON), P:held:<id> (set of the node's name keys), P:inbox:<id>.
-# Every change increments P:seq and is appended to P:events with the id "<seq>-0"
-# and one field, "e": the change as JSON (one field keeps parsing cheap), so a
-# reader sees a gap as a jump in the sequence. A claim's fencing token is the
-# sequence number of its event.
+# P:nodes (set of node ids that took a lease), P:name:<json [ns, svc]> (hash),
+# P:node:<id> (lease: value = incarnation), P:nodeinfo:<id> (JSON),
+# P:held:<id> (set of the node's name keys), P:inbox:<id>.
+#
+# Every change increments P:seq and is appended to P:events with two fields:
+# "s", the new value of P:seq, and "e", the change as JSON (one field keeps
+# parsing cheap). A reader sees a gap as a jump in "s". The stream ids are
+# assigned by Redis ("*"), never derived from the counter: an entry someone
+# else appended with an id far in the future cannot make later appends fail
+# (if the stream's ids are exhausted, or the key is not a stream, the script
+# replaces the stream: readers then see a gap and re-read everything).
+# A claim's fencing token is the sequence number of its event.
 
-_CLAIM = """
+_FEED = """
+local function feed(stream, maxlen, seq, event)
+  local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
+  if type(ok) == 'table' and ok.err then
+    if string.find(ok.err, 'OOM', 1, true) then error(ok) end
+    redis.call('DEL', stream)
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
+  end
+end
+"""
+
+# KEYS: name hash, P:names, P:events, P:seq, own lease, own held set.
+# ARGV: prefix, node id, incarnation, urn, actor class, metadata JSON, name
+#       JSON, replace token ('' = none), feed maxlen.
+# Returns {'ok', token} | {'nolease'} |
+#         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
+_CLAIM = _FEED + """
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
-local cur = redis.call('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err then  -- not a hash: not a claim either; replace it
+  redis.call('DEL', KEYS[1])
+  cur = {}
+end
 if cur[1] then
   local mine = cur[1] == ARGV[2]
   if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
     if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
-      return {'held', cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], cur[7]}
+      return {'held', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+              cur[6] or '', cur[7] or ''}
     end
   end
-  if not mine then redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1]) end
 end
 local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'e', cjson.encode({
+feed(KEYS[3], ARGV[9], seq, cjson.encode({
   op = 'set', k = ARGV[7], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[4],
   cls = ARGV[5], meta = ARGV[6]}))
+if cur[1] and cur[1] ~= ARGV[2] then redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1]) end
 redis.call('HSET', KEYS[1], 'k', ARGV[7], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
   'rev', seq, 'urn', ARGV[4], 'cls', ARGV[5], 'meta', ARGV[6])
 redis.call('SADD', KEYS[2], KEYS[1])
@@ -147,43 +207,127 @@ redis.call('SADD', KEYS[6], KEYS[1])
 return {'ok', seq}
 """
 
-_UNREGISTER = """
-local cur = redis.call('HMGET', KEYS[1], 'node', 'tok', 'urn', 'inc')
-if not cur[1] then return {'gone'} end
-if cur[2] ~= ARGV[2] then return {'moved'} end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
-redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1])
-local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', cjson.encode({
-  op = 'del', k = ARGV[5], node = cur[1], inc = cur[4], tok = cur[2], urn = cur[3],
-  why = ARGV[3], err = ARGV[6]}))
-return {'ok', seq}
+# A batch of claims, all or nothing (register_many).
+# KEYS: P:names, P:events, P:seq, own lease, own held set, then the N name hashes.
+# ARGV: prefix, node id, incarnation, feed maxlen, N, then 5 per name: urn,
+#       actor class, metadata JSON, name JSON, replace token ('' = none).
+# Returns {'ok', token 1, ..., token N} | {'nolease'} |
+#         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
+#         holder; nothing was written).
+_CLAIM_MANY = _FEED + """
+if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
+local n = tonumber(ARGV[5])
+local holders = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+  if cur.err then
+    cur = {}
+  end
+  if cur[1] then
+    local mine = cur[1] == ARGV[2]
+    if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
+      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+        return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+                cur[6] or '', cur[7] or ''}
+      end
+    end
+  end
+  holders[i] = cur[1]
+end
+local tokens = {'ok'}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local seq = redis.call('INCR', KEYS[3])
+  feed(KEYS[2], ARGV[4], seq, cjson.encode({
+    op = 'set', k = ARGV[a + 4], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[a + 1],
+    cls = ARGV[a + 2], meta = ARGV[a + 3]}))
+  if holders[i] == nil and redis.call('TYPE', key)['ok'] ~= 'hash' then
+    redis.call('DEL', key)  -- not a claim: replaced
+  end
+  if holders[i] and holders[i] ~= ARGV[2] then
+    redis.call('SREM', ARGV[1] .. ':held:' .. holders[i], key)
+  end
+  redis.call('HSET', key, 'k', ARGV[a + 4], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
+    'rev', seq, 'urn', ARGV[a + 1], 'cls', ARGV[a + 2], 'meta', ARGV[a + 3])
+  redis.call('SADD', KEYS[1], key)
+  redis.call('SADD', KEYS[5], key)
+  tokens[#tokens + 1] = seq
+end
+return tokens
 """
 
-_UPDATE = """
-local cur = redis.call('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
-if not cur[1] then return {'gone'} end
-if cur[3] ~= ARGV[2] then
-  return {'moved', cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], cur[7]}
+# A batch of fenced deletes (unregister, unregister_many, clear_namespace,
+# releases after deaths): each name goes only if it still carries the token
+# and node given.
+# KEYS: P:names, P:events, P:seq, then the N name hashes.
+# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
+#       error text.
+# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
+_RELEASE = _FEED + """
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 1, n do
+  local a = 3 + (i - 1) * 5
+  local key = KEYS[3 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
+  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
+    out[i] = 0
+  else
+    local seq = redis.call('INCR', KEYS[3])
+    feed(KEYS[2], ARGV[2], seq, cjson.encode({
+      op = 'del', k = ARGV[a + 1], node = cur[1], inc = cur[4] or '', tok = cur[2],
+      urn = cur[3] or '', why = ARGV[a + 4], err = ARGV[a + 5]}))
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], key)
+    redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], key)
+    out[i] = seq
+  end
 end
-if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= cur[2] then return {'lapsed'} end
+return out
+"""
+
+# KEYS: name hash, P:events, P:seq.
+# ARGV: prefix, token, metadata JSON, feed maxlen, name JSON, node id, incarnation.
+# Fenced by the writer's own claim: the name must carry this node's token, and
+# the claim's incarnation must be this node's live lease.
+# Returns {'ok', seq} | {'gone'} | {'lapsed'} |
+#         {'moved', node, inc, tok, urn, cls, meta, rev}.
+_UPDATE = _FEED + """
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err or not cur[1] then return {'gone'} end
+if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
+  return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+          cur[6] or '', cur[7] or ''}
+end
+if cur[2] ~= ARGV[7] or redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
+  return {'lapsed'}
+end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', cjson.encode({
-  op = 'upd', k = ARGV[5], node = cur[1], inc = cur[2], tok = cur[3], urn = cur[4],
-  cls = cur[5], meta = ARGV[3]}))
+feed(KEYS[2], ARGV[4], seq, cjson.encode({
+  op = 'upd', k = ARGV[5], node = cur[1], inc = cur[2], tok = cur[3], urn = cur[4] or '',
+  cls = cur[5] or '', meta = ARGV[3]}))
 redis.call('HSET', KEYS[1], 'meta', ARGV[3], 'rev', seq)
 return {'ok', seq}
 """
 
+# KEYS: own lease, own nodeinfo, P:epoch, P:nodes.
+# ARGV: incarnation, ttl ms, nodeinfo JSON, a new epoch (used if none), '1' =
+#       refuse if the lease exists, node id.
+# Returns {'ok', epoch} | {'taken'}.
 _ACQUIRE = """
 if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {'taken'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
+redis.call('SADD', KEYS[4], ARGV[6])
 return {'ok', redis.call('GET', KEYS[3])}
 """
 
+# KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
+# Returns {1 if refreshed else 0, epoch, seq}.
 _REFRESH = """
 local ok = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -194,41 +338,55 @@ end
 return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
 """
 
-_REAP = """
+# KEYS: the node's lease, its held set, P:names, P:events, P:seq, P:nodes.
+# ARGV: node id, feed maxlen, why.
+# Deletes every name of the node whose claim is not of its live incarnation
+# (one 'del' event each). A record that is not a hash is dropped from the sets.
+# Returns how many names were deleted.
+_REAP = _FEED + """
 local live = redis.call('GET', KEYS[1])
 local n = 0
 for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local h = redis.call('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
-  if h[1] ~= ARGV[1] then
+  local h = redis.pcall('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
+  if type(h) ~= 'table' or h.err or h[1] ~= ARGV[1] then
     redis.call('SREM', KEYS[2], nk)
   elseif h[2] ~= live then
+    local seq = redis.call('INCR', KEYS[5])
+    feed(KEYS[4], ARGV[2], seq, cjson.encode({
+      op = 'del', k = h[4] or '', node = h[1], inc = h[2] or '', tok = h[3] or '',
+      urn = h[5] or '', why = ARGV[3], err = ''}))
     redis.call('DEL', nk)
     redis.call('SREM', KEYS[3], nk)
     redis.call('SREM', KEYS[2], nk)
-    local seq = redis.call('INCR', KEYS[5])
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', cjson.encode({
-      op = 'del', k = h[4], node = h[1], inc = h[2], tok = h[3], urn = h[5], why = ARGV[3],
-      err = ''}))
     n = n + 1
   end
+end
+if not live then
+  redis.call('SREM', KEYS[6], ARGV[1])
+  redis.call('DEL', ARGV[4] .. ':nodeinfo:' .. ARGV[1])
 end
 return n
 """
 
+# KEYS: P:names, P:seq, P:epoch, P:events.  ARGV: prefix.
+# Returns {seq, epoch, rows (8 fields per name of a live claim), nodes whose
+# claims are not live, the stream's last id}. Records that are not hashes or
+# lack a holder are skipped here; the reader validates the rest.
 _SNAPSHOT = """
 local rows = {}
 local leases = {}
 local dead = {}
 for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local h = redis.call('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
-  if h[1] then
+  local h = redis.pcall('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
+  if type(h) == 'table' and not h.err and h[1] and h[2] and h[3] and
+      nk == ARGV[1] .. ':name:' .. h[1] then
     local lease = leases[h[2]]
     if lease == nil then
       lease = redis.call('GET', ARGV[1] .. ':node:' .. h[2]) or ''
       leases[h[2]] = lease
     end
     if lease == h[3] then
-      for i = 1, 8 do rows[#rows + 1] = h[i] end
+      for i = 1, 8 do rows[#rows + 1] = h[i] or '' end
     else
       dead[h[2]] = true
     end
@@ -236,9 +394,34 @@ for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 local nodes = {}
 for node, _ in pairs(dead) do nodes[#nodes + 1] = node end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes}
+local top = '0-0'
+if redis.call('TYPE', KEYS[4])['ok'] == 'stream' then
+  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  if last[1] then top = last[1][1] end
+end
+return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
 """
 
+# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch.  ARGV: prefix, node id.
+# A node leaves: if no other node holds a live lease, every key of the prefix
+# that outlives its nodes goes too (the prefix is left empty).
+# Returns 1 if the prefix was cleared, else 0.
+_LEAVE = """
+redis.call('SREM', KEYS[1], ARGV[2])
+local others = redis.call('SMEMBERS', KEYS[1])
+for _, n in ipairs(others) do
+  if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
+end
+for _, n in ipairs(others) do
+  redis.call('DEL', ARGV[1] .. ':held:' .. n, ARGV[1] .. ':nodeinfo:' .. n,
+             ARGV[1] .. ':inbox:' .. n)
+end
+for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', nk) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return 1
+"""
+
+# KEYS: target lease, target inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.
 _SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
@@ -252,16 +435,59 @@ _ROW_FIELDS = ("k", "node", "inc", "tok", "rev", "urn", "cls", "meta")
 
 # -- keys and metadata ---------------------------------------------------------------
 
+#: Keys: tuples nest at most this deep; ints fit in 64 bits (JSON readers in
+#: other languages read 64-bit integers); strings are valid Unicode (no lone
+#: surrogates: they cannot be written as UTF-8).
+MAX_KEY_DEPTH = 16
+#: Metadata: containers nest at most this deep (a self-referencing value is
+#: refused with the same error); strings are valid Unicode; ints have at most
+#: 4300 digits (Python's own limit for int-to-text conversion).
+MAX_METADATA_DEPTH = 64
+_INT64 = 1 << 63
+_MAX_INT_BITS = 14_000  # about 4,200 digits: Python prints ints up to 4,300 digits
+
+
+def _brief(value: Any) -> str:
+    """A short repr for an error message, that cannot itself fail."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__, a 5,000-digit int...
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _key_problem(part: Any, depth: int = 0) -> str:
+    """Why ``part`` cannot be a key part ("" if it can)."""
+    kind = type(part)
+    if kind is str:
+        return "" if _encodable(part) else "a str that is not valid Unicode (lone surrogate)"
+    if kind is int:
+        return "" if -_INT64 <= part < _INT64 else "an int outside the 64-bit range"
+    if kind is tuple:
+        if depth >= MAX_KEY_DEPTH:
+            return f"a tuple nested deeper than {MAX_KEY_DEPTH}"
+        for item in part:
+            problem = _key_problem(item, depth + 1)
+            if problem:
+                return problem
+        return ""
+    if isinstance(part, str):  # a str subclass (a str enum...): as its text
+        return _key_problem(str.__str__(part), depth)
+    if isinstance(part, int) and not isinstance(part, bool):  # an int enum...
+        return _key_problem(int(part), depth)
+    return f"a {kind.__name__}"
+
 
 def _valid_key_part(part: Any) -> bool:
-    kind = type(part)
-    if kind is str or kind is int:
-        return True
-    if kind is tuple:
-        return all(_valid_key_part(item) for item in part)
-    if isinstance(part, bool):
-        return False
-    return isinstance(part, (str, int))
+    return not _key_problem(part)
 
 
 def key_json(namespace: Hashable, service: Hashable) -> str:
@@ -276,39 +502,78 @@ def _untuple(value: Any) -> Any:
 
 
 def key_from_json(text: Union[str, bytes]) -> Key:
-    """The ``(namespace, service)`` a canonical name text stands for."""
-    namespace, service = json.loads(text)
-    return _untuple(namespace), _untuple(service)
+    """The ``(namespace, service)`` a canonical name text stands for.
+
+    Raises:
+        ValueError: ``text`` is not the canonical text of a valid name.
+    """
+    try:
+        parts = json.loads(text)
+    except RecursionError:
+        raise ValueError("name text nested too deep") from None
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise ValueError("a name is a JSON array [namespace, service]")
+    namespace, service = _untuple(parts[0]), _untuple(parts[1])
+    for part in (namespace, service):
+        problem = _key_problem(part)
+        if problem:
+            raise ValueError(f"a name part is {problem}")
+    if key_json(namespace, service) != (text.decode() if isinstance(text, bytes) else text):
+        raise ValueError("not the canonical text of its name")
+    return namespace, service
 
 
-def _json_copy(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, (str, bool)):
+def _json_copy(value: Any, path: str, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        text = str.__str__(value)  # a str subclass (a str enum...): its text
+        if not _encodable(text):
+            raise InvalidMetadataError(
+                f"metadata value at {path} is a str that is not valid Unicode (lone surrogate)")
+        return text
     if isinstance(value, int):
-        return int(value)
+        number = int(value)
+        if number.bit_length() > _MAX_INT_BITS:
+            raise InvalidMetadataError(
+                f"metadata value at {path} is an int too large to store as JSON")
+        return number
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidMetadataError(f"metadata value at {path} is {value!r}: not valid JSON")
-        return value
+        return float(value)
+    if depth >= MAX_METADATA_DEPTH:
+        raise InvalidMetadataError(
+            f"metadata at {path} nests deeper than {MAX_METADATA_DEPTH} levels (or refers to "
+            "itself)")
     if isinstance(value, (list, tuple)):
-        return [_json_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, Mapping):
-        return _json_object(value, path)
+        return _json_object(value, path, depth + 1)
     raise InvalidMetadataError(
         f"metadata value at {path} is a {type(value).__name__}; the redis backend stores "
         "JSON only (None, bool, int, float, str, list/tuple, and dicts with str keys)"
     )
 
 
-def _json_object(mapping: Mapping[Any, Any], path: str) -> dict[str, Any]:
+def _json_object(mapping: Mapping[Any, Any], path: str, depth: int = 0) -> dict[str, Any]:
     copy = {}
-    for key, value in mapping.items():
+    try:
+        items = list(mapping.items())
+    except Exception as error:  # a hostile mapping
+        raise InvalidMetadataError(
+            f"metadata at {path}: its items() raised {type(error).__name__}") from None
+    for key, value in items:
         if not isinstance(key, str):
             raise InvalidMetadataError(
-                f"metadata key {key!r} at {path} is a {type(key).__name__}; JSON object keys "
-                "must be str"
+                f"metadata key {_brief(key)} at {path} is a {type(key).__name__}; JSON object "
+                "keys must be str"
             )
-        copy[key] = _json_copy(value, f"{path}[{key!r}]")
+        text = str.__str__(key)
+        if not _encodable(text):
+            raise InvalidMetadataError(
+                f"metadata key at {path} is a str that is not valid Unicode (lone surrogate)")
+        copy[text] = _json_copy(value, f"{path}[{text!r}]", depth)
     return copy
 
 
@@ -318,7 +583,7 @@ def _dumps(metadata: Mapping[str, Any]) -> str:
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
-        return value.decode()
+        return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
 
 
@@ -342,6 +607,26 @@ class UnsignedMessagesWarning(UserWarning):
     secret: remote messages are then neither signed nor verified."""
 
 
+class NotHeldHereError(NotRegisteredError):
+    """``update_metadata`` of a name that an actor of another process holds.
+
+    Metadata updates are fenced by the writer's own claim: only the process
+    whose actor holds a name may change its metadata (so a process that lost a
+    name while it was paused cannot overwrite the new holder's metadata).
+    A :class:`NotRegisteredError` (``LookupError``) for callers that catch that."""
+
+    def __init__(self, namespace: Hashable, service: Hashable, node: str = "") -> None:
+        RegistryError.__init__(
+            self, f"{service!r} in namespace {namespace!r} is held by an actor of node "
+            f"{node!r} (another process): only that process may update its metadata")
+        self.namespace = namespace
+        self.service = service
+        self.node = node
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.namespace, self.service, self.node))
+
+
 @attrs.define(frozen=True, eq=False)
 class Claim(Entry):
     """An :class:`Entry` plus what this backend knows of its claim in Redis:
@@ -356,29 +641,127 @@ class Claim(Entry):
 
 
 @attrs.define(frozen=True)
+class Record:
+    """A name record or change event read from Redis, every field checked
+    (see :func:`parse_record`). Immutable."""
+
+    key: Key
+    kjson: str
+    op: str  # "set", "upd" or "del"
+    node: str
+    inc: str
+    token: int
+    rev: int
+    urn: str
+    actor_class: str
+    metadata: dict[str, Any]
+    why: str = ""
+    error: str = ""
+
+
+_OPS = ("set", "upd", "del")
+_WHYS = frozenset({"unregistered", "stopped", "crashed", "namespace_stopped", "expired",
+                   "node_stopped"})
+
+
+def _field(raw: Mapping[str, Any], name: str, default: Optional[str] = None) -> str:
+    value = raw.get(name, default)
+    if value is None:
+        raise ValueError(f"field {name!r} is missing")
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} is a {type(value).__name__}, not a string")
+    return value
+
+
+def _number(raw: Mapping[str, Any], name: str) -> int:
+    value = raw.get(name)
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is int:
+        number = value
+    elif isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    else:
+        raise ValueError(f"field {name!r} is not a sequence number: {_brief(value)}")
+    if not 0 <= number < _INT64:
+        raise ValueError(f"field {name!r} is out of range")
+    return number
+
+
+def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
+                 kjson: Optional[str] = None, event: bool = False) -> Record:
+    """Check every field this backend reads of a name hash (no ``op``: a
+    ``"set"``), a change event (``event``: ``op`` required) or a holder
+    returned by a script.
+
+    ``rev`` stands in for a missing ``rev`` field (events: their sequence
+    number); ``kjson`` for a missing ``k`` (a holder of a known name).
+
+    Raises:
+        ValueError: naming the first field that is wrong.
+    """
+    op = _field(raw, "op", None if event else "set")
+    if op not in _OPS:
+        raise ValueError(f"unknown op {_brief(op)}")
+    text = _field(raw, "k", kjson)
+    key = key_from_json(text)
+    node = _field(raw, "node")
+    if not node:
+        raise ValueError("field 'node' is empty")
+    token = _number(raw, "tok")
+    record_rev = rev if rev is not None and "rev" not in raw else _number(raw, "rev")
+    inc, urn = _field(raw, "inc", ""), _field(raw, "urn", "")
+    if op == "del":
+        why = _field(raw, "why", "unregistered") or "unregistered"
+        if why not in _WHYS:
+            raise ValueError(f"unknown reason {_brief(why)}")
+        return Record(key, text, op, node, inc, token, record_rev, urn, "", {}, why,
+                      _field(raw, "err", "")[:1000])
+    if not urn or not inc:
+        raise ValueError("fields 'urn' and 'inc' must not be empty")
+    meta_text = _field(raw, "meta", "")
+    try:
+        metadata = json.loads(meta_text) if meta_text else {}
+    except RecursionError:
+        raise ValueError("metadata nested too deep") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
+    return Record(key, text, op, node, inc, token, record_rev, urn, _field(raw, "cls", ""),
+                  metadata)
+
+
+def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
+             kjson: Optional[str] = None, event: bool = False) -> Optional[Record]:
+    """:func:`parse_record`, or None after a warning, so that a stray record
+    written by hand or by another version is skipped alone."""
+    try:
+        return parse_record(raw, rev, kjson, event)
+    except (ValueError, TypeError, UnicodeDecodeError) as error:
+        logger.warning("ignoring a malformed registry record (%s) %.200s: %s", where,
+                       _brief(dict(raw)), error)
+        return None
+
+
+_HOLDER = ("node", "inc", "tok", "urn", "cls", "meta", "rev")
+
+
+def _holder(result: Any) -> dict[str, str]:
+    """The holder fields a script returned after its tag."""
+    return dict(zip(_HOLDER, (_text(v) for v in result[1:])))
+
+
+@attrs.define(frozen=True)
 class _Snapshot:
     seq: int
     epoch: str
-    rows: tuple[tuple[Key, dict[str, str]], ...]  # (name, its record)
+    records: tuple[Record, ...]
     dead_nodes: tuple[str, ...]
-
-
-def _checked(record: dict[str, Any]) -> Optional[Key]:
-    """The name of a record (a name hash or a change event) if every field
-    this backend reads is well formed; None (after a warning) otherwise, so
-    that a stray key written by hand or by another version is skipped."""
-    try:
-        key = key_from_json(record["k"])
-        int(record["tok"])
-        if record.get("op", "set") != "del":
-            if not (isinstance(record["node"], str) and isinstance(record["urn"], str)):
-                raise TypeError("node and urn must be strings")
-            if record.get("meta"):
-                json.loads(record["meta"])
-        return key
-    except (KeyError, TypeError, ValueError) as error:
-        logger.warning("ignoring a malformed registry record %.200r: %r", record, error)
-        return None
+    feed_id: str  # the change stream's last id when the snapshot was taken
+    writes_before: int  # own writes made before the snapshot was read
 
 
 class RedisBackend(LocalTables, Backend):
@@ -393,8 +776,10 @@ class RedisBackend(LocalTables, Backend):
     * ``node_id``: this node's name (default ``host:pid:random``); must be
       unique among live nodes.
     * ``lease_ttl``: seconds a node's lease lives without refresh.
-    * ``secret``: shared key that signs every message (default: the
-      ``PYKKA_REGISTRY_SECRET`` environment variable); ``None`` means unsigned.
+    * ``secret``: shared key that signs every message, at least
+      :data:`MIN_SECRET_BYTES` bytes (default: the ``PYKKA_REGISTRY_SECRET``
+      environment variable; unset or empty there means none); ``None`` means
+      unsigned. A shorter one raises :class:`InvalidSecretError`.
     * ``io_timeout``: socket timeout of each Redis call (default
       ``min(1, call_timeout / 4)``).
     * ``feed_maxlen`` / ``inbox_maxlen``: approximate stream lengths kept.
@@ -404,6 +789,13 @@ class RedisBackend(LocalTables, Backend):
     """
 
     name = "redis"
+    #: Least time between two full re-reads of the name space (seconds).
+    _RESYNC_INTERVAL_S = 0.5
+    #: How long a problem with the change feed keeps ``health()`` degraded.
+    _FEED_ALERT_S = 30.0
+    #: A feed reader that has not advanced for this long while the counter is
+    #: ahead is stuck: re-read everything.
+    _STALL_S = 2.0
     key_types = (str, int)
     json_metadata_only = True
     distributed = True
@@ -433,7 +825,7 @@ class RedisBackend(LocalTables, Backend):
         self.lease_ttl = float(lease_ttl)
         if secret is None:
             secret = os.environ.get(_SECRET_ENV) or None
-        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._secret = secret_key(secret)  # InvalidSecretError if too short
         self._io_timeout = io_timeout
         self.feed_maxlen = int(feed_maxlen)
         self.inbox_maxlen = int(inbox_maxlen)
@@ -445,6 +837,7 @@ class RedisBackend(LocalTables, Backend):
         # the local copy (written by the server thread, or start(); read anywhere)
         LocalTables.__init__(self)  # the local copy: _lock, _names, _by_urn, _total
         self._local_refs: dict[str, Any] = {}  # urn -> pykka.ActorRef (own entries)
+        self._named_urns: set[str] = set()  # local actors named here once, until they die
         self._node_refs: dict[tuple[str, str], int] = {}  # remote (node, inc) -> entries
         self._node_links: dict[tuple[str, str], NodeLink] = {}
         self._actor_links: dict[str, ActorLink] = {}
@@ -454,7 +847,13 @@ class RedisBackend(LocalTables, Backend):
         # and the same in write order, to forget them once the feed has passed.
         self._own_pending: dict[str, int] = {}
         self._pending_order: collections.deque[tuple[int, str]] = collections.deque()
+        self._own_writes_at: dict[str, int] = {}  # name text -> number of its own write
+        self._write_count = 0  # own writes so far (server thread)
         self._orphans: list[tuple[Claim, str, str]] = []  # deletes that failed: retried
+        # Deletes queued by dying actors' threads (remove_actor does no I/O),
+        # sent by the server thread.
+        self._releases: collections.deque[tuple[Claim, str, str]] = collections.deque()
+        self._release_queued = False
 
         # connection and lease state
         self._state: Optional[BackendContext] = None
@@ -470,8 +869,20 @@ class RedisBackend(LocalTables, Backend):
         self._needs_recover = False
         self._recover_queued = False
         self._resync_requested = False
+        self._data_lost = False  # set when Redis lost data, until the next re-read
+        self._suspect = ""  # a feed oddity that is a problem unless Redis lost data
         self._connected = False
         self._last_error = ""
+        self._write_error = ""  # the last error reply to a write, until one succeeds
+        self._nodeinfo = ""
+        self._feed_id: Union[str, bytes] = "0-0"  # the change stream's last id read
+        self._last_resync = 0.0
+        self._resync_times: collections.deque[float] = collections.deque(maxlen=64)
+        self._feed_problem = ""  # why the feed needed attention lately (for health)
+        self._feed_problem_at = -math.inf
+        self._stalled_at_seq = -1  # lease thread: the feed position at the last refresh
+        self._stalled_since = 0.0  # ...and since when it has not moved
+        self._resyncing = False  # the receiver is re-reading (or waiting to)
         self._started = False
         self._closed = False
         self._stopping = threading.Event()
@@ -500,10 +911,12 @@ class RedisBackend(LocalTables, Backend):
 
     def validate_key(self, namespace: Any, service: Any) -> None:
         for part, what in ((namespace, "namespace"), (service, "service")):
-            if not _valid_key_part(part):
+            problem = _key_problem(part)
+            if problem:
                 raise InvalidKeyError(
-                    f"{what} must be a str, an int, or a tuple of those for the redis backend, "
-                    f"got {type(part).__name__}: {part!r}"
+                    f"{what} must be a str, an int (64-bit), or a tuple of those (nested at "
+                    f"most {MAX_KEY_DEPTH} deep) for the redis backend; got {problem}: "
+                    f"{_brief(part)}"
                 )
 
     def validate_metadata(self, metadata: Any) -> dict[Any, Any]:
@@ -514,7 +927,12 @@ class RedisBackend(LocalTables, Backend):
             raise InvalidMetadataError(
                 f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
             )
-        return _json_object(metadata, "metadata")
+        copy = _json_object(metadata, "metadata")
+        try:
+            _dumps(copy).encode("utf-8")
+        except (ValueError, RecursionError) as error:  # pragma: no cover - checked above
+            raise InvalidMetadataError(f"metadata cannot be stored as JSON: {error}") from None
+        return copy
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -544,17 +962,19 @@ class RedisBackend(LocalTables, Backend):
         self._rx = redis.Redis.from_url(self.url, **blocking)  # the receiver's XREAD
         self._rb = redis.Redis.from_url(self.url, **blocking)  # askers' BLPOP
         self._claim = self._r.register_script(_CLAIM)
-        self._unregister = self._r.register_script(_UNREGISTER)
         self._update = self._r.register_script(_UPDATE)
         self._acquire = self._r.register_script(_ACQUIRE)
         self._refresh = self._r.register_script(_REFRESH)
         self._reap = self._r.register_script(_REAP)
         self._snapshot = self._r.register_script(_SNAPSHOT)
+        self._leave = self._r.register_script(_LEAVE)
+        self._claim_many = self._r.register_script(_CLAIM_MANY)
+        self._release = self._r.register_script(_RELEASE)
         self._send = self._r.register_script(_SEND)
         name = str(context.name)
         self._messenger = Messenger(
             self.node_id, Codec(self._secret), call_timeout, self._send_blob,
-            self._send_many, self._wait_reply, self._k("reply", ""), self._find_actor,
+            self._send_many, self._wait_reply, self._k("reply", ""), self._find_named,
             self.max_message_age, name,
         )
         try:
@@ -562,6 +982,7 @@ class RedisBackend(LocalTables, Backend):
             self._r.delete(self._k("inbox", self.node_id))
             snapshot = self._read_snapshot()
             self._install_snapshot(snapshot)
+            self._last_resync = time.monotonic()
             # also our own node's names of an earlier incarnation (a reused node_id)
             self._reap_nodes(snapshot.dead_nodes, include_self=True)
         except redis.RedisError as error:
@@ -613,10 +1034,16 @@ class RedisBackend(LocalTables, Backend):
         try:
             if not reachable:
                 raise RegistryUnavailableError("Redis was out of reach")
+            # No key of this node is left behind: its lease, info, names (one
+            # node_stopped event each), held set and inbox; and if it was the
+            # last live node of the prefix, the prefix's shared keys too.
             self._r.delete(self._k("node", self.node_id), self._k("nodeinfo", self.node_id))
             self._reap(keys=self._reap_keys(self.node_id),
-                       args=[self.node_id, self.feed_maxlen, "node_stopped"])
-            self._r.delete(self._k("inbox", self.node_id))
+                       args=[self.node_id, self.feed_maxlen, "node_stopped", self.prefix])
+            self._r.delete(self._k("inbox", self.node_id), self._k("held", self.node_id))
+            self._leave(keys=[self._k("nodes"), self._k("names"), self._k("events"),
+                              self._k("seq"), self._k("epoch")],
+                        args=[self.prefix, self.node_id])
         except Exception as error:
             logger.info("%s: could not release names at stop (%r); they expire with the "
                         "lease", self.node_id, error)
@@ -636,14 +1063,32 @@ class RedisBackend(LocalTables, Backend):
     # -- Redis calls -------------------------------------------------------------------------
 
     def _unavailable(self, error: BaseException, what: str) -> RegistryUnavailableError:
+        """The error a failed write raises. An error *reply* (OOM at
+        ``maxmemory``, a read-only replica, an ACL refusal...) means Redis
+        answered: it is reported as a refusal, not as Redis being out of reach,
+        and makes ``health()`` degraded until a write succeeds again."""
+        if isinstance(error, redis.ResponseError):
+            self._note_write_error(error)
+            return RegistryUnavailableError(
+                f"{what}: Redis at {safe_url(self.url)} refused the write ({error})")
         self._note_error(error)
         return RegistryUnavailableError(
             f"{what}: Redis at {safe_url(self.url)} is out of reach ({error})"
         )
 
     def _note_error(self, error: BaseException) -> None:
+        if isinstance(error, redis.ResponseError):
+            self._note_write_error(error)
+            return
         self._connected = False
         self._last_error = f"{type(error).__name__}: {error}"
+
+    def _note_write_error(self, error: BaseException) -> None:
+        self._write_error = f"{type(error).__name__}: {error}"
+
+    def _note_write_ok(self) -> None:
+        if self._write_error:
+            self._write_error = ""
 
     def _take_lease(self, first: bool = False) -> None:
         inc = os.urandom(8).hex()
@@ -652,22 +1097,26 @@ class RedisBackend(LocalTables, Backend):
                            "pid": os.getpid(), "since": time.time()})
         result = self._acquire(
             keys=[self._k("node", self.node_id), self._k("nodeinfo", self.node_id),
-                  self._k("epoch")],
-            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else ""],
+                  self._k("epoch"), self._k("nodes")],
+            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id],
         )
         if _text(result[0]) == "taken":
             raise ValueError(f"node_id {self.node_id!r} is in use by a live node")
         epoch = _text(result[1])
+        self._nodeinfo = info
+        if self._messenger is not None:
+            self._messenger.add_incarnation(inc)
         self._inc = inc
         self._lease_ok_at = time.monotonic()
         self._lapsed = False
         if self._epoch and epoch != self._epoch:
+            self._data_lost = True  # Redis lost data: the next re-read starts afresh
             self._resync_requested = True
         self._epoch = epoch
 
     def _reap_keys(self, node_id: str) -> list[str]:
         return [self._k("node", node_id), self._k("held", node_id), self._k("names"),
-                self._k("events"), self._k("seq")]
+                self._k("events"), self._k("seq"), self._k("nodes")]
 
     def _reap_nodes(self, nodes: Any, include_self: bool = False) -> None:
         """Delete the names of lapsed nodes (each a script: one ``del`` event
@@ -676,7 +1125,7 @@ class RedisBackend(LocalTables, Backend):
             node_id = _text(node)
             if include_self or node_id != self.node_id:
                 self._reap(keys=self._reap_keys(node_id),
-                           args=[node_id, self.feed_maxlen, "expired"])
+                           args=[node_id, self.feed_maxlen, "expired", self.prefix])
 
     def _inbox_ttl_ms(self) -> int:
         return int(max(60.0, 10 * self.lease_ttl) * 1000)
@@ -744,6 +1193,7 @@ class RedisBackend(LocalTables, Backend):
     def _on_added(self, entry: Claim) -> None:
         if entry.node == self.node_id:
             self._local_refs[entry.actor_ref.actor_urn] = entry.actor_ref
+            self._named_urns.add(entry.actor_ref.actor_urn)
         else:
             node_key = (entry.node, entry.inc)
             self._node_refs[node_key] = self._node_refs.get(node_key, 0) + 1
@@ -783,12 +1233,13 @@ class RedisBackend(LocalTables, Backend):
                     link.stopped.clear()
             return ref
 
-    def _remote_claim(self, key: Key, row: Mapping[str, Any], rev: int) -> Claim:
-        metadata = json.loads(row["meta"]) if row.get("meta") else {}
-        ref = self._remote_ref(row["urn"], row.get("cls", ""), row["node"], row["inc"])
-        return Claim(key[0], key[1], ref, metadata, is_flat(metadata), node=row["node"],
-                     inc=row["inc"], token=int(row["tok"]), rev=rev,
-                     actor_class=row.get("cls", ""))
+    def _remote_claim(self, record: Record, rev: Optional[int] = None) -> Claim:
+        """The local copy's entry for a (checked) record of another node."""
+        ref = self._remote_ref(record.urn, record.actor_class, record.node, record.inc)
+        metadata = record.metadata
+        return Claim(record.key[0], record.key[1], ref, metadata, is_flat(metadata),
+                     node=record.node, inc=record.inc, token=record.token,
+                     rev=record.rev if rev is None else rev, actor_class=record.actor_class)
 
     def _own_claim(self, key: Key, actor_ref: Any, metadata: Mapping[str, Any], token: int,
                    rev: int) -> Claim:
@@ -797,9 +1248,23 @@ class RedisBackend(LocalTables, Backend):
                      actor_class=actor_ref.actor_class.__qualname__)
 
     def _find_actor(self, urn: str) -> Optional[Any]:
-        """A live local actor by URN (receiver thread)."""
+        """A live local actor by URN, named here or not (server thread: a
+        claim of this node that the local copy does not know)."""
         ref = self._local_refs.get(urn)
         if ref is None:
+            ref = pykka.ActorRegistry.get_by_urn(urn)
+        if ref is None or _deathwatch.is_dead(ref):
+            return None
+        return ref
+
+    def _find_named(self, urn: str) -> Optional[Any]:
+        """The live local actor ``urn`` if it holds, or held, a name in this
+        registry, else None (receiver thread): messages from other processes
+        reach actors named here only, never any actor of the process by its
+        URN. (An actor that lost its name stays reachable until it dies, so
+        that ``stop_namespace`` from another process can still stop it.)"""
+        ref = self._local_refs.get(urn)
+        if ref is None and urn in self._named_urns:
             ref = pykka.ActorRegistry.get_by_urn(urn)
         if ref is None or _deathwatch.is_dead(ref):
             return None
@@ -812,68 +1277,177 @@ class RedisBackend(LocalTables, Backend):
 
     # -- writes (server thread) ------------------------------------------------------------
 
+    # Every write below runs in the server thread holding the registry's write
+    # lock. Redis round trips run inside ``self._ctx.unlocked()``, so that a
+    # dying actor's clean-up (remove_actor, in its own thread) is never held
+    # up by the network; after each wait, what the wait may have changed is
+    # checked again (the actor died, the entry was dropped) before the local
+    # copy is touched.
+
+    def _io(self) -> Any:
+        """The context in which a write waits for Redis (the lock released)."""
+        return self._ctx.unlocked()
+
+    def _pre_claim(self, entry: Entry, is_alive: Callable[[Any], bool],
+                   check: bool = True) -> str:
+        """The token of an own dead claim ``entry`` may replace ("" if none).
+
+        Raises:
+            AlreadyRegisteredError: (with ``check``) another live actor of
+                this node holds it. Without ``check`` the claim script finds
+                that holder (a batch reports the first conflict in its order).
+        """
+        current = self.get(entry.namespace, entry.service)
+        if current is not None and current.node == self.node_id and \
+                current.actor_ref.actor_urn != entry.actor_ref.actor_urn:
+            if is_alive(current.actor_ref):
+                if check:
+                    raise AlreadyRegisteredError(entry.namespace, entry.service,
+                                                 current.actor_ref)
+                return ""
+            return str(current.token)
+        return ""
+
+    def _claimed(self, entry: Entry, seq: int) -> Optional[Entry]:
+        """Store the claim ``entry`` got (token ``seq``) in the local copy; return
+        what :meth:`register` returns for it."""
+        key = (entry.namespace, entry.service)
+        kjson = key_json(*key)
+        claim = self._own_claim(key, entry.actor_ref, entry.metadata, seq, seq)
+        previous = self._put(claim)
+        self._note_own_write(kjson, seq)
+        if previous is None or previous.node == self.node_id:
+            return previous
+        self._publish(Unregistered(key[0], key[1], previous.actor_ref,
+                                   UnregisterReason("expired")))
+        return None
+
+    def _own_holder(self, holder: Record, is_alive: Callable[[Any], bool]) -> str:
+        """A claim of this node holds the name in Redis: the token to replace
+        if its actor is dead.
+
+        Raises:
+            AlreadyRegisteredError: its actor lives.
+        """
+        local = self._find_actor(holder.urn)
+        if local is not None and is_alive(local):
+            raise AlreadyRegisteredError(holder.key[0], holder.key[1], local)
+        return str(holder.token)
+
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         key = (entry.namespace, entry.service)
         actor_ref = entry.actor_ref
         urn = actor_ref.actor_urn
         kjson = key_json(*key)
         meta = _dumps(entry.metadata)
-        current = self.get(*key)
-        replace_token = ""
-        if current is not None and current.node == self.node_id and \
-                current.actor_ref.actor_urn != urn:
-            if is_alive(current.actor_ref):
-                raise AlreadyRegisteredError(key[0], key[1], current.actor_ref)
-            replace_token = str(current.token)
+        replace_token = self._pre_claim(entry, is_alive)
         actor_class = actor_ref.actor_class.__qualname__
         for _attempt in range(3):
             try:
-                result = self._claim(
-                    keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                          self._k("seq"), self._k("node", self.node_id),
-                          self._k("held", self.node_id)],
-                    args=[self.prefix, self.node_id, self._inc, urn, actor_class, meta, kjson,
-                          replace_token, self.feed_maxlen],
-                )
+                with self._io():
+                    result = self._claim(
+                        keys=[self._name_key(kjson), self._k("names"), self._k("events"),
+                              self._k("seq"), self._k("node", self.node_id),
+                              self._k("held", self.node_id)],
+                        args=[self.prefix, self.node_id, self._inc, urn, actor_class, meta,
+                              kjson, replace_token, self.feed_maxlen],
+                    )
             except redis.RedisError as error:
                 raise self._unavailable(error, "register") from error
             tag = _text(result[0])
             if tag == "ok":
+                self._note_write_ok()
                 seq = int(result[1])
-                claim = self._own_claim(key, actor_ref, entry.metadata, seq, seq)
-                previous = self._put(claim)
-                self._note_own_write(kjson, seq)
-                if previous is None or previous.node == self.node_id:
-                    return previous
-                self._publish(Unregistered(key[0], key[1], previous.actor_ref,
-                                           UnregisterReason("expired")))
-                return None
+                if _deathwatch.death_seen(actor_ref):
+                    # It died while we waited for Redis: its clean-up may have
+                    # run already. Keep nothing; release the claim in Redis
+                    # (and let the feed not bring it back meanwhile).
+                    self._note_own_write(kjson, seq)
+                    self._queue_release([(self._own_claim(key, actor_ref, {}, seq, seq),
+                                          "stopped", "")])
+                    raise ActorNotAliveError(f"{actor_ref} died while it was being registered")
+                return self._claimed(entry, seq)
             if tag == "nolease":
                 self._recover()
                 continue
-            holder = dict(zip(("node", "inc", "tok", "urn", "cls", "meta", "rev"),
-                              (_text(v) for v in result[1:])))
-            if holder["node"] == self.node_id:
-                local = self._find_actor(holder["urn"])
-                if local is not None and is_alive(local):
-                    raise AlreadyRegisteredError(key[0], key[1], local)
-                replace_token = holder["tok"]  # our own dead actor: take its place
+            holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
+            if holder is None:
+                raise RegistryUnavailableError(
+                    f"could not claim {_brief(key)}: a live node holds it with a record this "
+                    "version cannot read (see the warning in the log)")
+            if holder.node == self.node_id:
+                replace_token = self._own_holder(holder, is_alive)  # dead: take its place
                 continue
-            existing = self._learn(key, holder)
+            existing = self._learn(holder)
             raise AlreadyRegisteredError(key[0], key[1], existing)
         raise RegistryUnavailableError(f"could not claim {key!r}: the lease keeps lapsing")
 
-    def _learn(self, key: Key, row: Mapping[str, str]) -> RemoteActorRef:
+    def register_many(self, entries: Sequence[Entry],
+                      is_alive: Callable[[Any], bool]) -> list[Optional[Entry]]:
+        """All or nothing, in one Lua call (``_CLAIM_MANY``): every name is
+        checked first, then all are claimed; a name with a live holder raises
+        :class:`AlreadyRegisteredError` for the first such entry and nothing
+        is written."""
+        if not entries:
+            return []
+        replace = [self._pre_claim(entry, is_alive, check=False) for entry in entries]
+        texts = [key_json(e.namespace, e.service) for e in entries]
+        keys = [self._k("names"), self._k("events"), self._k("seq"),
+                self._k("node", self.node_id), self._k("held", self.node_id),
+                *(self._name_key(text) for text in texts)]
+        for _attempt in range(len(entries) + 3):
+            args: list[Any] = [self.prefix, self.node_id, self._inc, self.feed_maxlen,
+                               len(entries)]
+            for entry, text, token in zip(entries, texts, replace):
+                args += [entry.actor_ref.actor_urn, entry.actor_ref.actor_class.__qualname__,
+                         _dumps(entry.metadata), text, token]
+            try:
+                with self._io():
+                    result = self._claim_many(keys=keys, args=args)
+            except redis.RedisError as error:
+                raise self._unavailable(error, "register_many") from error
+            tag = _text(result[0])
+            if tag == "ok":
+                self._note_write_ok()
+                tokens = [int(t) for t in result[1:]]
+                dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
+                if dead:  # as in register: keep nothing, release everything
+                    for text, seq in zip(texts, tokens):
+                        self._note_own_write(text, seq)
+                    self._queue_release([
+                        (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
+                         "stopped", "") for e, t in zip(entries, tokens)])
+                    raise ActorNotAliveError(
+                        f"{dead[0].actor_ref} (for {dead[0].service!r}) died while it was being "
+                        "registered; nothing was registered", service=dead[0].service)
+                return [self._claimed(e, t) for e, t in zip(entries, tokens)]
+            if tag == "nolease":
+                self._recover()
+                continue
+            index = int(result[1]) - 1
+            entry, text = entries[index], texts[index]
+            holder = _checked(_holder(result[1:]), "the holder of a name", kjson=text)
+            if holder is None:
+                raise RegistryUnavailableError(
+                    f"could not claim {_brief((entry.namespace, entry.service))}: a live node "
+                    "holds it with a record this version cannot read")
+            if holder.node == self.node_id:
+                replace[index] = self._own_holder(holder, is_alive)
+                continue
+            raise AlreadyRegisteredError(entry.namespace, entry.service, self._learn(holder))
+        raise RegistryUnavailableError("could not claim the batch: the lease keeps lapsing")
+
+    def _learn(self, record: Record) -> RemoteActorRef:
         """Apply a remote holder's record read from Redis (if newer than ours)."""
-        rev = int(row["rev"] or 0)
+        key = record.key
         current = self.get(*key)
-        if current is not None and current.rev >= rev and \
+        if current is not None and current.rev >= record.rev and \
                 isinstance(current.actor_ref, RemoteActorRef):
             return current.actor_ref
-        claim = self._remote_claim(key, row, rev)
+        claim = self._remote_claim(record)
         if current is not None and current.node == self.node_id:
             self._lose(current, claim)
-        elif current is None or current.rev < rev:
+        elif current is None or current.rev < record.rev:
             self._put(claim)
             self._publish_change(current, claim)
         assert isinstance(claim.actor_ref, RemoteActorRef)
@@ -887,108 +1461,158 @@ class RedisBackend(LocalTables, Backend):
             actor_ref is not None and current.actor_ref.actor_urn != actor_ref.actor_urn
         ):
             return None
-        self._delete_in_redis([(current, "unregistered", "")])
-        self._drop(current)
-        return current
+        removed = self._unregister_entries([current], "unregistered")
+        return removed[0] if removed else None
+
+    def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
+        """Every name of ``services`` that is held (missing ones skipped), in
+        one Lua call (``_RELEASE``); the removed entries in the order given."""
+        found = [self.get(namespace, service) for service in services]
+        return self._unregister_entries([e for e in found if e is not None], "unregistered")
+
+    def clear_namespace(self, namespace: Hashable) -> list[Entry]:
+        return self._unregister_entries(self.entries(namespace), "namespace_stopped")
+
+    def _unregister_entries(self, entries: list[Claim], why: str) -> list[Entry]:
+        """Fenced deletes in Redis, then the local copy: the entries still
+        stored (a death clean-up during the wait may have removed some: those
+        are not returned, their events are out already)."""
+        self._delete_in_redis([(entry, why, "") for entry in entries])
+        return [entry for entry in entries if self._drop(entry)]
 
     def _delete_in_redis(self, items: list[tuple[Claim, str, str]]) -> None:
         """Fenced delete of each ``(entry, why, error text)``'s claim, in one
-        round trip: a claim that changed hands since is left alone.
+        Lua call: a claim that changed hands since (another token, or another
+        node) is left alone. The write lock is released during the call.
 
         Raises:
-            RegistryUnavailableError: Redis is out of reach (nothing known deleted).
+            RegistryUnavailableError: Redis is out of reach or refused (nothing
+                known deleted).
         """
         if not items:
             return
+        texts = [key_json(entry.namespace, entry.service) for entry, _why, _err in items]
+        args: list[Any] = [self.prefix, self.feed_maxlen, len(items)]
+        for (entry, why, err), text in zip(items, texts):
+            args += [text, entry.token, entry.node, why, err]
         try:
-            pipe = self._r.pipeline(transaction=False)
-            for entry, why, err in items:
-                kjson = key_json(entry.namespace, entry.service)
-                self._unregister(
-                    keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                          self._k("seq")],
-                    args=[self.prefix, entry.token, why, self.feed_maxlen, kjson, err],
-                    client=pipe,
-                )
-            results = pipe.execute()
+            with self._io():
+                results = self._release(
+                    keys=[self._k("names"), self._k("events"), self._k("seq"),
+                          *(self._name_key(text) for text in texts)],
+                    args=args)
         except redis.RedisError as error:
             raise self._unavailable(error, "unregister") from error
-        for (entry, _why, _err), result in zip(items, results):
-            if _text(result[0]) == "ok":
-                self._note_own_write(key_json(entry.namespace, entry.service), int(result[1]))
+        self._note_write_ok()
+        for text, seq in zip(texts, results):
+            if int(seq):
+                self._note_own_write(text, int(seq))
 
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
     ) -> Entry:
+        """Fenced by this node's own claim: the name must be held by an actor
+        of this process, under this node's live lease. A name held by another
+        process raises :class:`NotHeldHereError` (the token this node learnt
+        from the feed is never used to write)."""
         key = (namespace, service)
+        kjson = key_json(*key)
         meta = _dumps(metadata)
         for _attempt in range(3):
-            current = self.get(namespace, service)
-            if current is None:
+            found = self.get(namespace, service)
+            if found is None:
                 raise NotRegisteredError(namespace, service)
+            current: Claim = found
+            if current.node != self.node_id:
+                raise NotHeldHereError(namespace, service, current.node)
             try:
-                result = self._update(
-                    keys=[self._name_key(key_json(*key)), self._k("events"), self._k("seq")],
-                    args=[self.prefix, current.token, meta, self.feed_maxlen, key_json(*key)],
-                )
+                with self._io():
+                    result = self._update(
+                        keys=[self._name_key(kjson), self._k("events"), self._k("seq")],
+                        args=[self.prefix, current.token, meta, self.feed_maxlen, kjson,
+                              self.node_id, current.inc],
+                    )
             except redis.RedisError as error:
                 raise self._unavailable(error, "update_metadata") from error
             tag = _text(result[0])
             if tag == "ok":
+                self._note_write_ok()
                 seq = int(result[1])
+                self._note_own_write(kjson, seq)
+                if self.get(namespace, service) is not current:
+                    # its actor died (or the copy changed) while we waited
+                    raise NotRegisteredError(namespace, service, "its actor stopped meanwhile")
                 updated = attrs.evolve(current, metadata=metadata, flat=is_flat(metadata),
                                        rev=seq)
                 self._put(updated)
-                self._note_own_write(key_json(*key), seq)
                 return updated
             if tag == "gone":
                 if self._drop(current):
                     self._publish(Unregistered(namespace, service, current.actor_ref,
                                                UnregisterReason("expired")))
                 raise NotRegisteredError(namespace, service, "it is no longer held")
-            if tag == "lapsed":
-                if current.node != self.node_id:
-                    raise NotRegisteredError(namespace, service,
-                                             f"the lease of its node {current.node} lapsed")
+            if tag == "lapsed":  # our claim is of an older lease: claim again, retry
                 self._recover()
                 continue
             # moved: another claim holds the name now
-            holder = dict(zip(("node", "inc", "tok", "urn", "cls", "meta", "rev"),
-                              (_text(v) for v in result[1:])))
-            was_mine = current.node == self.node_id
-            self._learn(key, holder)
-            if was_mine:
+            holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
+            if holder is None:
                 raise NotRegisteredError(namespace, service,
-                                         f"this process lost it to node {holder['node']}")
+                                         "its record in Redis cannot be read")
+            if holder.node == self.node_id:  # another claim of ours: the copy was stale
+                self._adopt(holder, holder.rev, self.get(namespace, service))
+                continue
+            self._learn(holder)
+            raise NotRegisteredError(namespace, service,
+                                     f"this process lost it to node {holder.node}")
         raise NotRegisteredError(namespace, service, "the name keeps changing hands")
 
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
-        """A local actor died: drop its names here at once and in Redis (if Redis
-        is out of reach, the deletes are retried by the lease thread). Never raises."""
-        if actor_ref.actor_urn not in self._local_refs:
-            return []  # not ours (another registry of this process may share the prefix)
+        """A local actor died: drop its names from the local copy at once.
+
+        Runs in the dying actor's thread, under the registry's write lock: no
+        I/O, no waiting. The deletes in Redis are queued and sent by the
+        server thread (:meth:`_flush_releases`, through ``context.submit``);
+        if Redis is out of reach they are retried with the lease thread's
+        recovery. Returns only this node's entries (another registry's names
+        of the same actor are that registry's business). Never raises."""
+        urn = actor_ref.actor_urn
+        self._named_urns.discard(urn)
+        if urn not in self._local_refs:
+            return []
         with self._lock:
-            entries = [entry for entry in self._held_by(actor_ref.actor_urn)
-                       if entry.node == self.node_id]
+            entries = [e for e in self._held_by(urn) if e.node == self.node_id]
+            for entry in entries:
+                self._forget(entry)
         reason = _deathwatch.death_reason(actor_ref)
-        why, err = ("crashed", repr(reason)[:500]) if reason is not None else ("stopped", "")
-        removed: list[Entry] = []
-        for entry in entries:
-            if self._drop(entry):
-                removed.append(entry)
-        items = [(entry, why, err) for entry in entries]
+        why, err = ("crashed", _brief(reason)[:500]) if reason is not None else ("stopped", "")
+        self._queue_release([(entry, why, err) for entry in entries])
+        return entries
+
+    def _queue_release(self, items: list[tuple[Claim, str, str]]) -> None:
+        """Delete these claims in Redis soon, from the server thread. Any
+        thread; never blocks."""
+        if not items:
+            return
+        self._releases.extend(items)
+        if not self._release_queued and not self._closed:
+            self._release_queued = True
+            self._ctx.submit(self._flush_releases)
+
+    def _flush_releases(self, state: Any = None) -> None:
+        """Send the queued deletes (server thread, write lock held; released
+        for the round trip). What fails waits in ``_orphans`` for recovery."""
+        self._release_queued = False
+        items = []
+        while self._releases:
+            items.append(self._releases.popleft())
+        if not items or self._closed:
+            return
         try:
             self._delete_in_redis(items)
         except RegistryUnavailableError:
             self._orphans.extend(items)
-        return removed
-
-    def clear_namespace(self, namespace: Hashable) -> list[Entry]:
-        entries = list(self._names.get(namespace, {}).values())
-        self._delete_in_redis([(entry, "namespace_stopped", "") for entry in entries])
-        for entry in entries:
-            self._drop(entry)
-        return list(entries)
+            self._needs_recover = True
 
     # -- reads (any thread) ------------------------------------------------------------------
 
@@ -1003,8 +1627,13 @@ class RedisBackend(LocalTables, Backend):
             problems.append(f"Redis out of reach ({self._last_error})")
         if self._lapsed or lease_age > self.lease_ttl:
             problems.append("this node's lease lapsed or is not confirmed")
+        if self._write_error:
+            problems.append(f"Redis refuses writes ({self._write_error})")
         if self._orphans:
             problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
+        if now - self._feed_problem_at < self._FEED_ALERT_S:
+            problems.append(f"change feed: {self._feed_problem} (someone else writes to "
+                            f"{self._k('events')}?)")
         if self._closed:
             problems.append("closed")
         return {
@@ -1022,6 +1651,7 @@ class RedisBackend(LocalTables, Backend):
             "recoveries": self.recoveries,
             "lost_names": self.lost_names,
             "signed": self._secret is not None,
+            "writable": not self._write_error,
             "messages_delivered": self._messenger.delivered if self._messenger else 0,
             "messages_dropped": self._messenger.dropped if self._messenger else 0,
         }
@@ -1056,7 +1686,9 @@ class RedisBackend(LocalTables, Backend):
 
     def _note_own_write(self, kjson: str, seq: int) -> None:
         """Remember an own write until the feed has passed it (server thread)."""
+        self._write_count += 1
         self._own_pending[kjson] = seq
+        self._own_writes_at[kjson] = self._write_count
         self._pending_order.append((seq, kjson))
 
     def _forget_own_writes(self, upto: int) -> None:
@@ -1066,74 +1698,80 @@ class RedisBackend(LocalTables, Backend):
             seq, kjson = order.popleft()
             if pending.get(kjson) == seq:
                 del pending[kjson]
+                self._own_writes_at.pop(kjson, None)
 
-    def _apply_events(self, batch: list[tuple[int, Key, dict[str, Any]]], upto: int,
-                      state: Any) -> None:
-        """Apply feed events (server thread), then forget own writes the feed
-        has passed (``upto``: the last sequence number the receiver read)."""
+    def _apply_events(self, batch: list[tuple[int, Record]], upto: int, state: Any) -> None:
+        """Apply checked feed events (server thread), each on its own (one that
+        fails is logged and skipped, the others still apply), then forget own
+        writes the feed has passed (``upto``: the last sequence number read)."""
         recover = False
-        for seq, key, change in batch:
-            pending = self._own_pending.get(change["k"])
-            if pending is not None and seq <= pending:
-                continue  # our own write, or older than it
-            current = self.get(*key)
-            if current is not None and current.rev >= seq:
-                continue
-            op = change["op"]
-            if op in ("set", "upd"):
-                if change["node"] == self.node_id:
-                    self._adopt(key, change, seq, current)
-                    continue
-                claim = self._remote_claim(key, change, seq)
-                if current is not None and current.node == self.node_id:
-                    self._lose(current, claim)
-                    continue
-                self._put(claim)
-                self._publish_change(current, claim)
-            elif op == "del":
-                if current is None or current.token != int(change["tok"]):
-                    continue
-                why = change.get("why") or "unregistered"
-                if current.node == self.node_id and why == "expired":
-                    # Our lease lapsed and another node cleared our names: claim
-                    # them again (if still free) instead of dropping them.
-                    self._put(attrs.evolve(current, inc=""))
-                    recover = True
-                    continue
-                actor_ref = current.actor_ref
-                if isinstance(actor_ref, RemoteActorRef):
-                    # Before the drop: a reader who sees the name gone must
-                    # also see the remote ref dead.
-                    link = actor_ref._link
-                    if why == "expired":
-                        link.node.lapsed = True
-                    elif why in ("stopped", "crashed", "node_stopped"):
-                        link.mark_dead()
-                self._drop(current)
-                error = RemoteActorError(change.get("err", "")) if why == "crashed" else None
-                self._publish(Unregistered(key[0], key[1], actor_ref,
-                                           UnregisterReason(why, error)))
+        for seq, record in batch:
+            try:
+                recover = self._apply_event(seq, record) or recover
+            except Exception:  # a bug must not drop the other changes of the batch
+                logger.exception("%s: could not apply change %d of %r; skipped", self.node_id,
+                                 seq, record.key)
         self._forget_own_writes(upto)
         if recover:
             self._recover()
 
-    def _adopt(self, key: Key, fields: Mapping[str, Any], seq: int,
-               current: Optional[Claim]) -> None:
+    def _apply_event(self, seq: int, record: Record) -> bool:
+        """Apply one change; True if this node must claim names again."""
+        key = record.key
+        pending = self._own_pending.get(record.kjson)
+        if pending is not None and seq <= pending:
+            return False  # our own write, or older than it
+        current = self.get(*key)
+        if current is not None and current.rev >= seq:
+            return False
+        if record.op in ("set", "upd"):
+            if record.node == self.node_id:
+                self._adopt(record, seq, current)
+                return False
+            claim = self._remote_claim(record, seq)
+            if current is not None and current.node == self.node_id:
+                self._lose(current, claim)
+                return False
+            self._put(claim)
+            self._publish_change(current, claim)
+            return False
+        # del
+        if current is None or current.token != record.token or current.node != record.node or \
+                (current.node != self.node_id and current.inc != record.inc):
+            return False
+        why = record.why
+        if current.node == self.node_id and why == "expired":
+            # Our lease lapsed and another node cleared our names: claim them
+            # again (if still free) instead of dropping them.
+            self._put(attrs.evolve(current, inc=""))
+            return True
+        actor_ref = current.actor_ref
+        if isinstance(actor_ref, RemoteActorRef):
+            # Before the drop: a reader who sees the name gone must also see
+            # the remote ref dead.
+            link = actor_ref._link
+            if why == "expired":
+                link.node.lapsed = True
+            elif why in ("stopped", "crashed", "node_stopped"):
+                link.mark_dead()
+        self._drop(current)
+        error = RemoteActorError(record.error) if why == "crashed" else None
+        self._publish(Unregistered(key[0], key[1], actor_ref, UnregisterReason(why, error)))
+        return False
+
+    def _adopt(self, record: Record, seq: int, current: Optional[Claim]) -> None:
         """A claim by this node that the local copy does not know (a write whose
         answer was lost): keep it if its actor lives, else delete it."""
-        actor_ref = self._find_actor(fields["urn"])
-        if actor_ref is not None and fields["inc"] == self._inc:
-            metadata = json.loads(fields["meta"]) if fields.get("meta") else {}
-            claim = self._own_claim(key, actor_ref, metadata, int(fields["tok"]), seq)
+        key = record.key
+        actor_ref = self._find_actor(record.urn)
+        if actor_ref is not None and record.inc == self._inc:
+            claim = self._own_claim(key, actor_ref, record.metadata, record.token, seq)
             self._put(claim)
             self._publish_change(current, claim)
             return
-        orphan = Claim(key[0], key[1], _Urn(fields["urn"]), {}, True, node=self.node_id,
-                       inc=fields["inc"], token=int(fields["tok"]), rev=seq)
-        try:
-            self._delete_in_redis([(orphan, "stopped", "")])
-        except RegistryUnavailableError:
-            self._orphans.append((orphan, "stopped", ""))
+        orphan = Claim(key[0], key[1], _Urn(record.urn), {}, True, node=self.node_id,
+                       inc=record.inc, token=record.token, rev=seq)
+        self._queue_release([(orphan, "stopped", "")])
 
     def _recover(self, state: Any = None) -> None:
         """Take a new lease if ours lapsed, claim again every name of a live
@@ -1143,12 +1781,14 @@ class RedisBackend(LocalTables, Backend):
         if self._closed:
             return
         try:
-            if _text(self._r.get(self._k("node", self.node_id))) != self._inc:
-                if self._inc:
-                    logger.warning("%s: the lease lapsed (paused, or Redis lost it): taking a "
-                                   "new one and claiming our names again", self.node_id)
-                self._take_lease()
-                self.recoveries += 1
+            with self._io():
+                if _text(self._r.get(self._k("node", self.node_id))) != self._inc:
+                    if self._inc:
+                        logger.warning("%s: the lease lapsed (paused, or Redis lost it): "
+                                       "taking a new one and claiming our names again",
+                                       self.node_id)
+                    self._take_lease()
+                    self.recoveries += 1
             if self._orphans:
                 orphans = list(self._orphans)
                 self._delete_in_redis(orphans)
@@ -1162,7 +1802,8 @@ class RedisBackend(LocalTables, Backend):
             self._needs_recover = False
             self._connected = True
         except (redis.RedisError, RegistryUnavailableError) as error:
-            self._note_error(error)
+            if isinstance(error, redis.RedisError):
+                self._note_error(error)
             self._needs_recover = True
 
     def _reclaim(self, todo: list[Claim]) -> None:
@@ -1178,24 +1819,36 @@ class RedisBackend(LocalTables, Backend):
                       self.feed_maxlen],
                 client=pipe,
             )
-        results = pipe.execute(raise_on_error=False)
+        with self._io():
+            results = pipe.execute(raise_on_error=False)
         for entry, result in zip(todo, results):
             if isinstance(result, Exception):
+                self._note_error(result)
                 self._needs_recover = True
                 continue
             tag = _text(result[0])
             key = (entry.namespace, entry.service)
+            kjson = key_json(*key)
+            still = self.get(*key) is entry  # else its actor died during the round trip
             if tag == "ok":
+                self._note_write_ok()
                 seq = int(result[1])
-                self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
-                self._note_own_write(key_json(*key), seq)
+                self._note_own_write(kjson, seq)
+                if still:
+                    self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
+                else:
+                    self._queue_release([(attrs.evolve(entry, token=seq), "stopped", "")])
             elif tag == "held":
-                holder = dict(zip(("node", "inc", "tok", "urn", "cls", "meta", "rev"),
-                                  (_text(v) for v in result[1:])))
-                if holder["node"] == self.node_id:
+                holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
+                if not still:
+                    if holder is not None and holder.node != self.node_id:
+                        self._learn(holder)
+                elif holder is None:
+                    self._lose(entry, None)
+                elif holder.node == self.node_id:
                     self._drop(entry)
-                    continue
-                self._lose(entry, self._remote_claim(key, holder, int(holder["rev"] or 0)))
+                else:
+                    self._lose(entry, self._remote_claim(holder))
             else:
                 self._needs_recover = True
 
@@ -1207,33 +1860,53 @@ class RedisBackend(LocalTables, Backend):
     # -- snapshots -------------------------------------------------------------------------
 
     def _read_snapshot(self) -> _Snapshot:
-        raw = self._snapshot(keys=[self._k("names"), self._k("seq"), self._k("epoch")],
-                             args=[self.prefix])
-        flat = [_text(v) for v in raw[2]]
-        rows = []
-        for i in range(0, len(flat), len(_ROW_FIELDS)):
-            row = dict(zip(_ROW_FIELDS, flat[i:i + len(_ROW_FIELDS)]))
-            key = _checked(row)
-            if key is not None and row["rev"].isdigit():
-                rows.append((key, row))
-        return _Snapshot(int(raw[0]), _text(raw[1]), tuple(rows),
-                         tuple(_text(n) for n in raw[3]))
+        """Every live name record (malformed ones skipped with a warning),
+        with the counter, epoch and stream position they are current at."""
+        writes_before = self._write_count
+        raw = self._snapshot(keys=[self._k("names"), self._k("seq"), self._k("epoch"),
+                                   self._k("events")], args=[self.prefix])
+        flat = raw[2]
+        width = len(_ROW_FIELDS)
+        records = []
+        for i in range(0, len(flat) - width + 1, width):
+            record = _checked(dict(zip(_ROW_FIELDS, flat[i:i + width])), "a name record")
+            if record is not None:
+                records.append(record)
+        return _Snapshot(_counter(raw[0]), _text(raw[1]), tuple(records),
+                         tuple(_text(n) for n in raw[3]), _text(raw[4]) or "0-0",
+                         writes_before)
 
     def _install_snapshot(self, snapshot: _Snapshot) -> None:
         """At start: fill the empty local copy (no server, no listeners yet)."""
-        for key, row in snapshot.rows:
-            if row["node"] != self.node_id:
-                self._put(self._remote_claim(key, row, int(row["rev"])))
+        for record in snapshot.records:
+            if record.node != self.node_id:
+                self._put(self._remote_claim(record))
         self._feed_seq = snapshot.seq
+        self._feed_id = snapshot.feed_id
 
-    def _apply_snapshot(self, snapshot: _Snapshot, state: Any) -> None:
+    def _apply_snapshot(self, snapshot: _Snapshot, lost: bool, state: Any) -> None:
         """Make the local copy equal to ``snapshot`` (server thread): publish
         the differences, report own names taken by others, claim again own
-        names that vanished."""
+        names that vanished.
+
+        ``lost``: Redis lost data (restart without persistence, flush, failover
+        that lost writes): the counter restarted, so every token, revision and
+        own-write guard from before means nothing in the new numbering and is
+        discarded here; only own writes made after the snapshot was read stay
+        protected."""
         self.resyncs += 1
-        self._forget_own_writes(snapshot.seq)
-        protected = {key_from_json(kjson) for kjson in self._own_pending}
-        rows = dict(snapshot.rows)
+        if lost:
+            fresh = {kjson for kjson, w in self._own_writes_at.items()
+                     if w > snapshot.writes_before}
+            self._own_pending = {k: v for k, v in self._own_pending.items() if k in fresh}
+            self._own_writes_at = {k: v for k, v in self._own_writes_at.items() if k in fresh}
+            self._pending_order = collections.deque(
+                (seq, k) for seq, k in self._pending_order if k in fresh)
+            protected = {key_from_json(kjson) for kjson in fresh}
+        else:
+            self._forget_own_writes(snapshot.seq)
+            protected = {key_from_json(kjson) for kjson in self._own_pending}
+        rows = {record.key: record for record in snapshot.records}
         with self._lock:
             local = [entry for services in self._names.values() for entry in services.values()]
         recover = False
@@ -1242,7 +1915,8 @@ class RedisBackend(LocalTables, Backend):
             if key in rows or key in protected:
                 continue
             if entry.node == self.node_id:
-                self._put(attrs.evolve(entry, inc=""))
+                self._put(attrs.evolve(entry, inc="", token=0, rev=0) if lost
+                          else attrs.evolve(entry, inc=""))
                 recover = True
             elif self._drop(entry):
                 self._publish(Unregistered(key[0], key[1], entry.actor_ref,
@@ -1250,35 +1924,50 @@ class RedisBackend(LocalTables, Backend):
         for key, row in rows.items():
             if key in protected:
                 continue
-            current = self.get(*key)
-            rev = int(row["rev"])
-            if row["node"] == self.node_id:
-                if current is not None and current.node == self.node_id and \
-                        current.token == int(row["tok"]):
-                    if current.inc != row["inc"]:
-                        self._put(attrs.evolve(current, inc=row["inc"]))
-                        recover = True
-                    continue
-                self._adopt(key, row, rev, current)
-                continue
-            if current is not None and current.node == row["node"] and \
-                    current.token == int(row["tok"]) and current.rev == rev:
-                continue
-            claim = self._remote_claim(key, row, rev)
-            if current is not None and current.node == self.node_id:
-                self._lose(current, claim)
-                continue
-            self._put(claim)
-            self._publish_change(current, claim)
+            try:
+                recover = self._apply_row(row, lost) or recover
+            except Exception:  # one record must not stop the others
+                logger.exception("%s: could not apply the record of %r; skipped",
+                                 self.node_id, key)
         if recover or self._needs_recover:
             self._recover()
+
+    def _apply_row(self, row: Record, lost: bool) -> bool:
+        """Make one name equal to its snapshot record; True if this node must
+        claim names again."""
+        key = row.key
+        current = self.get(*key)
+        if row.node == self.node_id:
+            if current is not None and current.node == self.node_id and \
+                    current.actor_ref.actor_urn == row.urn and \
+                    (lost or current.token == row.token):
+                if (current.inc, current.token, current.rev) != (row.inc, row.token, row.rev):
+                    self._put(attrs.evolve(current, inc=row.inc, token=row.token, rev=row.rev))
+                return row.inc != self._inc
+            self._adopt(row, row.rev, current)
+            return False
+        if current is not None and (current.node, current.inc, current.token, current.rev,
+                                    current.actor_ref.actor_urn) == \
+                (row.node, row.inc, row.token, row.rev, row.urn):
+            return False  # (the incarnation tells claims apart across a data loss)
+        claim = self._remote_claim(row)
+        if current is not None and current.node == self.node_id:
+            self._lose(current, claim)
+            return False
+        if lost and current is not None and current.node == row.node and \
+                current.actor_ref.actor_urn == row.urn and current.metadata == row.metadata:
+            self._put(claim)  # the same claim, renumbered: no event
+            return False
+        self._put(claim)
+        self._publish_change(current, claim)
+        return False
 
     # -- threads -----------------------------------------------------------------------------
 
     def _lease_loop(self) -> None:
-        """Refresh the lease every ``lease_ttl / 3``; watch other nodes' leases
-        every ``min(lease_ttl / 3, 0.5)`` s; ask the server to recover when
-        needed."""
+        """Refresh the lease every ``lease_ttl / 3`` (and check that Redis
+        accepts writes); watch other nodes' leases every
+        ``min(lease_ttl / 3, 0.5)`` s; ask the server to recover when needed."""
         tick = min(self.lease_ttl / 3, 0.5)
         every = self.lease_ttl / 3
         ttl_ms = int(self.lease_ttl * 1000)
@@ -1288,24 +1977,7 @@ class RedisBackend(LocalTables, Backend):
                 now = time.monotonic()
                 if now >= next_refresh:
                     next_refresh = now + every
-                    ok, epoch, seq = self._refresh(
-                        keys=[self._k("node", self.node_id), self._k("nodeinfo", self.node_id),
-                              self._k("epoch"), self._k("seq")],
-                        args=[self._inc, ttl_ms],
-                    )
-                    if _text(epoch) != self._epoch or int(seq) < self._feed_seq:
-                        # Redis lost data (restart, failover, flush): re-read, re-assert.
-                        self._resync_requested = True
-                        self._needs_recover = True
-                        self._wake_receiver()
-                    elif not ok:
-                        if not self._lapsed:
-                            logger.warning("%s: this node's lease lapsed", self.node_id)
-                        self._lapsed = True
-                        self._needs_recover = True
-                    else:
-                        self._lease_ok_at = now
-                        self._lapsed = False
+                    self._refresh_lease(now, ttl_ms)
                 self._watch_nodes()
                 self._connected = True
             except redis.RedisError as error:
@@ -1317,6 +1989,55 @@ class RedisBackend(LocalTables, Backend):
                 continue
             if self._needs_recover or self._orphans:
                 self._submit_recover()
+
+    def _refresh_lease(self, now: float, ttl_ms: int) -> None:
+        ok, epoch, seq = self._refresh(
+            keys=[self._k("node", self.node_id), self._k("nodeinfo", self.node_id),
+                  self._k("epoch"), self._k("seq")],
+            args=[self._inc, ttl_ms],
+        )
+        counter = _counter(seq)
+        if _text(epoch) != self._epoch or counter < self._feed_seq:
+            # Redis lost data (restart, failover, flush): re-read, re-assert.
+            self._data_lost = True
+            self._resync_requested = True
+            self._needs_recover = True
+            self._wake_receiver()
+            return
+        if not ok:
+            if not self._lapsed:
+                logger.warning("%s: this node's lease lapsed", self.node_id)
+            self._lapsed = True
+            self._needs_recover = True
+            return
+        self._lease_ok_at = now
+        self._lapsed = False
+        # The refresh only extends keys, which Redis allows even when it
+        # refuses writes (at maxmemory, say): probe with a real write.
+        try:
+            self._r.set(self._k("nodeinfo", self.node_id), self._nodeinfo, xx=True, px=ttl_ms)
+        except redis.ResponseError as error:
+            self._note_write_error(error)
+        else:
+            self._note_write_ok()
+        # A feed that does not advance for a while although the counter is
+        # ahead (its reader is stuck behind an entry someone else appended):
+        # re-read everything. Not while a re-read is due or running (the
+        # reader does not advance then, by design).
+        feed_seq = self._feed_seq
+        if counter <= feed_seq or feed_seq != self._stalled_at_seq or \
+                self._resync_requested or self._resyncing:
+            self._stalled_at_seq = feed_seq if counter > feed_seq else -1
+            self._stalled_since = now
+        elif now - self._stalled_since >= self._STALL_S:
+            self._note_feed_problem("the change feed stopped advancing")
+            self._resync_requested = True
+            self._stalled_since = now
+            self._wake_receiver()
+
+    def _note_feed_problem(self, what: str) -> None:
+        self._feed_problem = what
+        self._feed_problem_at = time.monotonic()
 
     def _watch_nodes(self) -> None:
         with self._lock:
@@ -1350,14 +2071,19 @@ class RedisBackend(LocalTables, Backend):
                 if check or self._resync_requested:
                     self._check_and_resync(force=self._resync_requested)
                     check = False
-                reply = self._rx.xread({events_key: f"{self._feed_seq}-0", inbox_key: inbox_id},
+                reply = self._rx.xread({events_key: self._feed_id, inbox_key: inbox_id},
                                        count=1000, block=_BLOCK_MS)
                 backoff = 0.05
             except redis.RedisError as error:
                 if self._stopping.is_set():
                     break
-                self._note_error(error)
                 check = True
+                if isinstance(error, redis.ResponseError):
+                    # the stream key is not a stream (or another refusal): re-read
+                    self._note_feed_problem(f"reading the change feed failed: {error}")
+                    self._resync_requested = True
+                else:
+                    self._note_error(error)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
@@ -1386,30 +2112,51 @@ class RedisBackend(LocalTables, Backend):
             messenger.sweep()
 
     def _take_events(self, entries: Any) -> None:
-        """Check the sequence of feed entries and pass them to the server thread;
-        own writes it has applied already are dropped here (receiver thread)."""
-        batch = []
+        """Check the sequence of feed entries, parse and validate each, and
+        pass the good ones to the server thread; own writes it has applied
+        already are dropped here (receiver thread). A malformed entry is
+        skipped alone, with a warning."""
+        batch: list[tuple[int, Record]] = []
         first = self._feed_seq
         own_pending = self._own_pending
         for entry_id, fields in entries:
-            seq = int(_text(entry_id).split("-", 1)[0])
+            try:
+                seq = _number({"s": fields.get(b"s")}, "s")
+            except ValueError:
+                self._feed_id = entry_id
+                self._note_feed_problem("skipped a change feed entry without a sequence number")
+                logger.warning("%s: ignoring a foreign entry %s in the change feed", self.node_id,
+                               _text(entry_id))
+                continue
             if seq <= self._feed_seq:
+                # Redis lost data (the counter restarted), or a foreign entry:
+                # the check that follows tells which.
+                self._feed_id = entry_id
+                self._suspect = "skipped a change feed entry out of sequence"
+                self._resync_requested = True
                 continue
             if seq != self._feed_seq + 1:
                 logger.info("%s: change feed gap (%d -> %d): re-reading every name",
                             self.node_id, self._feed_seq, seq)
                 self._resync_requested = True
                 break
+            self._feed_id = entry_id
             self._feed_seq = seq
             try:
-                change = json.loads(fields[b"e"])
-                if own_pending.get(change["k"]) == seq:
-                    continue  # our own write, applied when it was made
-            except (KeyError, TypeError, ValueError):
-                change = {}
-            key = _checked(change)
-            if key is not None:
-                batch.append((seq, key, change))
+                raw = json.loads(fields[b"e"])
+            except (KeyError, TypeError, ValueError, RecursionError):
+                raw = None
+            if not isinstance(raw, dict):
+                self._note_feed_problem(f"skipped a malformed change event ({seq})")
+                logger.warning("%s: ignoring a malformed change event %d", self.node_id, seq)
+                continue
+            if own_pending.get(str(raw.get("k"))) == seq:
+                continue  # our own write, applied when it was made
+            record = _checked(raw, "a change event", rev=seq, event=True)
+            if record is None:
+                self._note_feed_problem(f"skipped a malformed change event ({seq})")
+                continue
+            batch.append((seq, record))
         if self._feed_seq == first:
             return
         if batch or len(self._pending_order) > 256:
@@ -1417,22 +2164,58 @@ class RedisBackend(LocalTables, Backend):
 
     def _check_and_resync(self, force: bool) -> None:
         """After an error or a request: re-read everything if Redis lost data
-        (epoch changed, counter went back) or a gap was seen (receiver thread)."""
+        (epoch changed, counter went back) or a gap was seen (receiver thread).
+        Re-reads are rate-limited (``_RESYNC_INTERVAL_S`` apart): a feed that
+        keeps needing them degrades ``health()`` instead of burning CPU."""
         self._resync_requested = False
+        self._resyncing = True
+        try:
+            self._resync(force)
+        finally:
+            self._resyncing = False
+
+    def _resync(self, force: bool) -> None:
+        if force:
+            now = time.monotonic()
+            times = self._resync_times
+            times.append(now)
+            recent = sum(1 for t in times if now - t < 10.0)
+            if recent >= 10:  # a pair after a Redis restart is normal; a stream is not
+                self._note_feed_problem(f"{recent} re-reads of every name in 10 s "
+                                        f"(rate-limited to one per {self._RESYNC_INTERVAL_S} s)")
+            wait = self._last_resync + self._RESYNC_INTERVAL_S - now
+            if wait > 0 and self._stopping.wait(wait):
+                return
+        # Checked after the wait: what Redis holds now is what the snapshot reads.
         epoch = _text(self._r.get(self._k("epoch")))
-        seq = int(self._r.get(self._k("seq")) or 0)
-        if not epoch or epoch != self._epoch or seq < self._feed_seq:
-            self._needs_recover = True
-            force = True
+        seq = _counter(self._r.get(self._k("seq")))
+        lost = self._data_lost or not epoch or epoch != self._epoch or seq < self._feed_seq
+        if self._suspect and not lost:
+            self._note_feed_problem(self._suspect)
+        self._suspect = ""
         self._connected = True
-        if not force:
+        if not (force or lost):
             return
+        if lost:
+            self._needs_recover = True
+        self._data_lost = False
+        self._last_resync = time.monotonic()
         snapshot = self._read_snapshot()
+        lost = lost or snapshot.epoch != epoch or snapshot.seq < seq
         if snapshot.epoch and snapshot.epoch != self._epoch:
             self._epoch = snapshot.epoch
         self._feed_seq = snapshot.seq
-        self._ctx.submit(functools.partial(self._apply_snapshot, snapshot))
+        self._feed_id = snapshot.feed_id
+        self._ctx.submit(functools.partial(self._apply_snapshot, snapshot, lost))
         self._reap_nodes(snapshot.dead_nodes)
+
+
+def _counter(value: Any) -> int:
+    """The value of a counter key (0 if missing or not a number)."""
+    try:
+        return max(0, int(_text(value) or 0))
+    except ValueError:
+        return 0
 
 
 class _Urn:
