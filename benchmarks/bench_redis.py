@@ -127,7 +127,7 @@ def child_main(conn: Any, url: str) -> None:
     global _STAMPS
     _STAMPS = queue.SimpleQueue()
     registry = Registry.start(backend=RedisBackend, backend_opts={
-        "url": url, "prefix": PREFIX, "secret": "bench"})
+        "url": url, "prefix": PREFIX, "secret": "bench-secret-0123456789"})
     echo = Echo.start()
     registry.register("bench", "echo", echo)
 
@@ -232,7 +232,7 @@ def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:
     results: list[h.Result] = []
     client = redis.Redis.from_url(url)
     registry = Registry.start(backend=RedisBackend, backend_opts={
-        "url": url, "prefix": PREFIX, "secret": "bench"})
+        "url": url, "prefix": PREFIX, "secret": "bench-secret-0123456789"})
     single = _single_node_register(registry, rounds)
     conn, child_conn = SPAWN.Pipe()
     child = SPAWN.Process(target=child_main, args=(child_conn, url), daemon=True)

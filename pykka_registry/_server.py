@@ -345,26 +345,35 @@ class RegistryServer(pykka.ThreadingActor):
         self._reap_deaths()
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _ReapDeaths):
-            return self._reap_deaths()
-        if isinstance(message, Call):
-            # Not under the write lock: the function may wait for actors to stop.
-            return message.function(self.state)
         handler = self._handlers.get(type(message))
         if handler is None:
+            if isinstance(message, _ReapDeaths):
+                return self._reap_deaths()
+            if isinstance(message, Call):
+                # Not under the write lock: the function may wait for actors to stop.
+                return message.function(self.state)
             return super().on_receive(message)
-        with self.state.writing():
-            try:
-                return handler(self, message)
-            except RegistryError:
-                raise
-            except BaseException as error:  # user code: a key's __hash__ or __eq__
-                # Never let it reach Pykka raw: a BaseException would make it
-                # stop every actor of the process.
-                raise InvalidKeyError(
-                    f"{type(error).__name__} raised while applying {type(message).__name__} "
-                    "(from a key's __hash__ or __eq__); nothing was written"
-                ) from None
+        # The write lock, taken inline (this is every write's hot path).
+        state = self.state
+        if not state.write_lock.acquire(timeout=state.call_timeout):
+            raise RegistryUnavailableError(
+                f"{state.name}: a backend write did not finish within {state.call_timeout}s"
+            )
+        state._writer = threading.get_ident()
+        try:
+            return handler(self, message)
+        except RegistryError:
+            raise
+        except BaseException as error:  # user code: a key's __hash__ or __eq__
+            # Never let it reach Pykka raw: a BaseException would make it
+            # stop every actor of the process.
+            raise InvalidKeyError(
+                f"{type(error).__name__} raised while applying {type(message).__name__} "
+                "(from a key's __hash__ or __eq__); nothing was written"
+            ) from None
+        finally:
+            state._writer = None
+            state.write_lock.release()
 
     # Each handler runs in the server thread, holding the write lock.
 
