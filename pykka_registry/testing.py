@@ -758,6 +758,19 @@ class RegistryConformance:
             assert ns not in registry.namespaces()
         assert registry.count() == 0
 
+    def test_stop_all_leaves_no_name_behind(self, registry: Registry, ns: Any,
+                                            actors: ActorFactory) -> None:
+        """``pykka.ActorRegistry.stop_all()`` stops every actor of the process,
+        the registry's own server too: every name is gone when it returns."""
+        refs = [actors() for _ in range(3)]
+        for i, ref in enumerate(refs):
+            registry.register(ns, f"s{i}", ref, {"role": "x"})
+        pykka.ActorRegistry.stop_all(block=True, timeout=10)
+        for ref in refs:
+            assert ref.actor_stopped.is_set()
+            assert_no_names_of(registry, ref, [ns], ["s0", "s1", "s2"])
+        assert registry.count(ns) == 0 and registry.list_services(ns) == []
+
     def test_ask_of_a_dead_actor_implies_its_names_are_gone(
         self, registry: Registry, ns: Any, actors: ActorFactory
     ) -> None:
