@@ -329,6 +329,14 @@ class SupervisorActor(pykka.ThreadingActor):
             if child in self.children:
                 self.children.remove(child)
             return None
+        except Exception:
+            raise
+        except BaseException as error:
+            # User code in the supervisor's thread: a BaseException reaching
+            # Pykka would stop every actor of the process. A failed start.
+            raise SupervisorError(
+                f"start() of child {child.spec.id!r} raised {type(error).__name__}"
+            ) from None
         finally:
             _local.supervisor = previous
         handle = None

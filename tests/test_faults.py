@@ -411,3 +411,18 @@ def test_nothing_acknowledged_is_lost_while_the_server_is_killed(actors: Any) ->
         assert registry.stats().server_restarts > 0, "the server was never killed"
         missing = [s for s in acknowledged if registry.lookup(ns, s) is not holder]
         assert missing == [], f"{len(missing)} acknowledged registrations were lost"
+
+
+def test_a_child_start_raising_base_exception_is_a_failed_start() -> None:
+    from pykka_registry import ChildSpec, Supervisor, SupervisorError
+
+    def start() -> Any:
+        raise SystemExit("from a start() callable")
+
+    bystander = Echo.start()
+    try:
+        with pytest.raises(SupervisorError, match="SystemExit"):
+            Supervisor.start([ChildSpec(id="bad", start=start)])
+        assert bystander.is_alive(), "a BaseException in start() stopped every actor"
+    finally:
+        bystander.stop()
