@@ -13,6 +13,10 @@
 
   function $(id) { return document.getElementById(id); }
 
+  function plural(count, noun) {
+    return text(count) + " " + noun + (count === 1 ? "" : "s");
+  }
+
   function el(tag, props, children) {
     const node = document.createElement(tag);
     if (props) {
@@ -61,7 +65,7 @@
         lines.push(el("div", {}, [
           el("span", { cls: reg.status, text: reg.status }),
           el("span", { cls: "kv", text: " \u00b7 " + reg.backend + " \u00b7 " +
-            text(reg.stats.names) + " names \u00b7 up " + duration(reg.uptime_s) }),
+            plural(reg.stats.names, "name") + " \u00b7 up " + duration(reg.uptime_s) }),
         ]));
         lines.push(el("div", { cls: "kv", text: "registered " + text(reg.stats.registrations_total) +
           " \u00b7 released " + text(reg.stats.unregistrations_total) + " \u00b7 deaths " +
@@ -69,8 +73,10 @@
           text(reg.stats.pending_deaths) + " \u00b7 event queue " + text(reg.event_queue) }));
         for (const problem of reg.problems) lines.push(el("div", { cls: "degraded", text: problem }));
         const list = el("ul", { cls: "namespaces" }, reg.namespaces.map(function (ns) {
-          let line = ns.namespace + ": " + ns.names + " names";
-          if (ns.groups !== null) line += ", " + ns.groups + " groups (" + ns.members + " members)";
+          let line = ns.namespace + ": " + plural(ns.names, "name");
+          if (ns.groups !== null) {
+            line += ", " + plural(ns.groups, "group") + " (" + plural(ns.members, "member") + ")";
+          }
           return el("li", { text: line });
         }));
         lines.push(list);
