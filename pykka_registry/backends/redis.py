@@ -91,13 +91,17 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
+    MIN_SECRET_BYTES,
     ActorNotAliveError,
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidSecretError,
+    NotHeldHereError,
     NotRegisteredError,
-    RegistryError,
     RegistryUnavailableError,
+    RemoteActorError,
+    UnsignedMessagesWarning,
 )
 from pykka_registry._events import (
     MetadataUpdated,
@@ -107,14 +111,11 @@ from pykka_registry._events import (
 )
 from pykka_registry._metadata import is_flat
 from pykka_registry._remote import (
-    MIN_SECRET_BYTES,
     WAKE,
     ActorLink,
     Codec,
-    InvalidSecretError,
     Messenger,
     NodeLink,
-    RemoteActorError,
     RemoteActorRef,
     secret_key,
 )
@@ -600,31 +601,6 @@ def safe_url(url: str) -> str:
 
 
 # -- the local copy's entries ----------------------------------------------------------
-
-
-class UnsignedMessagesWarning(UserWarning):
-    """Issued once per process location when a RedisBackend starts without a
-    secret: remote messages are then neither signed nor verified."""
-
-
-class NotHeldHereError(NotRegisteredError):
-    """``update_metadata`` of a name that an actor of another process holds.
-
-    Metadata updates are fenced by the writer's own claim: only the process
-    whose actor holds a name may change its metadata (so a process that lost a
-    name while it was paused cannot overwrite the new holder's metadata).
-    A :class:`NotRegisteredError` (``LookupError``) for callers that catch that."""
-
-    def __init__(self, namespace: Hashable, service: Hashable, node: str = "") -> None:
-        RegistryError.__init__(
-            self, f"{service!r} in namespace {namespace!r} is held by an actor of node "
-            f"{node!r} (another process): only that process may update its metadata")
-        self.namespace = namespace
-        self.service = service
-        self.node = node
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.namespace, self.service, self.node))
 
 
 @attrs.define(frozen=True, eq=False)
