@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 from typing import Any, NoReturn
 
-__all__ = ["REDIS_SCHEMES", "Parser", "fail", "redis_client", "redis_url"]
+__all__ = ["REDIS_SCHEMES", "Parser", "fail", "optional_redis_url", "redis_client", "redis_url"]
 
 #: The URL schemes redis-py connects with.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -33,6 +33,12 @@ def redis_url(text: str) -> str:
             f"{text!r} is not a Redis URL: write redis://HOST:PORT/DB "
             "(rediss:// for TLS, unix:///path/to/socket)")
     return text
+
+
+def optional_redis_url(text: str) -> str:
+    """:func:`redis_url`, or ``""`` (no URL: the caller starts its own server;
+    argparse passes a flag's ``const`` through its ``type`` too)."""
+    return text if text == "" else redis_url(text)
 
 
 def fail(message: str, status: int = 1) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pykka_registry.cli._common import fail, redis_client, redis_url
+from pykka_registry.cli._common import fail, optional_redis_url, redis_client
 
 __all__ = ["register"]
 
@@ -14,7 +14,7 @@ __all__ = ["register"]
 def register(commands: Any) -> None:
     parser = commands.add_parser("demo", help="a short narrated tour")
     parser.add_argument("--backend", choices=["memory", "indexed"], default="memory")
-    parser.add_argument("--redis", metavar="URL", nargs="?", const="", type=redis_url,
+    parser.add_argument("--redis", metavar="URL", nargs="?", const="", type=optional_redis_url,
                         help="run the tour across two processes on this Redis (without a "
                              "URL: on a throwaway redis-server it starts itself)")
     parser.add_argument("--observe", action="store_true",
