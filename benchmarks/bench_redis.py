@@ -15,7 +15,11 @@ loopback port, no persistence).
   blocking ``XREAD`` waking there.
 * remote tell (the call) and ask (round trip) to an actor in a child process,
   vs raw redis-py: XADD to a stream the child follows, and XADD -> XREAD ->
-  LPUSH -> BLPOP; target ask <= 1 ms.
+  LPUSH -> BLPOP; target ask <= 1 ms; and vs a raw two-way list round trip
+  (LPUSH -> BLPOP there -> LPUSH -> BLPOP here): target <= 1.5x.
+* near the wire: ``register`` and ``unregister`` vs the backend's own claim
+  and release scripts run raw by EVALSHA; target <= 1.3x each. The change
+  visible in another process has a second target: <= 1.5x raw XADD -> XREAD.
 
 Run ``python benchmarks/bench_redis.py [--quick]`` (or ``benchmarks/run.py``).
 Cross-process times use ``time.perf_counter_ns`` (CLOCK_MONOTONIC, shared by
@@ -166,8 +170,16 @@ def child_main(conn: Any, url: str) -> None:
             for _stream, entries in reply or ():
                 last = entries[-1][0]
 
+    def raw_list_echo() -> None:  # baseline of "ask": LPUSH there -> BLPOP here -> LPUSH
+        list_client = redis.Redis.from_url(url)
+        while not stop.is_set():
+            popped = list_client.blpop(["raw:requests"], timeout=0.2)
+            if popped is not None:
+                reply_key, _, message = popped[1].partition(b"|")
+                list_client.lpush(reply_key, message)
+
     threads = [threading.Thread(target=raw_waker), threading.Thread(target=raw_echo),
-               threading.Thread(target=raw_follower)]
+               threading.Thread(target=raw_follower), threading.Thread(target=raw_list_echo)]
     for thread in threads:
         thread.start()
     conn.send("ready")
@@ -288,6 +300,9 @@ def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:
         for service in registered:
             registry.unregister("bench", service)
 
+        # -- near the wire: the backend's own scripts run raw by EVALSHA --------
+        results += _wire_rows(registry, client, local, counter, rounds)
+
         # -- lookup of a remote name ---------------------------------------------
         deadline = time.monotonic() + 10
         while registry.lookup("bench", "echo") is None and time.monotonic() < deadline:
@@ -329,7 +344,9 @@ def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:
         ], rounds=rounds // 2)
         r = h.compare(seen["register here -> event there"],
                       seen["raw XADD -> XREAD there (redis-py)"])
-        results += [h.set_target(r, "a few ms on loopback", r.p50 <= 5e-3),
+        ratio = r.p50 / seen["raw XADD -> XREAD there (redis-py)"].p50
+        results += [h.set_target(r, "a few ms on loopback; <= 1.5x raw XADD->XREAD",
+                                 r.p50 <= 5e-3 and ratio <= 1.5),
                     seen["raw XADD -> XREAD there (redis-py)"]]
 
         # -- remote tell and ask ---------------------------------------------------
@@ -355,12 +372,25 @@ def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:
             client.blpop([key], timeout=5)
             return (time.perf_counter_ns() - t0) / 1e9
 
+        def raw_list_ask() -> float:
+            key = f"raw:reply:{next(counter)}"
+            t0 = time.perf_counter_ns()
+            client.lpush("raw:requests", key.encode() + b"|a")
+            client.blpop([key], timeout=5)
+            return (time.perf_counter_ns() - t0) / 1e9
+
+        two_way = "raw LPUSH->BLPOP->LPUSH->BLPOP (redis-py)"
         msg = h.time_samples(SUITE, "remote tell / ask", [
             h.Sampler("RemoteActorRef.tell (call)", tell),
             h.Sampler("raw XADD, stream followed (redis-py)", raw_tell),
             h.Sampler("RemoteActorRef.ask (round trip)", ask),
             h.Sampler("raw XADD->XREAD->LPUSH->BLPOP (redis-py)", raw_ask),
+            h.Sampler(two_way, raw_list_ask),
         ], rounds=rounds)
+        ask_vs_wire = h.compare(_copy(msg["RemoteActorRef.ask (round trip)"]), msg[two_way])
+        ratio = msg["RemoteActorRef.ask (round trip)"].p50 / msg[two_way].p50
+        h.set_target(ask_vs_wire, "<= 1.5x a raw two-way round trip", ratio <= 1.5)
+        results += [ask_vs_wire, msg[two_way]]
         results += [
             h.compare(msg["RemoteActorRef.tell (call)"], msg["raw XADD, stream followed (redis-py)"]),
             msg["raw XADD, stream followed (redis-py)"],
@@ -384,6 +414,89 @@ def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:
         registry.stop()
         client.close()
     return results
+
+
+def _copy(result: h.Result) -> h.Result:
+    """``result`` again, to compare with a second baseline."""
+    import copy
+
+    return copy.copy(result)
+
+
+def _wire_rows(registry: Any, client: Any, actor: Any, counter: Iterator[int],
+               rounds: int) -> list[h.Result]:
+    """``register`` and ``unregister`` vs the backend's own claim and release
+    scripts run raw by EVALSHA (same keys and arguments shape, a node of the
+    raw prefix with a lease that does not expire, a stream the child follows
+    as it follows the registry's feed)."""
+    from pykka_registry.backends.redis._schema import Layout, key_json
+    from pykka_registry.backends.redis._scripts import Scripts
+
+    scripts = Scripts(client)
+    raw = Layout("raw")
+    client.set(raw.node("n"), "inc")
+    cls = actor.actor_class.__qualname__
+    tokens: dict[str, int] = {}
+
+    def raw_claim_keys(kjson: str) -> list[str]:
+        return [raw.name(kjson), raw.names, raw.key("events"), raw.key("seq"),
+                raw.node("n"), raw.key("held", "n")]
+
+    def raw_claim_once(kjson: str) -> Any:
+        return scripts.claim(keys=raw_claim_keys(kjson),
+                             args=["raw", "n", "inc", actor.actor_urn, cls, '{"k":1}', kjson,
+                                   "", 10_000])
+
+    def raw_claim() -> float:
+        kjson = key_json("bench", f"w{next(counter)}")
+        t0 = time.perf_counter_ns()
+        result = raw_claim_once(kjson)
+        elapsed = (time.perf_counter_ns() - t0) / 1e9
+        tokens[kjson] = int(result[1])
+        return elapsed
+
+    def raw_release() -> float:
+        kjson = key_json("bench", f"w{next(counter)}")
+        token = int(raw_claim_once(kjson)[1])
+        t0 = time.perf_counter_ns()
+        scripts.release(keys=[raw.names, raw.key("events"), raw.key("seq"), raw.name(kjson)],
+                        args=["raw", 10_000, 1, kjson, token, "n", "unregistered", ""])
+        return (time.perf_counter_ns() - t0) / 1e9
+
+    names: list[str] = []
+
+    def register() -> float:
+        name = f"wire{next(counter)}"
+        t0 = time.perf_counter_ns()
+        registry.register("bench", name, actor, {"k": 1})
+        elapsed = (time.perf_counter_ns() - t0) / 1e9
+        names.append(name)
+        return elapsed
+
+    def unregister() -> float:
+        name = f"wire{next(counter)}"
+        registry.register("bench", name, actor, {"k": 1})
+        t0 = time.perf_counter_ns()
+        registry.unregister("bench", name)
+        return (time.perf_counter_ns() - t0) / 1e9
+
+    claim_raw = "claim script by EVALSHA (raw redis-py)"
+    release_raw = "release script by EVALSHA (raw redis-py)"
+    timed = h.time_samples(SUITE, "near the wire", [
+        h.Sampler("registry.register", register),
+        h.Sampler(claim_raw, raw_claim),
+        h.Sampler("registry.unregister", unregister),
+        h.Sampler(release_raw, raw_release),
+    ], rounds=rounds)
+    for name in names:
+        registry.unregister("bench", name)
+    out = []
+    for mine, base in (("registry.register", claim_raw), ("registry.unregister", release_raw)):
+        ratio = timed[mine].p50 / timed[base].p50
+        out.append(h.set_target(h.compare(timed[mine], timed[base]),
+                                "<= 1.3x its raw script", ratio <= 1.3))
+        out.append(timed[base])
+    return out
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pykka_registry._errors import (
     RegistryError,
     RegistryTimeoutError,
     RegistryUnavailableError,
+    RemoteActorError,
+    RemoteTimeoutError,
     UnknownBackendError,
 )
 from pykka_registry._events import (
@@ -33,7 +35,7 @@ from pykka_registry._events import (
 from pykka_registry._keys import test_namespace
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 from pykka_registry._registry import Registry
-from pykka_registry._remote import RemoteActorError, RemoteActorRef, RemoteTimeoutError
+from pykka_registry._remote import RemoteActorRef
 from pykka_registry._server import RegistryServer
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._supervisor import (

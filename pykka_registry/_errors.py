@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+import pykka
+
 __all__ = [
+    "MIN_SECRET_BYTES",
     "ActorNotAliveError",
     "AlreadyRegisteredError",
     "DuplicateServiceError",
@@ -23,12 +26,17 @@ __all__ = [
     "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
+    "InvalidSecretError",
     "InvalidTimeoutError",
+    "NotHeldHereError",
     "NotRegisteredError",
     "RegistryError",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
+    "RemoteActorError",
+    "RemoteTimeoutError",
     "UnknownBackendError",
+    "UnsignedMessagesWarning",
 ]
 
 
@@ -155,3 +163,54 @@ class RegistryTimeoutError(RegistryError, TimeoutError):
 class UnknownBackendError(RegistryError, ValueError):
     """A backend given by name (``Registry.start(backend="...")``) is not known,
     or its entry point cannot be loaded. The message lists the known names."""
+
+
+# -- messages between processes (the Redis backend) -------------------------------
+
+
+class RemoteTimeoutError(RegistryTimeoutError, pykka.Timeout):
+    """A remote ``ask`` got no answer by its deadline. The message may or may
+    not have been handled. Also a :class:`pykka.Timeout` and a ``TimeoutError``."""
+
+
+class RemoteActorError(RegistryError):
+    """Stands for an exception raised by a remote actor that could not be
+    pickled back; its message is the original's ``repr``."""
+
+
+#: The shortest secret accepted, in bytes (a ``str`` counts in UTF-8): an
+#: HMAC key much shorter than its 32-byte output is guessable.
+MIN_SECRET_BYTES = 16
+
+
+class InvalidSecretError(RegistryError, ValueError):
+    """A ``secret`` that is not ``str``/``bytes``, or shorter than
+    :data:`MIN_SECRET_BYTES` bytes (an empty secret included). Raised when the
+    registry starts; nothing is started. Also a ``ValueError``."""
+
+
+class NotHeldHereError(NotRegisteredError):
+    """``update_metadata`` of a name that an actor of another process holds.
+
+    Metadata updates are fenced by the writer's own claim: only the process
+    whose actor holds a name may change its metadata (so a process that lost a
+    name while it was paused cannot overwrite the new holder's metadata).
+    A :class:`NotRegisteredError` (``LookupError``) for callers that catch that."""
+
+    def __init__(self, namespace: Hashable, service: Hashable, node: str = "") -> None:
+        RegistryError.__init__(
+            self, f"{service!r} in namespace {namespace!r} is held by an actor of "
+            f"node {node!r} (another process): only that process may update its "
+            "metadata")
+        self.namespace = namespace
+        self.service = service
+        self.node = node
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.namespace, self.service, self.node))
+
+
+class UnsignedMessagesWarning(UserWarning):
+    """Issued once per process location when a RedisBackend starts without a
+    secret: remote messages are then neither signed nor verified. A warning,
+    not an error: the registry works, unsigned."""

@@ -22,29 +22,26 @@ Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from typing import Any, Callable, Optional, TextIO
 
-__all__ = ["list_names", "main"]
+__all__ = ["format_table", "list_names", "main", "parse_namespace"]
 
 logger = logging.getLogger("pykka_registry.redis")
 
-_FIELDS = ("k", "node", "inc", "tok", "rev", "urn", "cls", "meta")
-
-
-def _parse_namespace(text: str) -> Any:
+def parse_namespace(text: str) -> Any:
+    """A ``--namespace`` value: JSON for an int or a tuple, else the text."""
     try:
         value = json.loads(text)
     except ValueError:
         return text
     if isinstance(value, bool) or not isinstance(value, (int, list)):
         return text
-    from pykka_registry.backends.redis import _untuple
+    from pykka_registry.backends.redis._schema import untuple
 
-    return _untuple(value)
+    return untuple(value)
 
 
 def list_names(client: Any, prefix: str, namespace: Any = None,
@@ -54,40 +51,41 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
 
     A record that cannot be read is skipped and reported to ``warn`` (default:
     a warning on the ``pykka_registry.redis`` logger)."""
-    from pykka_registry.backends.redis import parse_record
+    from pykka_registry.backends.redis._schema import ROW_FIELDS, Layout, parse_record, text
 
+    layout = Layout(prefix)
     report = warn or (lambda message: logger.warning("%s", message))
-    name_keys = sorted(client.smembers(f"{prefix}:names"))
+    name_keys = sorted(client.smembers(layout.names))
     pipe = client.pipeline(transaction=False)
     for name_key in name_keys:
-        pipe.hmget(name_key, *_FIELDS)
+        pipe.hmget(name_key, *ROW_FIELDS)
     records = []
     for name_key, row in zip(name_keys, pipe.execute(raise_on_error=False)):
-        where = _text(name_key)
+        where = text(name_key)
         if isinstance(row, Exception):
             report(f"skipped {where!r}: {row}")
             continue
         if row[0] is None:
             continue  # deleted meanwhile
         try:
-            record = parse_record(dict(zip(_FIELDS, row)))
+            record = parse_record(dict(zip(ROW_FIELDS, row)))
         except (ValueError, TypeError, UnicodeDecodeError) as error:
             report(f"skipped the malformed record {where!r}: {error}")
             continue
-        if where != f"{prefix}:name:{record.kjson}":
+        if where != layout.name(record.kjson):
             report(f"skipped {where!r}: its name {record.kjson!r} belongs under another key")
             continue
         records.append(record)
     nodes = sorted({r.node for r in records})
     pipe = client.pipeline(transaction=False)
     for node in nodes:
-        pipe.get(f"{prefix}:node:{node}")
-        pipe.pttl(f"{prefix}:node:{node}")
-        pipe.get(f"{prefix}:nodeinfo:{node}")
+        pipe.get(layout.node(node))
+        pipe.pttl(layout.node(node))
+        pipe.get(layout.nodeinfo(node))
     answers = pipe.execute()
     leases: dict[str, tuple[str, Optional[float]]] = {}
     for i, node in enumerate(nodes):
-        inc, pttl, info = _text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        inc, pttl, info = text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
         age: Optional[float] = None
         try:
             ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None
@@ -116,12 +114,6 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
     return rows
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
 def _cell(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -147,44 +139,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
     """Run ``ls`` with the arguments after ``ls`` (a leading ``"ls"`` is ignored)."""
-    out = out or sys.stdout
+    from pykka_registry.cli._common import Parser
+    from pykka_registry.cli._ls import add_arguments, run
+
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["ls"]:
         args_list = args_list[1:]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m pykka_registry ls",
         description="List every name held through a Redis server.",
     )
-    parser.add_argument("--redis", metavar="URL", required=True,
-                        help="redis-py URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)")
-    parser.add_argument("--prefix", default="pykka_registry",
-                        help="key prefix the registries use (default: %(default)s)")
-    parser.add_argument("--namespace", metavar="NS",
-                        help="only this namespace (a string; JSON for an int or a tuple)")
-    parser.add_argument("--json", action="store_true", help="print one JSON array")
+    add_arguments(parser)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    try:
-        import redis  # an optional dependency
-    except ImportError:
-        print("ls needs redis-py: pip install 'pykka-registry[redis]'", file=sys.stderr)
-        return 1
-    namespace = None if args.namespace is None else _parse_namespace(args.namespace)
-    try:
-        client = redis.Redis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            rows = list_names(client, args.prefix, namespace,
-                              warn=lambda message: print(f"ls: warning: {message}",
-                                                         file=sys.stderr))
-        finally:
-            client.close()
-    except redis.RedisError as error:
-        print(f"cannot read Redis at {args.redis}: {error}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False), file=out)
-    else:
-        print(format_table(rows), file=out)
-    return 0
+    return run(args, out)

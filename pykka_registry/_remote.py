@@ -70,7 +70,13 @@ from typing import Any, Callable, Optional, Union
 import attrs
 import pykka
 
-from pykka_registry._errors import RegistryError, RegistryTimeoutError, RegistryUnavailableError
+from pykka_registry._errors import (
+    MIN_SECRET_BYTES,
+    InvalidSecretError,
+    RegistryUnavailableError,
+    RemoteActorError,
+    RemoteTimeoutError,
+)
 
 
 def _pykka_internals() -> tuple[Any, Any]:
@@ -108,27 +114,7 @@ _PREFIX_LEN = len(MAGIC) + _SIG_LEN
 TELL, ASK, STOP, REPLY, ERROR, WAKE = "tell", "ask", "stop", "reply", "error", "wake"
 
 
-class RemoteTimeoutError(RegistryTimeoutError, pykka.Timeout):
-    """A remote ``ask`` got no answer by its deadline. The message may or may
-    not have been handled. Also a :class:`pykka.Timeout` and a ``TimeoutError``."""
-
-
-class RemoteActorError(Exception):
-    """Stands for an exception raised by a remote actor that could not be
-    pickled back; its message is the original's ``repr``."""
-
-
 # -- signing -------------------------------------------------------------------------
-
-#: The shortest secret accepted, in bytes (a ``str`` counts in UTF-8): an
-#: HMAC key much shorter than its 32-byte output is guessable.
-MIN_SECRET_BYTES = 16
-
-
-class InvalidSecretError(RegistryError, ValueError):
-    """A ``secret`` that is not ``str``/``bytes``, or shorter than
-    :data:`MIN_SECRET_BYTES` bytes (an empty secret included). Raised when the
-    registry starts; nothing is started. Also a ``ValueError``."""
 
 
 def secret_key(secret: Any) -> Optional[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -78,3 +79,56 @@ def test_bench_quick_promises_no_time_it_cannot_keep() -> None:
     assert result.returncode == 0
     assert "--quick" in result.stdout
     assert "30" not in result.stdout
+
+
+def _dead_url() -> str:
+    """A Redis URL on a loopback port nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["ls", "demo", "observe"])
+def test_a_url_without_a_scheme_is_a_one_line_usage_error(command: str) -> None:
+    result = run(command, "--redis", "127.0.0.1:6379")
+    assert result.returncode == 2
+    line = _one_line(result.stderr)
+    assert "is not a Redis URL" in line and "redis://HOST:PORT/DB" in line
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["ls", "demo", "observe"])
+def test_a_dead_server_is_one_line_and_exit_1(command: str) -> None:
+    url = _dead_url()
+    result = run(command, "--redis", url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = _one_line(result.stderr)
+    assert url in line and "Redis" in line
+    assert "pykka-registry demo across" not in result.stdout
+
+
+@pytest.mark.parametrize("args", [("demo", "--bogus"), ("ls",), ("nosuch",),
+                                  ("demo", "--pause", "3"), ("observe", "--port", "x")])
+def test_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert _one_line(result.stderr).startswith("python -m pykka_registry")
+
+
+def test_each_subcommand_registers_its_own_parser() -> None:
+    from pykka_registry.cli import build_parser
+
+    parser = build_parser()
+    actions = [a for a in parser._actions if a.dest == "command"]
+    assert set(actions[0].choices) == {"demo", "ls", "bench", "observe"}
+    for name in ("ls", "observe"):
+        sub = actions[0].choices[name]
+        assert "--redis" in sub.format_help() and "--prefix" in sub.format_help()

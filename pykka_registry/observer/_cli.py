@@ -15,13 +15,12 @@ be bound, 2 on bad usage.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 from typing import Any, Optional, TextIO
 
-__all__ = ["main", "wait_for_interrupt"]
+__all__ = ["main", "serve_args", "wait_for_interrupt"]
 
 
 def wait_for_interrupt() -> None:
@@ -38,50 +37,50 @@ def wait_for_interrupt() -> None:
 
 
 def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
-    """Run ``observe`` with the arguments after ``observe``."""
-    out = out or sys.stdout
+    """Run ``observe`` with the arguments after ``observe`` (a leading
+    ``"observe"`` is ignored)."""
+    from pykka_registry.cli._common import Parser
+    from pykka_registry.cli._observe import add_arguments
+
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["observe"]:
         args_list = args_list[1:]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m pykka_registry observe",
         description="A live web page and metrics for every node and name on a Redis prefix "
                     "(read-only: joins nothing).",
     )
-    parser.add_argument("--redis", metavar="URL", required=True,
-                        help="redis-py URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)")
-    parser.add_argument("--prefix", default="pykka_registry",
-                        help="key prefix the registries use (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: %(default)s; any other needs a "
-                             "token, generated if not given)")
-    parser.add_argument("--port", type=int, default=0,
-                        help="port to listen on (default: a free one)")
-    parser.add_argument("--token", help="require this token (?token= or a Bearer header)")
+    add_arguments(parser)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    return serve_args(args, out)
+
+
+def serve_args(args: Any, out: Optional[TextIO] = None) -> int:
+    """Serve as the parsed ``observe`` arguments ``args`` say, until Ctrl-C."""
+    from pykka_registry.cli._common import fail
+
+    out = out or sys.stdout
     try:
         import redis  # an optional dependency
     except ImportError:
-        print("observe needs redis-py: pip install 'pykka-registry[redis]'", file=sys.stderr)
-        return 1
-    from pykka_registry.backends.redis import safe_url
+        return fail("observe needs redis-py: pip install 'pykka-registry[redis]'")
+    from pykka_registry.backends.redis._schema import safe_url
     from pykka_registry.observer import serve
 
     try:
         client: Any = redis.Redis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=5)
         client.ping()
     except (redis.RedisError, ValueError) as error:
-        print(f"cannot read Redis at {safe_url(args.redis)}: {error}", file=sys.stderr)
-        return 1
+        return fail(f"cannot read Redis at {safe_url(args.redis)}: {error}")
     try:
         observer = serve(None, host=args.host, port=args.port, token=args.token)
     except (OSError, ValueError) as error:
         client.close()
-        print(f"cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 1 if isinstance(error, OSError) else 2
+        return fail(f"cannot serve on {args.host}:{args.port}: {error}",
+                    1 if isinstance(error, OSError) else 2)
     try:
         observer.add_redis(client, args.prefix, safe_url(args.redis))
         print(f"observing prefix {args.prefix!r} on {safe_url(args.redis)}", file=out)

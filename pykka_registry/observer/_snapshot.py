@@ -116,13 +116,16 @@ class ClusterSource:
                 "rows": rows}
 
     def _nodes(self) -> list[dict[str, Any]]:
-        pattern = f"{_glob_escape(self.prefix)}:node:*"
-        start = len(self.prefix) + len(":node:")
+        from pykka_registry.backends.redis._schema import Layout
+
+        layout = Layout(self.prefix)
+        pattern = _glob_escape(layout.node("")) + "*"
+        start = len(layout.node(""))
         ids = sorted({_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)})
         pipe = self.client.pipeline(transaction=False)
         for node in ids:
-            pipe.pttl(f"{self.prefix}:node:{node}")
-            pipe.get(f"{self.prefix}:nodeinfo:{node}")
+            pipe.pttl(layout.node(node))
+            pipe.get(layout.nodeinfo(node))
         answers = pipe.execute()
         nodes = []
         for i, node in enumerate(ids):

@@ -81,7 +81,6 @@ import os
 import socket
 import threading
 import time
-import urllib.parse
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
@@ -91,13 +90,17 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
+    MIN_SECRET_BYTES,
     ActorNotAliveError,
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidSecretError,
+    NotHeldHereError,
     NotRegisteredError,
-    RegistryError,
     RegistryUnavailableError,
+    RemoteActorError,
+    UnsignedMessagesWarning,
 )
 from pykka_registry._events import (
     MetadataUpdated,
@@ -107,19 +110,38 @@ from pykka_registry._events import (
 )
 from pykka_registry._metadata import is_flat
 from pykka_registry._remote import (
-    MIN_SECRET_BYTES,
     WAKE,
     ActorLink,
     Codec,
-    InvalidSecretError,
     Messenger,
     NodeLink,
-    RemoteActorError,
     RemoteActorRef,
     secret_key,
 )
 from pykka_registry.backends.base import Backend, BackendContext, Entry
 from pykka_registry.backends.memory import LocalTables
+from pykka_registry.backends.redis._schema import (
+    MAX_KEY_DEPTH,
+    MAX_METADATA_DEPTH,
+    Key,
+    Layout,
+    Record,
+    key_from_json,
+    key_json,
+    safe_url,
+)
+from pykka_registry.backends.redis._schema import ROW_FIELDS as _ROW_FIELDS
+from pykka_registry.backends.redis._schema import brief as _brief
+from pykka_registry.backends.redis._schema import checked as _checked
+from pykka_registry.backends.redis._schema import counter as _counter
+from pykka_registry.backends.redis._schema import dumps as _dumps
+from pykka_registry.backends.redis._schema import holder as _holder
+from pykka_registry.backends.redis._schema import json_object as _json_object
+from pykka_registry.backends.redis._schema import key_problem as _key_problem
+from pykka_registry.backends.redis._schema import number as _number
+from pykka_registry.backends.redis._schema import parse_record as parse_record
+from pykka_registry.backends.redis._schema import text as _text
+from pykka_registry.backends.redis._scripts import Scripts
 
 try:
     import redis
@@ -131,6 +153,8 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
     ) from _error
 
 __all__ = [
+    "MAX_KEY_DEPTH",
+    "MAX_METADATA_DEPTH",
     "MIN_SECRET_BYTES",
     "InvalidSecretError",
     "NotHeldHereError",
@@ -146,485 +170,9 @@ _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
 _BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
 _REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
 
-Key = tuple[Hashable, Hashable]
-
-# -- Lua ---------------------------------------------------------------------------
-# Key layout (P = prefix): P:epoch, P:seq, P:events, P:names (set of name keys),
-# P:nodes (set of node ids that took a lease), P:name:<json [ns, svc]> (hash),
-# P:node:<id> (lease: value = incarnation), P:nodeinfo:<id> (JSON),
-# P:held:<id> (set of the node's name keys), P:inbox:<id>.
-#
-# Every change increments P:seq and is appended to P:events with two fields:
-# "s", the new value of P:seq, and "e", the change as JSON (one field keeps
-# parsing cheap). A reader sees a gap as a jump in "s". The stream ids are
-# assigned by Redis ("*"), never derived from the counter: an entry someone
-# else appended with an id far in the future cannot make later appends fail
-# (if the stream's ids are exhausted, or the key is not a stream, the script
-# replaces the stream: readers then see a gap and re-read everything).
-# A claim's fencing token is the sequence number of its event.
-
-_FEED = """
-local function feed(stream, maxlen, seq, event)
-  local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
-  if type(ok) == 'table' and ok.err then
-    if string.find(ok.err, 'OOM', 1, true) then error(ok) end
-    redis.call('DEL', stream)
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
-  end
-end
-"""
-
-# KEYS: name hash, P:names, P:events, P:seq, own lease, own held set.
-# ARGV: prefix, node id, incarnation, urn, actor class, metadata JSON, name
-#       JSON, replace token ('' = none), feed maxlen.
-# Returns {'ok', token} | {'nolease'} |
-#         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
-_CLAIM = _FEED + """
-if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
-local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
-if cur.err then  -- not a hash: not a claim either; replace it
-  redis.call('DEL', KEYS[1])
-  cur = {}
-end
-if cur[1] then
-  local mine = cur[1] == ARGV[2]
-  if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
-    if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
-      return {'held', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
-              cur[6] or '', cur[7] or ''}
-    end
-  end
-end
-local seq = redis.call('INCR', KEYS[4])
-feed(KEYS[3], ARGV[9], seq, cjson.encode({
-  op = 'set', k = ARGV[7], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[4],
-  cls = ARGV[5], meta = ARGV[6]}))
-if cur[1] and cur[1] ~= ARGV[2] then redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1]) end
-redis.call('HSET', KEYS[1], 'k', ARGV[7], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
-  'rev', seq, 'urn', ARGV[4], 'cls', ARGV[5], 'meta', ARGV[6])
-redis.call('SADD', KEYS[2], KEYS[1])
-redis.call('SADD', KEYS[6], KEYS[1])
-return {'ok', seq}
-"""
-
-# A batch of claims, all or nothing (register_many).
-# KEYS: P:names, P:events, P:seq, own lease, own held set, then the N name hashes.
-# ARGV: prefix, node id, incarnation, feed maxlen, N, then 5 per name: urn,
-#       actor class, metadata JSON, name JSON, replace token ('' = none).
-# Returns {'ok', token 1, ..., token N} | {'nolease'} |
-#         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
-#         holder; nothing was written).
-_CLAIM_MANY = _FEED + """
-if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
-local n = tonumber(ARGV[5])
-local holders = {}
-for i = 1, n do
-  local a = 5 + (i - 1) * 5
-  local key = KEYS[5 + i]
-  local cur = redis.pcall('HMGET', key, 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
-  if cur.err then
-    cur = {}
-  end
-  if cur[1] then
-    local mine = cur[1] == ARGV[2]
-    if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
-      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
-        return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
-                cur[6] or '', cur[7] or ''}
-      end
-    end
-  end
-  holders[i] = cur[1]
-end
-local tokens = {'ok'}
-for i = 1, n do
-  local a = 5 + (i - 1) * 5
-  local key = KEYS[5 + i]
-  local seq = redis.call('INCR', KEYS[3])
-  feed(KEYS[2], ARGV[4], seq, cjson.encode({
-    op = 'set', k = ARGV[a + 4], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[a + 1],
-    cls = ARGV[a + 2], meta = ARGV[a + 3]}))
-  if holders[i] == nil and redis.call('TYPE', key)['ok'] ~= 'hash' then
-    redis.call('DEL', key)  -- not a claim: replaced
-  end
-  if holders[i] and holders[i] ~= ARGV[2] then
-    redis.call('SREM', ARGV[1] .. ':held:' .. holders[i], key)
-  end
-  redis.call('HSET', key, 'k', ARGV[a + 4], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
-    'rev', seq, 'urn', ARGV[a + 1], 'cls', ARGV[a + 2], 'meta', ARGV[a + 3])
-  redis.call('SADD', KEYS[1], key)
-  redis.call('SADD', KEYS[5], key)
-  tokens[#tokens + 1] = seq
-end
-return tokens
-"""
-
-# A batch of fenced deletes (unregister, unregister_many, clear_namespace,
-# releases after deaths): each name goes only if it still carries the token
-# and node given.
-# KEYS: P:names, P:events, P:seq, then the N name hashes.
-# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
-#       error text.
-# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
-_RELEASE = _FEED + """
-local n = tonumber(ARGV[3])
-local out = {}
-for i = 1, n do
-  local a = 3 + (i - 1) * 5
-  local key = KEYS[3 + i]
-  local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
-  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
-    out[i] = 0
-  else
-    local seq = redis.call('INCR', KEYS[3])
-    feed(KEYS[2], ARGV[2], seq, cjson.encode({
-      op = 'del', k = ARGV[a + 1], node = cur[1], inc = cur[4] or '', tok = cur[2],
-      urn = cur[3] or '', why = ARGV[a + 4], err = ARGV[a + 5]}))
-    redis.call('DEL', key)
-    redis.call('SREM', KEYS[1], key)
-    redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], key)
-    out[i] = seq
-  end
-end
-return out
-"""
-
-# KEYS: name hash, P:events, P:seq.
-# ARGV: prefix, token, metadata JSON, feed maxlen, name JSON, node id, incarnation.
-# Fenced by the writer's own claim: the name must carry this node's token, and
-# the claim's incarnation must be this node's live lease.
-# Returns {'ok', seq} | {'gone'} | {'lapsed'} |
-#         {'moved', node, inc, tok, urn, cls, meta, rev}.
-_UPDATE = _FEED + """
-local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
-if cur.err or not cur[1] then return {'gone'} end
-if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
-  return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
-          cur[6] or '', cur[7] or ''}
-end
-if cur[2] ~= ARGV[7] or redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
-  return {'lapsed'}
-end
-local seq = redis.call('INCR', KEYS[3])
-feed(KEYS[2], ARGV[4], seq, cjson.encode({
-  op = 'upd', k = ARGV[5], node = cur[1], inc = cur[2], tok = cur[3], urn = cur[4] or '',
-  cls = cur[5] or '', meta = ARGV[3]}))
-redis.call('HSET', KEYS[1], 'meta', ARGV[3], 'rev', seq)
-return {'ok', seq}
-"""
-
-# KEYS: own lease, own nodeinfo, P:epoch, P:nodes.
-# ARGV: incarnation, ttl ms, nodeinfo JSON, a new epoch (used if none), '1' =
-#       refuse if the lease exists, node id.
-# Returns {'ok', epoch} | {'taken'}.
-_ACQUIRE = """
-if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {'taken'} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[4], 'NX')
-redis.call('SADD', KEYS[4], ARGV[6])
-return {'ok', redis.call('GET', KEYS[3])}
-"""
-
-# KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
-# Returns {1 if refreshed else 0, epoch, seq}.
-_REFRESH = """
-local ok = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  ok = 1
-end
-return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
-"""
-
-# KEYS: the node's lease, its held set, P:names, P:events, P:seq, P:nodes.
-# ARGV: node id, feed maxlen, why.
-# Deletes every name of the node whose claim is not of its live incarnation
-# (one 'del' event each). A record that is not a hash is dropped from the sets.
-# Returns how many names were deleted.
-_REAP = _FEED + """
-local live = redis.call('GET', KEYS[1])
-local n = 0
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local h = redis.pcall('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
-  if type(h) ~= 'table' or h.err or h[1] ~= ARGV[1] then
-    redis.call('SREM', KEYS[2], nk)
-  elseif h[2] ~= live then
-    local seq = redis.call('INCR', KEYS[5])
-    feed(KEYS[4], ARGV[2], seq, cjson.encode({
-      op = 'del', k = h[4] or '', node = h[1], inc = h[2] or '', tok = h[3] or '',
-      urn = h[5] or '', why = ARGV[3], err = ''}))
-    redis.call('DEL', nk)
-    redis.call('SREM', KEYS[3], nk)
-    redis.call('SREM', KEYS[2], nk)
-    n = n + 1
-  end
-end
-if not live then
-  redis.call('SREM', KEYS[6], ARGV[1])
-  redis.call('DEL', ARGV[4] .. ':nodeinfo:' .. ARGV[1])
-end
-return n
-"""
-
-# KEYS: P:names, P:seq, P:epoch, P:events.  ARGV: prefix.
-# Returns {seq, epoch, rows (8 fields per name of a live claim), nodes whose
-# claims are not live, the stream's last id}. Records that are not hashes or
-# lack a holder are skipped here; the reader validates the rest.
-_SNAPSHOT = """
-local rows = {}
-local leases = {}
-local dead = {}
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local h = redis.pcall('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
-  if type(h) == 'table' and not h.err and h[1] and h[2] and h[3] and
-      nk == ARGV[1] .. ':name:' .. h[1] then
-    local lease = leases[h[2]]
-    if lease == nil then
-      lease = redis.call('GET', ARGV[1] .. ':node:' .. h[2]) or ''
-      leases[h[2]] = lease
-    end
-    if lease == h[3] then
-      for i = 1, 8 do rows[#rows + 1] = h[i] or '' end
-    else
-      dead[h[2]] = true
-    end
-  end
-end
-local nodes = {}
-for node, _ in pairs(dead) do nodes[#nodes + 1] = node end
-local top = '0-0'
-if redis.call('TYPE', KEYS[4])['ok'] == 'stream' then
-  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-  if last[1] then top = last[1][1] end
-end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
-"""
-
-# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch.  ARGV: prefix, node id.
-# A node leaves: if no other node holds a live lease, every key of the prefix
-# that outlives its nodes goes too (the prefix is left empty).
-# Returns 1 if the prefix was cleared, else 0.
-_LEAVE = """
-redis.call('SREM', KEYS[1], ARGV[2])
-local others = redis.call('SMEMBERS', KEYS[1])
-for _, n in ipairs(others) do
-  if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
-end
-for _, n in ipairs(others) do
-  redis.call('DEL', ARGV[1] .. ':held:' .. n, ARGV[1] .. ':nodeinfo:' .. n,
-             ARGV[1] .. ':inbox:' .. n)
-end
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', nk) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return 1
-"""
-
-# KEYS: target lease, target inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.
-_SEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
 _EMPTY: dict[Hashable, Any] = {}  # never written
-_ROW_FIELDS = ("k", "node", "inc", "tok", "rev", "urn", "cls", "meta")
-
-
-# -- keys and metadata ---------------------------------------------------------------
-
-#: Keys: tuples nest at most this deep; ints fit in 64 bits (JSON readers in
-#: other languages read 64-bit integers); strings are valid Unicode (no lone
-#: surrogates: they cannot be written as UTF-8).
-MAX_KEY_DEPTH = 16
-#: Metadata: containers nest at most this deep (a self-referencing value is
-#: refused with the same error); strings are valid Unicode; ints have at most
-#: 4300 digits (Python's own limit for int-to-text conversion).
-MAX_METADATA_DEPTH = 64
-_INT64 = 1 << 63
-_MAX_INT_BITS = 14_000  # about 4,200 digits: Python prints ints up to 4,300 digits
-
-
-def _brief(value: Any) -> str:
-    """A short repr for an error message, that cannot itself fail."""
-    try:
-        text = repr(value)
-    except Exception:  # a hostile __repr__, a 5,000-digit int...
-        return f"<a {type(value).__name__}>"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _key_problem(part: Any, depth: int = 0) -> str:
-    """Why ``part`` cannot be a key part ("" if it can)."""
-    kind = type(part)
-    if kind is str:
-        return "" if _encodable(part) else "a str that is not valid Unicode (lone surrogate)"
-    if kind is int:
-        return "" if -_INT64 <= part < _INT64 else "an int outside the 64-bit range"
-    if kind is tuple:
-        if depth >= MAX_KEY_DEPTH:
-            return f"a tuple nested deeper than {MAX_KEY_DEPTH}"
-        for item in part:
-            problem = _key_problem(item, depth + 1)
-            if problem:
-                return problem
-        return ""
-    if isinstance(part, str):  # a str subclass (a str enum...): as its text
-        return _key_problem(str.__str__(part), depth)
-    if isinstance(part, int) and not isinstance(part, bool):  # an int enum...
-        return _key_problem(int(part), depth)
-    return f"a {kind.__name__}"
-
-
-def _valid_key_part(part: Any) -> bool:
-    return not _key_problem(part)
-
-
-def key_json(namespace: Hashable, service: Hashable) -> str:
-    """The canonical text of a name: JSON ``[namespace, service]``."""
-    return json.dumps([namespace, service], separators=(",", ":"), ensure_ascii=False)
-
-
-def _untuple(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_untuple(item) for item in value)
-    return value
-
-
-def key_from_json(text: Union[str, bytes]) -> Key:
-    """The ``(namespace, service)`` a canonical name text stands for.
-
-    Raises:
-        ValueError: ``text`` is not the canonical text of a valid name.
-    """
-    try:
-        parts = json.loads(text)
-    except RecursionError:
-        raise ValueError("name text nested too deep") from None
-    if not isinstance(parts, list) or len(parts) != 2:
-        raise ValueError("a name is a JSON array [namespace, service]")
-    namespace, service = _untuple(parts[0]), _untuple(parts[1])
-    for part in (namespace, service):
-        problem = _key_problem(part)
-        if problem:
-            raise ValueError(f"a name part is {problem}")
-    if key_json(namespace, service) != (text.decode() if isinstance(text, bytes) else text):
-        raise ValueError("not the canonical text of its name")
-    return namespace, service
-
-
-def _json_copy(value: Any, path: str, depth: int) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        text = str.__str__(value)  # a str subclass (a str enum...): its text
-        if not _encodable(text):
-            raise InvalidMetadataError(
-                f"metadata value at {path} is a str that is not valid Unicode (lone surrogate)")
-        return text
-    if isinstance(value, int):
-        number = int(value)
-        if number.bit_length() > _MAX_INT_BITS:
-            raise InvalidMetadataError(
-                f"metadata value at {path} is an int too large to store as JSON")
-        return number
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidMetadataError(f"metadata value at {path} is {value!r}: not valid JSON")
-        return float(value)
-    if depth >= MAX_METADATA_DEPTH:
-        raise InvalidMetadataError(
-            f"metadata at {path} nests deeper than {MAX_METADATA_DEPTH} levels (or refers to "
-            "itself)")
-    if isinstance(value, (list, tuple)):
-        return [_json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    if isinstance(value, Mapping):
-        return _json_object(value, path, depth + 1)
-    raise InvalidMetadataError(
-        f"metadata value at {path} is a {type(value).__name__}; the redis backend stores "
-        "JSON only (None, bool, int, float, str, list/tuple, and dicts with str keys)"
-    )
-
-
-def _json_object(mapping: Mapping[Any, Any], path: str, depth: int = 0) -> dict[str, Any]:
-    copy = {}
-    try:
-        items = list(mapping.items())
-    except Exception as error:  # a hostile mapping
-        raise InvalidMetadataError(
-            f"metadata at {path}: its items() raised {type(error).__name__}") from None
-    for key, value in items:
-        if not isinstance(key, str):
-            raise InvalidMetadataError(
-                f"metadata key {_brief(key)} at {path} is a {type(key).__name__}; JSON object "
-                "keys must be str"
-            )
-        text = str.__str__(key)
-        if not _encodable(text):
-            raise InvalidMetadataError(
-                f"metadata key at {path} is a str that is not valid Unicode (lone surrogate)")
-        copy[text] = _json_copy(value, f"{path}[{text!r}]", depth)
-    return copy
-
-
-def _dumps(metadata: Mapping[str, Any]) -> str:
-    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password (for logs and health reports)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{netloc}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
 
 # -- the local copy's entries ----------------------------------------------------------
-
-
-class UnsignedMessagesWarning(UserWarning):
-    """Issued once per process location when a RedisBackend starts without a
-    secret: remote messages are then neither signed nor verified."""
-
-
-class NotHeldHereError(NotRegisteredError):
-    """``update_metadata`` of a name that an actor of another process holds.
-
-    Metadata updates are fenced by the writer's own claim: only the process
-    whose actor holds a name may change its metadata (so a process that lost a
-    name while it was paused cannot overwrite the new holder's metadata).
-    A :class:`NotRegisteredError` (``LookupError``) for callers that catch that."""
-
-    def __init__(self, namespace: Hashable, service: Hashable, node: str = "") -> None:
-        RegistryError.__init__(
-            self, f"{service!r} in namespace {namespace!r} is held by an actor of node "
-            f"{node!r} (another process): only that process may update its metadata")
-        self.namespace = namespace
-        self.service = service
-        self.node = node
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.namespace, self.service, self.node))
 
 
 @attrs.define(frozen=True, eq=False)
@@ -639,119 +187,6 @@ class Claim(Entry):
     rev: int = 0
     actor_class: str = ""
 
-
-@attrs.define(frozen=True)
-class Record:
-    """A name record or change event read from Redis, every field checked
-    (see :func:`parse_record`). Immutable."""
-
-    key: Key
-    kjson: str
-    op: str  # "set", "upd" or "del"
-    node: str
-    inc: str
-    token: int
-    rev: int
-    urn: str
-    actor_class: str
-    metadata: dict[str, Any]
-    why: str = ""
-    error: str = ""
-
-
-_OPS = ("set", "upd", "del")
-_WHYS = frozenset({"unregistered", "stopped", "crashed", "namespace_stopped", "expired",
-                   "node_stopped"})
-
-
-def _field(raw: Mapping[str, Any], name: str, default: Optional[str] = None) -> str:
-    value = raw.get(name, default)
-    if value is None:
-        raise ValueError(f"field {name!r} is missing")
-    if isinstance(value, bytes):
-        value = value.decode()
-    if not isinstance(value, str):
-        raise ValueError(f"field {name!r} is a {type(value).__name__}, not a string")
-    return value
-
-
-def _number(raw: Mapping[str, Any], name: str) -> int:
-    value = raw.get(name)
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if type(value) is int:
-        number = value
-    elif isinstance(value, str) and value.isdigit() and len(value) <= 19:
-        number = int(value)
-    else:
-        raise ValueError(f"field {name!r} is not a sequence number: {_brief(value)}")
-    if not 0 <= number < _INT64:
-        raise ValueError(f"field {name!r} is out of range")
-    return number
-
-
-def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
-                 kjson: Optional[str] = None, event: bool = False) -> Record:
-    """Check every field this backend reads of a name hash (no ``op``: a
-    ``"set"``), a change event (``event``: ``op`` required) or a holder
-    returned by a script.
-
-    ``rev`` stands in for a missing ``rev`` field (events: their sequence
-    number); ``kjson`` for a missing ``k`` (a holder of a known name).
-
-    Raises:
-        ValueError: naming the first field that is wrong.
-    """
-    op = _field(raw, "op", None if event else "set")
-    if op not in _OPS:
-        raise ValueError(f"unknown op {_brief(op)}")
-    text = _field(raw, "k", kjson)
-    key = key_from_json(text)
-    node = _field(raw, "node")
-    if not node:
-        raise ValueError("field 'node' is empty")
-    token = _number(raw, "tok")
-    record_rev = rev if rev is not None and "rev" not in raw else _number(raw, "rev")
-    inc, urn = _field(raw, "inc", ""), _field(raw, "urn", "")
-    if op == "del":
-        why = _field(raw, "why", "unregistered") or "unregistered"
-        if why not in _WHYS:
-            raise ValueError(f"unknown reason {_brief(why)}")
-        return Record(key, text, op, node, inc, token, record_rev, urn, "", {}, why,
-                      _field(raw, "err", "")[:1000])
-    if not urn or not inc:
-        raise ValueError("fields 'urn' and 'inc' must not be empty")
-    meta_text = _field(raw, "meta", "")
-    try:
-        metadata = json.loads(meta_text) if meta_text else {}
-    except RecursionError:
-        raise ValueError("metadata nested too deep") from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
-    return Record(key, text, op, node, inc, token, record_rev, urn, _field(raw, "cls", ""),
-                  metadata)
-
-
-def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
-             kjson: Optional[str] = None, event: bool = False) -> Optional[Record]:
-    """:func:`parse_record`, or None after a warning, so that a stray record
-    written by hand or by another version is skipped alone."""
-    try:
-        return parse_record(raw, rev, kjson, event)
-    except (ValueError, TypeError, UnicodeDecodeError) as error:
-        logger.warning("ignoring a malformed registry record (%s) %.200s: %s", where,
-                       _brief(dict(raw)), error)
-        return None
-
-
-_HOLDER = ("node", "inc", "tok", "urn", "cls", "meta", "rev")
-
-
-def _holder(result: Any) -> dict[str, str]:
-    """The holder fields a script returned after its tag."""
-    return dict(zip(_HOLDER, (_text(v) for v in result[1:])))
 
 
 @attrs.define(frozen=True)
@@ -821,6 +256,7 @@ class RedisBackend(LocalTables, Backend):
             raise ValueError(f"io_timeout must be positive, got {io_timeout!r}")
         self.url = url
         self.prefix = prefix
+        self._layout = Layout(prefix)
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.lease_ttl = float(lease_ttl)
         if secret is None:
@@ -902,10 +338,10 @@ class RedisBackend(LocalTables, Backend):
     # -- keys ------------------------------------------------------------------------------
 
     def _k(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
+        return self._layout.key(*parts)
 
     def _name_key(self, kjson: str) -> str:
-        return f"{self.prefix}:name:{kjson}"
+        return self._layout.name(kjson)
 
     # -- validation (caller's thread) ----------------------------------------------------
 
@@ -961,16 +397,12 @@ class RedisBackend(LocalTables, Backend):
         blocking = dict(options, socket_timeout=_BLOCK_MS / 1000 + io_timeout)
         self._rx = redis.Redis.from_url(self.url, **blocking)  # the receiver's XREAD
         self._rb = redis.Redis.from_url(self.url, **blocking)  # askers' BLPOP
-        self._claim = self._r.register_script(_CLAIM)
-        self._update = self._r.register_script(_UPDATE)
-        self._acquire = self._r.register_script(_ACQUIRE)
-        self._refresh = self._r.register_script(_REFRESH)
-        self._reap = self._r.register_script(_REAP)
-        self._snapshot = self._r.register_script(_SNAPSHOT)
-        self._leave = self._r.register_script(_LEAVE)
-        self._claim_many = self._r.register_script(_CLAIM_MANY)
-        self._release = self._r.register_script(_RELEASE)
-        self._send = self._r.register_script(_SEND)
+        scripts = Scripts(self._r)
+        self._claim, self._update = scripts.claim, scripts.update
+        self._acquire, self._refresh = scripts.acquire, scripts.refresh
+        self._reap, self._snapshot = scripts.reap, scripts.snapshot
+        self._leave, self._claim_many = scripts.leave, scripts.claim_many
+        self._release, self._send = scripts.release, scripts.send
         name = str(context.name)
         self._messenger = Messenger(
             self.node_id, Codec(self._secret), call_timeout, self._send_blob,
@@ -2208,14 +1640,6 @@ class RedisBackend(LocalTables, Backend):
         self._feed_id = snapshot.feed_id
         self._ctx.submit(functools.partial(self._apply_snapshot, snapshot, lost))
         self._reap_nodes(snapshot.dead_nodes)
-
-
-def _counter(value: Any) -> int:
-    """The value of a counter key (0 if missing or not a number)."""
-    try:
-        return max(0, int(_text(value) or 0))
-    except ValueError:
-        return 0
 
 
 class _Urn:

@@ -1,0 +1,332 @@
+"""The Redis backend's Lua scripts, each with its contract (KEYS, ARGV,
+return value) in a header above it, as redis-py's ``lock.py`` documents its
+own; :class:`Scripts` registers them once per client.
+
+Pure data: no I/O at import. Every change a script makes is atomic (Redis
+runs one script at a time) and is appended to the change stream with the
+counter value it took.
+
+Guarantees
+----------
+* **One claim, one script.** Checking the holder and its lease, taking the
+  fencing token, writing the name and its event happen in one script: two
+  processes never both hold a name.
+* **Fenced deletes and updates.** ``RELEASE`` and ``UPDATE`` change a name
+  only if it still carries the token and node given.
+* **No SCRIPT EXISTS per call.** A registered script runs by ``EVALSHA``;
+  redis-py loads it again only after a ``NOSCRIPT`` reply (a restarted or
+  flushed Redis).
+
+Keys built inside a script: a name's previous holder (``P:held:<node>``,
+``P:node:<node>``) is known only once the name hash is read, so ``CLAIM``,
+``UPDATE``, ``RELEASE``, ``SNAPSHOT`` and ``LEAVE`` build those from the
+prefix in ``ARGV`` (a single Redis or one hash slot per prefix, not a
+cluster across slots).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Scripts"]
+
+
+# Key layout (P = prefix): P:epoch, P:seq, P:events, P:names (set of name keys),
+# P:nodes (set of node ids that took a lease), P:name:<json [ns, svc]> (hash),
+# P:node:<id> (lease: value = incarnation), P:nodeinfo:<id> (JSON),
+# P:held:<id> (set of the node's name keys), P:inbox:<id>.
+#
+# Every change increments P:seq and is appended to P:events with two fields:
+# "s", the new value of P:seq, and "e", the change as JSON (one field keeps
+# parsing cheap). A reader sees a gap as a jump in "s". The stream ids are
+# assigned by Redis ("*"), never derived from the counter: an entry someone
+# else appended with an id far in the future cannot make later appends fail
+# (if the stream's ids are exhausted, or the key is not a stream, the script
+# replaces the stream: readers then see a gap and re-read everything).
+# A claim's fencing token is the sequence number of its event.
+
+FEED = """
+local function feed(stream, maxlen, seq, event)
+  local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
+  if type(ok) == 'table' and ok.err then
+    if string.find(ok.err, 'OOM', 1, true) then error(ok) end
+    redis.call('DEL', stream)
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
+  end
+end
+"""
+
+# KEYS: name hash, P:names, P:events, P:seq, own lease, own held set.
+# ARGV: prefix, node id, incarnation, urn, actor class, metadata JSON, name
+#       JSON, replace token ('' = none), feed maxlen.
+# Returns {'ok', token} | {'nolease'} |
+#         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
+CLAIM = FEED + """
+if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err then  -- not a hash: not a claim either; replace it
+  redis.call('DEL', KEYS[1])
+  cur = {}
+end
+if cur[1] then
+  local mine = cur[1] == ARGV[2]
+  if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
+    if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+      return {'held', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+              cur[6] or '', cur[7] or ''}
+    end
+  end
+end
+local seq = redis.call('INCR', KEYS[4])
+feed(KEYS[3], ARGV[9], seq, cjson.encode({
+  op = 'set', k = ARGV[7], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[4],
+  cls = ARGV[5], meta = ARGV[6]}))
+if cur[1] and cur[1] ~= ARGV[2] then redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], KEYS[1]) end
+redis.call('HSET', KEYS[1], 'k', ARGV[7], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
+  'rev', seq, 'urn', ARGV[4], 'cls', ARGV[5], 'meta', ARGV[6])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('SADD', KEYS[6], KEYS[1])
+return {'ok', seq}
+"""
+
+# A batch of claims, all or nothing (register_many).
+# KEYS: P:names, P:events, P:seq, own lease, own held set, then the N name hashes.
+# ARGV: prefix, node id, incarnation, feed maxlen, N, then 5 per name: urn,
+#       actor class, metadata JSON, name JSON, replace token ('' = none).
+# Returns {'ok', token 1, ..., token N} | {'nolease'} |
+#         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
+#         holder; nothing was written).
+CLAIM_MANY = FEED + """
+if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
+local n = tonumber(ARGV[5])
+local holders = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+  if cur.err then
+    cur = {}
+  end
+  if cur[1] then
+    local mine = cur[1] == ARGV[2]
+    if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
+      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+        return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+                cur[6] or '', cur[7] or ''}
+      end
+    end
+  end
+  holders[i] = cur[1]
+end
+local tokens = {'ok'}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local key = KEYS[5 + i]
+  local seq = redis.call('INCR', KEYS[3])
+  feed(KEYS[2], ARGV[4], seq, cjson.encode({
+    op = 'set', k = ARGV[a + 4], node = ARGV[2], inc = ARGV[3], tok = seq, urn = ARGV[a + 1],
+    cls = ARGV[a + 2], meta = ARGV[a + 3]}))
+  if holders[i] == nil and redis.call('TYPE', key)['ok'] ~= 'hash' then
+    redis.call('DEL', key)  -- not a claim: replaced
+  end
+  if holders[i] and holders[i] ~= ARGV[2] then
+    redis.call('SREM', ARGV[1] .. ':held:' .. holders[i], key)
+  end
+  redis.call('HSET', key, 'k', ARGV[a + 4], 'node', ARGV[2], 'inc', ARGV[3], 'tok', seq,
+    'rev', seq, 'urn', ARGV[a + 1], 'cls', ARGV[a + 2], 'meta', ARGV[a + 3])
+  redis.call('SADD', KEYS[1], key)
+  redis.call('SADD', KEYS[5], key)
+  tokens[#tokens + 1] = seq
+end
+return tokens
+"""
+
+# A batch of fenced deletes (unregister, unregister_many, clear_namespace,
+# releases after deaths): each name goes only if it still carries the token
+# and node given.
+# KEYS: P:names, P:events, P:seq, then the N name hashes.
+# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
+#       error text.
+# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
+RELEASE = FEED + """
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 1, n do
+  local a = 3 + (i - 1) * 5
+  local key = KEYS[3 + i]
+  local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
+  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
+    out[i] = 0
+  else
+    local seq = redis.call('INCR', KEYS[3])
+    feed(KEYS[2], ARGV[2], seq, cjson.encode({
+      op = 'del', k = ARGV[a + 1], node = cur[1], inc = cur[4] or '', tok = cur[2],
+      urn = cur[3] or '', why = ARGV[a + 4], err = ARGV[a + 5]}))
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], key)
+    redis.call('SREM', ARGV[1] .. ':held:' .. cur[1], key)
+    out[i] = seq
+  end
+end
+return out
+"""
+
+# KEYS: name hash, P:events, P:seq.
+# ARGV: prefix, token, metadata JSON, feed maxlen, name JSON, node id, incarnation.
+# Fenced by the writer's own claim: the name must carry this node's token, and
+# the claim's incarnation must be this node's live lease.
+# Returns {'ok', seq} | {'gone'} | {'lapsed'} |
+#         {'moved', node, inc, tok, urn, cls, meta, rev}.
+UPDATE = FEED + """
+local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
+if cur.err or not cur[1] then return {'gone'} end
+if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
+  return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
+          cur[6] or '', cur[7] or ''}
+end
+if cur[2] ~= ARGV[7] or redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
+  return {'lapsed'}
+end
+local seq = redis.call('INCR', KEYS[3])
+feed(KEYS[2], ARGV[4], seq, cjson.encode({
+  op = 'upd', k = ARGV[5], node = cur[1], inc = cur[2], tok = cur[3], urn = cur[4] or '',
+  cls = cur[5] or '', meta = ARGV[3]}))
+redis.call('HSET', KEYS[1], 'meta', ARGV[3], 'rev', seq)
+return {'ok', seq}
+"""
+
+# KEYS: own lease, own nodeinfo, P:epoch, P:nodes.
+# ARGV: incarnation, ttl ms, nodeinfo JSON, a new epoch (used if none), '1' =
+#       refuse if the lease exists, node id.
+# Returns {'ok', epoch} | {'taken'}.
+ACQUIRE = """
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {'taken'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[4], 'NX')
+redis.call('SADD', KEYS[4], ARGV[6])
+return {'ok', redis.call('GET', KEYS[3])}
+"""
+
+# KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
+# Returns {1 if refreshed else 0, epoch, seq}.
+REFRESH = """
+local ok = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  ok = 1
+end
+return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
+"""
+
+# KEYS: the node's lease, its held set, P:names, P:events, P:seq, P:nodes.
+# ARGV: node id, feed maxlen, why, prefix.
+# Deletes every name of the node whose claim is not of its live incarnation
+# (one 'del' event each). A record that is not a hash is dropped from the sets.
+# Returns how many names were deleted.
+REAP = FEED + """
+local live = redis.call('GET', KEYS[1])
+local n = 0
+for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local h = redis.pcall('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
+  if type(h) ~= 'table' or h.err or h[1] ~= ARGV[1] then
+    redis.call('SREM', KEYS[2], nk)
+  elseif h[2] ~= live then
+    local seq = redis.call('INCR', KEYS[5])
+    feed(KEYS[4], ARGV[2], seq, cjson.encode({
+      op = 'del', k = h[4] or '', node = h[1], inc = h[2] or '', tok = h[3] or '',
+      urn = h[5] or '', why = ARGV[3], err = ''}))
+    redis.call('DEL', nk)
+    redis.call('SREM', KEYS[3], nk)
+    redis.call('SREM', KEYS[2], nk)
+    n = n + 1
+  end
+end
+if not live then
+  redis.call('SREM', KEYS[6], ARGV[1])
+  redis.call('DEL', ARGV[4] .. ':nodeinfo:' .. ARGV[1])
+end
+return n
+"""
+
+# KEYS: P:names, P:seq, P:epoch, P:events.  ARGV: prefix.
+# Returns {seq, epoch, rows (8 fields per name of a live claim), nodes whose
+# claims are not live, the stream's last id}. Records that are not hashes or
+# lack a holder are skipped here; the reader validates the rest.
+SNAPSHOT = """
+local rows = {}
+local leases = {}
+local dead = {}
+for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.pcall('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
+  if type(h) == 'table' and not h.err and h[1] and h[2] and h[3] and
+      nk == ARGV[1] .. ':name:' .. h[1] then
+    local lease = leases[h[2]]
+    if lease == nil then
+      lease = redis.call('GET', ARGV[1] .. ':node:' .. h[2]) or ''
+      leases[h[2]] = lease
+    end
+    if lease == h[3] then
+      for i = 1, 8 do rows[#rows + 1] = h[i] or '' end
+    else
+      dead[h[2]] = true
+    end
+  end
+end
+local nodes = {}
+for node, _ in pairs(dead) do nodes[#nodes + 1] = node end
+local top = '0-0'
+if redis.call('TYPE', KEYS[4])['ok'] == 'stream' then
+  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  if last[1] then top = last[1][1] end
+end
+return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
+"""
+
+# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch.  ARGV: prefix, node id.
+# A node leaves: if no other node holds a live lease, every key of the prefix
+# that outlives its nodes goes too (the prefix is left empty).
+# Returns 1 if the prefix was cleared, else 0.
+LEAVE = """
+redis.call('SREM', KEYS[1], ARGV[2])
+local others = redis.call('SMEMBERS', KEYS[1])
+for _, n in ipairs(others) do
+  if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
+end
+for _, n in ipairs(others) do
+  redis.call('DEL', ARGV[1] .. ':held:' .. n, ARGV[1] .. ':nodeinfo:' .. n,
+             ARGV[1] .. ':inbox:' .. n)
+end
+for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', nk) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return 1
+"""
+
+# KEYS: target lease, target inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.
+# Returns 1 if appended, 0 if the target node has no lease (nothing written).
+SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+class Scripts:
+    """Every script of the backend, registered once on ``client`` (which may
+    be a pipeline's client). Immutable after construction; any thread."""
+
+    __slots__ = ("acquire", "claim", "claim_many", "leave", "reap", "refresh",
+                 "release", "send", "snapshot", "update")
+
+    def __init__(self, client: Any) -> None:
+        self.claim = client.register_script(CLAIM)
+        self.claim_many = client.register_script(CLAIM_MANY)
+        self.release = client.register_script(RELEASE)
+        self.update = client.register_script(UPDATE)
+        self.acquire = client.register_script(ACQUIRE)
+        self.refresh = client.register_script(REFRESH)
+        self.reap = client.register_script(REAP)
+        self.snapshot = client.register_script(SNAPSHOT)
+        self.leave = client.register_script(LEAVE)
+        self.send = client.register_script(SEND)
