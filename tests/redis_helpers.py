@@ -7,12 +7,14 @@ answers commands sent by :class:`NodeProcess.call` (every wait bounded).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pykka
@@ -20,9 +22,44 @@ import redis_server  # noqa: F401 - first: skips (or fails under CI) without red
 
 from pykka_registry import Registry
 from pykka_registry.backends.redis import RedisBackend
-from pykka_registry.testing import wait_until
+from pykka_registry.testing import ActorFactory, wait_until
 
 SPAWN = multiprocessing.get_context("spawn")
+
+Factory = Callable[..., Registry]
+
+
+@contextlib.contextmanager
+def redis_nodes(url: str, prefix: str, call_timeout: float = 5.0,
+                **defaults: Any) -> Iterator[Factory]:
+    """A factory of registries (nodes) on ``url`` sharing ``prefix``, with
+    ``defaults`` as backend options (overridable per node); every node is
+    stopped afterwards. For the ``nodes`` fixtures of the Redis test files."""
+    started: list[Registry] = []
+
+    def make(url: str = url, **opts: Any) -> Registry:
+        timeout = opts.pop("call_timeout", call_timeout)
+        options = {"url": url, "prefix": prefix, "lease_ttl": 1.0, **defaults, **opts}
+        registry = Registry.start(backend=RedisBackend, backend_opts=options,
+                                  call_timeout=timeout)
+        started.append(registry)
+        return registry
+
+    try:
+        yield make
+    finally:
+        for registry in started:
+            registry.stop()
+
+
+@contextlib.contextmanager
+def recorders() -> Iterator[Callable[..., Any]]:
+    """``start(label="")`` starts a :class:`Recorder`; all stop afterwards."""
+    factory = ActorFactory()
+    try:
+        yield lambda label="": factory(Recorder, label)
+    finally:
+        factory.stop_all()
 
 #: A ``"gate"`` message blocks a :class:`Recorder` until this is set (at most 5 s).
 GATE = threading.Event()

@@ -31,7 +31,7 @@ from pykka_registry import (
     test_namespace,
 )
 from pykka_registry._metadata import MAX_DEPTH
-from pykka_registry.testing import Echo, wait_until
+from pykka_registry.testing import ActorFactory, Echo, wait_until
 
 BACKENDS = [MemoryBackend, IndexedBackend]
 
@@ -44,17 +44,9 @@ def registry(request: Any) -> Any:
 
 @pytest.fixture
 def actors() -> Any:
-    refs: list[Any] = []
-
-    def start() -> Any:
-        ref = Echo.start()
-        refs.append(ref)
-        return ref
-
-    yield start
-    for ref in refs:
-        if ref.is_alive():
-            ref.stop(block=True, timeout=5)
+    factory = ActorFactory()  # actors() starts an Echo
+    yield factory
+    factory.stop_all()
 
 
 # -- hostile objects -------------------------------------------------------------------

@@ -19,7 +19,15 @@ from typing import Any, Callable
 
 import pykka
 import pytest
-from redis_helpers import GATE, Evil, Recorder, stale_writes, wait_for
+from redis_helpers import (
+    GATE,
+    Evil,
+    Factory,
+    recorders,
+    redis_nodes,
+    stale_writes,
+    wait_for,
+)
 from redis_server import RedisServer, fresh_redis, redis_server, redis_url, unique_prefix
 
 from pykka_registry import (
@@ -37,7 +45,6 @@ from pykka_registry.backends.redis import NotHeldHereError, RedisBackend, Unsign
 
 __all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
-Factory = Callable[..., Registry]
 SECRET = "a test secret of enough bytes"
 
 
@@ -49,34 +56,14 @@ def prefix() -> str:
 @pytest.fixture
 def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     """Start registries (nodes) on the session's Redis, all sharing ``prefix``."""
-    started: list[Registry] = []
-
-    def make(url: str = redis_url, **opts: Any) -> Registry:
-        call_timeout = opts.pop("call_timeout", 5.0)
-        options = {"url": url, "prefix": prefix, "lease_ttl": 1.0, **opts}
-        registry = Registry.start(backend=RedisBackend, backend_opts=options,
-                                  call_timeout=call_timeout)
-        started.append(registry)
-        return registry
-
-    yield make
-    for registry in started:
-        registry.stop()
+    with redis_nodes(redis_url, prefix) as make:
+        yield make
 
 
 @pytest.fixture
 def actors() -> Iterator[Callable[..., Any]]:
-    refs: list[Any] = []
-
-    def start(label: str = "") -> Any:
-        ref = Recorder.start(label)
-        refs.append(ref)
-        return ref
-
-    yield start
-    for ref in refs:
-        if ref.is_alive():
-            ref.stop(block=True, timeout=5)
+    with recorders() as start:
+        yield start
 
 
 def remote(registry: Registry, ns: Any, service: Any, timeout: float = 5.0) -> RemoteActorRef:

@@ -11,20 +11,18 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from redis_helpers import Recorder, wait_for
+from redis_helpers import Factory, recorders, redis_nodes, wait_for
 from redis_server import RedisServer, redis_server, redis_url, unique_prefix
 
 from pykka_registry import (
     ActorNotAliveError,
     AlreadyRegisteredError,
-    Registry,
 )
 from pykka_registry._remote import RemoteActorRef
-from pykka_registry.backends.redis import RedisBackend, key_json
+from pykka_registry.backends.redis import key_json
 
 __all__ = ["redis_server", "redis_url"]  # fixtures used here
 
-Factory = Callable[..., Registry]
 SECRET = "a write-suite secret, long enough"
 
 
@@ -35,35 +33,14 @@ def prefix() -> str:
 
 @pytest.fixture
 def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
-    started: list[Registry] = []
-
-    def make(**opts: Any) -> Registry:
-        call_timeout = opts.pop("call_timeout", 10.0)
-        options = {"url": redis_url, "prefix": prefix, "lease_ttl": 1.0, "secret": SECRET,
-                   **opts}
-        registry = Registry.start(backend=RedisBackend, backend_opts=options,
-                                  call_timeout=call_timeout)
-        started.append(registry)
-        return registry
-
-    yield make
-    for registry in started:
-        registry.stop()
+    with redis_nodes(redis_url, prefix, call_timeout=10.0, secret=SECRET) as make:
+        yield make
 
 
 @pytest.fixture
 def actors() -> Iterator[Callable[..., Any]]:
-    refs: list[Any] = []
-
-    def start(label: str = "") -> Any:
-        ref = Recorder.start(label)
-        refs.append(ref)
-        return ref
-
-    yield start
-    for ref in refs:
-        if ref.is_alive():
-            ref.stop(block=True, timeout=5)
+    with recorders() as start:
+        yield start
 
 
 class SlowScript:
