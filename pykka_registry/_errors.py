@@ -19,10 +19,12 @@ __all__ = [
     "ActorNotAliveError",
     "AlreadyRegisteredError",
     "DuplicateServiceError",
+    "GroupsNotSupportedError",
     "InvalidActorRefError",
     "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
+    "InvalidStrategyError",
     "InvalidTimeoutError",
     "NotRegisteredError",
     "RegistryError",
@@ -155,3 +157,14 @@ class RegistryTimeoutError(RegistryError, TimeoutError):
 class UnknownBackendError(RegistryError, ValueError):
     """A backend given by name (``Registry.start(backend="...")``) is not known,
     or its entry point cannot be loaded. The message lists the known names."""
+
+
+class GroupsNotSupportedError(RegistryError, NotImplementedError):
+    """The registry's backend keeps no groups (it declares
+    ``supports_groups = False``): ``join``, ``members`` and the other group
+    calls are refused with this, and nothing changes."""
+
+
+class InvalidStrategyError(RegistryError, ValueError):
+    """``group_via`` was given a strategy it does not know (the message
+    lists the known ones), or a ``key`` that the strategy does not take."""
