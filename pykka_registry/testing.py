@@ -1361,7 +1361,7 @@ class RegistryConformance:
         registry.register(ns, "g1", a)  # a name and a group under one key
         assert sorted(map(str, registry.groups_of(a))) == sorted(
             map(str, [(ns, "g1"), (ns, "g2"), (other, "g1")]))
-        assert sorted(registry.groups(ns)) == ["g1", "g2"]
+        assert sorted(map(str, registry.groups(ns))) == ["g1", "g2"]
         assert registry.members(other, "g1") == [a]
         registry.unregister(ns, "g1")
         assert registry.members(ns, "g1") == [a]
@@ -1402,18 +1402,19 @@ class RegistryConformance:
         registry.join(ns, "g", ok)
         with pytest.raises(InvalidActorRefError):
             registry.join(ns, "g", bad)
+        unhashable: Any = ["unhashable"]
         with pytest.raises(InvalidKeyError):
-            registry.join(ns, ["unhashable"], ok)
+            registry.join(ns, unhashable, ok)
         with pytest.raises(InvalidKeyError):
-            registry.join({"unhashable": 1}, "g", ok)
+            registry.join(unhashable, "g", ok)
         with pytest.raises(InvalidMetadataError):
-            registry.join(ns, "g", ok, ["not", "a", "mapping"])
+            registry.join(ns, "g", ok, unhashable)
         with pytest.raises(InvalidKeyError):
-            registry.members(ns, ["unhashable"])
+            registry.members(ns, unhashable)
         with pytest.raises(InvalidKeyError):
-            registry.count_members(ns, ["unhashable"])
+            registry.count_members(ns, unhashable)
         with pytest.raises(TypeError):
-            registry.match_members(ns, "g", ["not", "a", "mapping"])
+            registry.match_members(ns, "g", unhashable)
         with pytest.raises(InvalidActorRefError):
             registry.leave(ns, "g", bad)
         assert registry.members_with_metadata(ns, "g") == [(ok, {})]
@@ -1493,11 +1494,7 @@ class RegistryConformance:
         for ref in refs:
             grouped.join(ns, "g", ref)
         assert grouped.count_members(ns, "g") == 5
-        try:
-            pykka.ActorRegistry.stop_all(block=True)
-        finally:
-            for ref in refs:
-                ref.stop(block=False) if ref.is_alive() else None
+        pykka.ActorRegistry.stop_all(block=True)  # the registry's own server restarts
         for ref in refs:
             self._assert_in_no_group(grouped, ref, ns, ["g"])
 
