@@ -136,11 +136,12 @@ class Registry:
         self._groups_ok = supports_groups(state.backend)
         self._group_totals = group_method(state.backend, "group_totals")
         #: ``(namespace, group) -> refs in join order``: the group read path.
+        local_groups = self._groups_ok and isinstance(state.backend, LocalGroups)
         self._member_refs: Callable[[Hashable, Hashable], Any] = (
-            state.backend.member_refs if isinstance(state.backend, LocalGroups)
+            state.backend.member_refs if local_groups  # type: ignore[attr-defined]
             else self._generic_member_refs
         )
-        if isinstance(state.backend, LocalGroups):
+        if local_groups:
             self.members = self._fast_members()  # type: ignore[method-assign,assignment]
 
     # -- starting and stopping ------------------------------------------------------
@@ -736,6 +737,7 @@ class Registry:
             )
 
     def _generic_member_refs(self, namespace: Hashable, group: Hashable) -> list[Any]:
+        self._require_groups()
         return [m.actor_ref for m in self._backend.members(namespace, group)]
 
     @staticmethod
