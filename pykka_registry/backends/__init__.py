@@ -6,7 +6,7 @@
   an inverted metadata index.
 """
 
-from pykka_registry.backends.base import Backend, BackendContext, Entry, validate_backend
+from pykka_registry.backends.base import Backend, BackendContext, Entry, Member, validate_backend
 from pykka_registry.backends.indexed import IndexedBackend
 from pykka_registry.backends.memory import MemoryBackend
 
@@ -16,5 +16,6 @@ __all__ = [
     "Entry",
     "IndexedBackend",
     "MemoryBackend",
+    "Member",
     "validate_backend",
 ]
