@@ -292,6 +292,12 @@ class Registry:
         return self._backend
 
     @property
+    def supports_groups(self) -> bool:
+        """True when the backend keeps groups (else every group call raises
+        :class:`GroupsNotSupportedError`)."""
+        return self._groups_ok
+
+    @property
     def call_timeout(self) -> float:
         """How long a call waits for the server before giving up, in seconds."""
         return self._state.call_timeout

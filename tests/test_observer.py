@@ -165,9 +165,9 @@ def test_snapshot_shows_names_with_metadata_class_urn_alive_mailbox_and_held_tim
         snapshot = get_json(base(observer) + "/api/snapshot")
         summary = snapshot["registries"][0]
         assert summary["name"] == "obs-test" and summary["status"] == "healthy"
-        assert summary["namespaces"] == [{"namespace": "shop", "names": 1, "groups": None,
-                                          "members": None}]
-        assert snapshot["groups"] is None  # this registry has no groups
+        assert summary["namespaces"] == [{"namespace": "shop", "names": 1, "groups": 0,
+                                          "members": 0}]
+        assert snapshot["groups"]["items"] == []  # groups kept, none joined
     worker.stop()
 
 

@@ -15,7 +15,7 @@ __all__ = [
     "BackendContext",
     "Entry",
     "IndexedBackend",
-    "MemoryBackend",
     "Member",
+    "MemoryBackend",
     "validate_backend",
 ]
