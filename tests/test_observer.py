@@ -322,6 +322,21 @@ def test_groups_are_shown_when_the_registry_has_them(registry: Registry) -> None
         assert 'pykka_registry_group_members{registry="obs-test",namespace="ns"} 1' in text
 
 
+def test_real_groups_are_shown_even_in_a_namespace_without_names(registry: Registry) -> None:
+    member = Worker.start()
+    try:
+        registry.join("pools", "ocr", member, {"gpu": True})
+        with registry.observe() as observer:
+            snapshot = get_json(base(observer) + "/api/snapshot")
+        group = snapshot["groups"]["items"][0]
+        assert (group["namespace"], group["group"], group["count"]) == ("pools", "ocr", 1)
+        assert group["members"][0]["metadata"] == {"gpu": True}
+        assert snapshot["registries"][0]["namespaces"] == [
+            {"namespace": "pools", "names": 0, "groups": 1, "members": 1}]
+    finally:
+        member.stop()
+
+
 # -- /metrics ------------------------------------------------------------------------
 
 

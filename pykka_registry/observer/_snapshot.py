@@ -218,7 +218,7 @@ class Snapshotter:
                 groups_supported=_has_groups(registry),
             )
             namespaces = []
-            all_namespaces = list(registry.namespaces())
+            all_namespaces = _all_namespaces(registry)
             for ns in all_namespaces:
                 entry: dict[str, Any] = {"namespace": label(ns), "names": registry.count(ns),
                                          "groups": None, "members": None}
@@ -291,7 +291,7 @@ class Snapshotter:
         for watch in watches:
             registry = watch.registry
             try:
-                for ns in list(registry.namespaces()):
+                for ns in _all_namespaces(registry):
                     ns_label = label(ns)
                     if namespace is not None and ns_label != namespace:
                         continue
@@ -346,6 +346,16 @@ class Snapshotter:
         roots = [h for h in handles if id(h) not in nested]
         roots.sort(key=lambda h: label(h.name))
         return [_supervisor_node(h, snaps, set()) for h in roots]
+
+
+def _all_namespaces(registry: Any) -> list[Any]:
+    """The namespaces with names, then those with group members only."""
+    found = list(registry.namespaces())
+    if _has_groups(registry):
+        extra = getattr(getattr(registry, "backend", None), "group_namespaces", None)
+        if callable(extra):
+            found += [ns for ns in extra() if ns not in found]
+    return found
 
 
 def _has_groups(registry: Any) -> bool:
