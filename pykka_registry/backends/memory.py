@@ -188,6 +188,7 @@ class LocalGroups:
 
     def join(self, member: Member) -> Optional[Member]:
         key = (member.namespace, member.group)
+        hash(key)  # a hostile __hash__ raises here, before anything changes
         urn = member.actor_ref.actor_urn
         with self._group_lock:
             groups = self._groups.get(member.namespace)
