@@ -1,10 +1,14 @@
-"""A job pool: workers advertise capabilities as metadata, the pool picks them
-with ``match``, and notices a worker's death through registry events.
+"""A job pool: workers advertise capabilities as metadata and join one group
+per capability; the pool picks a worker with ``group_via`` and notices a
+worker's death through registry events.
 
 * Each worker registers as ``("workers", <name>)`` with metadata such as
   ``{"caps": ["ocr", "upscale"], "gpu": True}`` on an ``IndexedBackend``, so
-  ``registry.match("workers", {"caps": "ocr"})`` is answered from an index.
-* The pool sends each job to the least busy worker that has the capability.
+  ``registry.match("workers", {"gpu": True})`` is answered from an index, and
+  joins the group ``("caps", <capability>)`` for each capability.
+* The pool sends each job through ``registry.group_via("caps", kind)``: round
+  robin over the live workers that have the capability (a dead worker has
+  left every group before Pykka reports it stopped, so it is never picked).
 * The pool subscribes to the registry's events. When a worker crashes, its
   ``Unregistered`` event (reason ``"crashed"``, with the exception) reaches the
   pool, which starts a replacement under the same name and hands the dead
@@ -25,6 +29,7 @@ import pykka
 from pykka_registry import IndexedBackend, NotRegisteredError, Registry, Unregistered
 
 NAMESPACE = "workers"
+CAPS = "caps"  # the groups: one per capability
 
 WORKERS = {
     "cpu-1": {"caps": ["resize", "thumbnail"], "gpu": False},
@@ -73,7 +78,10 @@ class Worker(pykka.ThreadingActor):
 
 
 def start_worker(registry: Registry, name: str, pool: pykka.ActorRef[Any]) -> None:
-    registry.register(NAMESPACE, name, Worker.start(name, pool), WORKERS[name])
+    ref = Worker.start(name, pool)
+    registry.register(NAMESPACE, name, ref, WORKERS[name])
+    for capability in WORKERS[name]["caps"]:  # type: ignore[attr-defined]
+        registry.join(CAPS, capability, ref, {"name": name})
 
 
 class Pool(pykka.ThreadingActor):
@@ -88,33 +96,27 @@ class Pool(pykka.ThreadingActor):
         self.waiting: list[Job] = []  # jobs no live worker can take yet
         self.results: dict[int, tuple[str, str]] = {}  # job id -> (worker, result)
         self.log: list[str] = []
-
-    def _pick(self, kind: str, exclude: set[str]) -> Optional[str]:
-        """The least busy live worker that can do ``kind`` (match skips dead ones)."""
-        found = self.registry.match(NAMESPACE, {"caps": kind})
-        capable = [service for service, _, _ in found if service not in exclude]
-        if not capable:
-            return None
-        load = {name: 0 for name in capable}
-        for worker, _job in self.in_flight.values():
-            if worker in load:
-                load[worker] += 1
-        return min(capable, key=lambda name: (load[name], str(name)))
+        self.handles: dict[str, Any] = {}  # capability -> GroupVia
 
     def submit(self, job: Job) -> str:
-        tried: set[str] = set()
-        while True:
-            worker = self._pick(job.kind, tried)
-            if worker is None:
-                self.waiting.append(job)  # sent when a capable worker (re)appears
-                return "waiting"
+        # One handle per capability, kept: its round robin goes on across calls.
+        via = self.handles.get(job.kind)
+        if via is None:
+            via = self.handles[job.kind] = self.registry.group_via(CAPS, job.kind)
+        for _attempt in range(len(WORKERS)):
             try:
-                self.registry.via(NAMESPACE, worker).tell(job)
-            except (NotRegisteredError, pykka.ActorDeadError):
-                tried.add(worker)  # it died just now; its WorkerDown is on the way
-                continue
+                ref = via.resolve()
+                ref.tell(job)
+            except NotRegisteredError:
+                break  # no live worker can do it (yet)
+            except pykka.ActorDeadError:
+                continue  # it died just now; its WorkerDown is on the way
+            keys = self.registry.keys_of(ref)
+            worker = str(keys[0][1]) if keys else "?"
             self.in_flight[job.id] = (worker, job)
             return worker
+        self.waiting.append(job)  # sent when a capable worker (re)appears
+        return "waiting"
 
     def on_receive(self, message: object) -> object:
         if isinstance(message, Done):

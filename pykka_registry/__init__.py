@@ -12,10 +12,12 @@ from pykka_registry._errors import (
     ActorNotAliveError,
     AlreadyRegisteredError,
     DuplicateServiceError,
+    GroupsNotSupportedError,
     InvalidActorRefError,
     InvalidBatchItemError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidStrategyError,
     InvalidTimeoutError,
     NotRegisteredError,
     RegistryError,
@@ -26,12 +28,15 @@ from pykka_registry._errors import (
     UnknownBackendError,
 )
 from pykka_registry._events import (
+    Joined,
+    Left,
     MetadataUpdated,
     Registered,
     Subscription,
     Unregistered,
     UnregisterReason,
 )
+from pykka_registry._group_via import GroupVia
 from pykka_registry._keys import test_namespace
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 from pykka_registry._registry import Registry
@@ -60,13 +65,18 @@ __all__ = [
     "ChildSpec",
     "DownEvent",
     "DuplicateServiceError",
+    "GroupVia",
+    "GroupsNotSupportedError",
     "HealthReport",
     "IndexedBackend",
     "InvalidActorRefError",
     "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
+    "InvalidStrategyError",
     "InvalidTimeoutError",
+    "Joined",
+    "Left",
     "MemoryBackend",
     "MetadataUpdated",
     "Monitor",

@@ -22,11 +22,13 @@ __all__ = [
     "ActorNotAliveError",
     "AlreadyRegisteredError",
     "DuplicateServiceError",
+    "GroupsNotSupportedError",
     "InvalidActorRefError",
     "InvalidBatchItemError",
     "InvalidKeyError",
     "InvalidMetadataError",
     "InvalidSecretError",
+    "InvalidStrategyError",
     "InvalidTimeoutError",
     "NotHeldHereError",
     "NotRegisteredError",
@@ -165,6 +167,17 @@ class UnknownBackendError(RegistryError, ValueError):
     or its entry point cannot be loaded. The message lists the known names."""
 
 
+class GroupsNotSupportedError(RegistryError, NotImplementedError):
+    """The registry's backend keeps no groups (it declares
+    ``supports_groups = False``): ``join``, ``members`` and the other group
+    calls are refused with this, and nothing changes."""
+
+
+class InvalidStrategyError(RegistryError, ValueError):
+    """``group_via`` was given a strategy it does not know (the message
+    lists the known ones), or a ``key`` that the strategy does not take."""
+
+
 # -- messages between processes (the Redis backend) -------------------------------
 
 
@@ -199,8 +212,8 @@ class NotHeldHereError(NotRegisteredError):
 
     def __init__(self, namespace: Hashable, service: Hashable, node: str = "") -> None:
         RegistryError.__init__(
-            self, f"{service!r} in namespace {namespace!r} is held by an actor of "
-            f"node {node!r} (another process): only that process may update its "
+            self, f"{safe_repr(service)} in namespace {safe_repr(namespace)} is held by an "
+            f"actor of node {node!r} (another process): only that process may update its "
             "metadata")
         self.namespace = namespace
         self.service = service

@@ -10,8 +10,12 @@ Guarantees
   listener delays later events, never ``register``. A listener that raises
   anything, ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``),
   is logged and skipped; the others, the dispatcher and the registry carry on.
+* Group events (:class:`Joined`, :class:`Left`) come from the same writers
+  under the same lock, so they are ordered with every other event: events
+  of one group arrive in the order they happened.
 * ``subscribe(..., replay=True)`` delivers the current entries first, as
-  :class:`Registered` events, then the live stream, with no gap or duplicate:
+  :class:`Registered` events, and the current group members as
+  :class:`Joined` events (in join order), then the live stream, with no gap or duplicate:
   the snapshot (a copy of the entry list) is taken under the registry's
   write lock at the same point in the change order where the subscription
   starts; the dispatcher thread builds the replayed events from it, so a
@@ -37,6 +41,8 @@ from pykka_registry._metadata import copy_metadata, is_flat
 
 __all__ = [
     "EventListener",
+    "Joined",
+    "Left",
     "MetadataUpdated",
     "Registered",
     "Subscription",
@@ -54,6 +60,7 @@ class UnregisterReason:
     ``kind`` is one of:
 
     * ``"unregistered"``: an explicit :meth:`Registry.unregister`;
+    * ``"left"``: (a :class:`Left` event) an explicit :meth:`Registry.leave`;
     * ``"stopped"``: the actor stopped normally;
     * ``"crashed"``: the actor died of ``exception``;
     * ``"namespace_stopped"``: :meth:`Registry.stop_namespace`;
@@ -83,6 +90,7 @@ class UnregisterReason:
 
 
 UNREGISTERED = UnregisterReason("unregistered")
+LEFT = UnregisterReason("left")
 STOPPED = UnregisterReason("stopped")
 NAMESPACE_STOPPED = UnregisterReason("namespace_stopped")
 
@@ -128,7 +136,30 @@ class Unregistered:
     reason: UnregisterReason
 
 
-Event = Union[Registered, MetadataUpdated, Unregistered]
+@attrs.define(frozen=True)
+class Joined:
+    """An actor joined a group, or joined it again with new metadata (or,
+    with ``replay=True``, was a member when you subscribed)."""
+
+    namespace: Hashable
+    group: Hashable
+    actor_ref: Any
+    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+
+
+@attrs.define(frozen=True)
+class Left:
+    """An actor left a group; ``reason.kind`` is ``"left"`` for an explicit
+    :meth:`Registry.leave`, else as for :class:`Unregistered` (``"stopped"``,
+    ``"crashed"`` with the exception, ``"namespace_stopped"``...)."""
+
+    namespace: Hashable
+    group: Hashable
+    actor_ref: Any
+    reason: UnregisterReason
+
+
+Event = Union[Registered, MetadataUpdated, Unregistered, Joined, Left]
 EventListener = Callable[[Event], None]
 
 
@@ -165,7 +196,7 @@ class Subscription:
 @attrs.define(frozen=True)
 class _Start:
     subscription: Subscription
-    replay: tuple[Any, ...]  # backend Entry values, replayed as Registered
+    replay: tuple[Any, ...]  # Entry values (replayed as Registered), then Member (Joined)
 
 
 _STOP = object()
@@ -254,8 +285,13 @@ class EventBus:
                 for entry in item.replay:
                     if item.subscription.cancelled:
                         break
-                    self._deliver(item.subscription, Registered(
-                        entry.namespace, entry.service, entry.actor_ref, entry.metadata))
+                    if hasattr(entry, "group"):  # a backend Member
+                        event: Event = Joined(entry.namespace, entry.group, entry.actor_ref,
+                                              entry.metadata)
+                    else:
+                        event = Registered(entry.namespace, entry.service, entry.actor_ref,
+                                           entry.metadata)
+                    self._deliver(item.subscription, event)
                 item.subscription.active = True
                 continue
             for subscription in self._subscriptions:

@@ -49,6 +49,7 @@ from pykka_registry._deathwatch import is_alive as _is_alive
 from pykka_registry._errors import (
     AlreadyRegisteredError,
     DuplicateServiceError,
+    GroupsNotSupportedError,
     InvalidActorRefError,
     InvalidBatchItemError,
     InvalidKeyError,
@@ -59,9 +60,12 @@ from pykka_registry._errors import (
     safe_repr,
 )
 from pykka_registry._events import Event, EventListener, Registered, Subscription
+from pykka_registry._group_via import GroupVia
 from pykka_registry._server import (
     Call,
     ClearNamespace,
+    Join,
+    Leave,
     Register,
     RegisterMany,
     RegistryServer,
@@ -74,8 +78,15 @@ from pykka_registry._server import (
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
 from pykka_registry._via import Via
-from pykka_registry.backends.base import Backend, Entry, validate_backend
-from pykka_registry.backends.memory import LocalTables, MemoryBackend
+from pykka_registry.backends.base import (
+    Backend,
+    Entry,
+    Member,
+    group_method,
+    supports_groups,
+    validate_backend,
+)
+from pykka_registry.backends.memory import LocalGroups, LocalTables, MemoryBackend
 
 __all__ = ["Registry"]
 
@@ -122,6 +133,16 @@ class Registry:
         # them; until then a remote ref may already know its actor is gone.
         self._check_alive = bool(getattr(state.backend, "distributed", False))
         self.lookup = self._fast_lookup()  # type: ignore[method-assign,assignment]
+        self._groups_ok = supports_groups(state.backend)
+        self._group_totals = group_method(state.backend, "group_totals")
+        #: ``(namespace, group) -> refs in join order``: the group read path.
+        local_groups = self._groups_ok and isinstance(state.backend, LocalGroups)
+        self._member_refs: Callable[[Hashable, Hashable], Any] = (
+            state.backend.member_refs if local_groups  # type: ignore[attr-defined]
+            else self._generic_member_refs
+        )
+        if local_groups:
+            self.members = self._fast_members()  # type: ignore[method-assign,assignment]
 
     # -- starting and stopping ------------------------------------------------------
 
@@ -269,6 +290,12 @@ class Registry:
     def backend(self) -> Backend:
         """The backend object (for inspection; write through the registry)."""
         return self._backend
+
+    @property
+    def supports_groups(self) -> bool:
+        """True when the backend keeps groups (else every group call raises
+        :class:`GroupsNotSupportedError`)."""
+        return self._groups_ok
 
     @property
     def call_timeout(self) -> float:
@@ -514,9 +541,10 @@ class Registry:
         self._call(UpdateMetadata(namespace, service, own_metadata))
 
     def stop_namespace(self, namespace: Hashable, timeout: float = 5.0) -> None:
-        """Remove every entry of ``namespace`` and stop the actors that held
-        them; return once they have stopped. Other namespaces keep their
-        entries (an actor stopped here also loses names it held elsewhere).
+        """Remove every entry and every group membership of ``namespace``
+        and stop the actors that held them; return once they have stopped.
+        Other namespaces keep their entries (an actor stopped here also
+        loses names and memberships it held elsewhere).
 
         Two steps: the entries are removed in one write, then the actors are
         told to stop. The error below comes after both, so unlike other
@@ -530,8 +558,11 @@ class Registry:
         self._check_key(namespace, "")
         timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
-        removed: list[Entry] = self._call(ClearNamespace(namespace))
+        removed: list[Entry]
+        left: list[Member]
+        removed, left = self._call(ClearNamespace(namespace))
         actors = {e.actor_ref.actor_urn: e.actor_ref for e in removed}
+        actors.update((m.actor_ref.actor_urn, m.actor_ref) for m in left)
         for ref in actors.values():
             try:
                 ref.stop(block=False)
@@ -544,7 +575,8 @@ class Registry:
         if late:
             raise RegistryTimeoutError(
                 f"{len(late)} actor(s) of namespace {safe_repr(namespace)} did not stop within "
-                f"{timeout}s; the namespace's names are removed and every actor was told to stop"
+                f"{timeout}s; the namespace's names and group members are removed and every "
+                "actor was told to stop"
             )
 
     # -- reads (caller's thread, never queued) --------------------------------------
@@ -701,6 +733,233 @@ class Registry:
         self._check_key(namespace, service)
         return Via(self, namespace, service)
 
+    # -- groups (writes go to the server; reads in the caller's thread) -------------
+
+    def _require_groups(self) -> None:
+        if not self._groups_ok:
+            raise GroupsNotSupportedError(
+                f"{self._state.name}: backend {self._backend.name} keeps no groups "
+                "(use MemoryBackend or IndexedBackend for groups in one process)"
+            )
+
+    def _generic_member_refs(self, namespace: Hashable, group: Hashable) -> list[Any]:
+        self._require_groups()
+        return [m.actor_ref for m in self._backend.members(namespace, group)]
+
+    @staticmethod
+    def _ref_arg(actor_ref: Any) -> Any:
+        """A ref (or a proxy's ref) for reads: anything with an ``actor_urn``."""
+        if isinstance(actor_ref, pykka.ActorProxy):
+            return actor_ref.actor_ref
+        if not isinstance(getattr(actor_ref, "actor_urn", None), str):
+            return actor_ref_of(actor_ref)  # raises the precise InvalidActorRefError
+        return actor_ref
+
+    def join(
+        self,
+        namespace: Hashable,
+        group: Hashable,
+        actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
+        metadata: Optional[Mapping[Any, Any]] = None,
+    ) -> None:
+        """Make ``actor_ref`` (or a proxy's actor) a member of ``group`` in
+        ``namespace``. An actor may join many groups; a group has many
+        members, kept in join order. Joining again replaces that member's
+        metadata and keeps its place. Names and groups are separate: a key
+        may be a name and a group at once. The membership ends with
+        :meth:`leave` or when the actor dies (before Pykka reports it
+        stopped). Publishes :class:`Joined`.
+
+        Raises:
+            ActorNotAliveError: the actor has stopped.
+            InvalidKeyError, InvalidActorRefError, InvalidMetadataError: bad input.
+            GroupsNotSupportedError: the backend keeps no groups.
+            RegistryUnavailableError: the server did not answer in time.
+        """
+        self._require_groups()
+        self._check_key(namespace, group)
+        actor_ref = actor_ref_of(actor_ref)
+        own_metadata = self._backend.validate_metadata(metadata)
+        self._call(Join(namespace, group, actor_ref, own_metadata))
+
+    def leave(self, namespace: Hashable, group: Hashable,
+              actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]) -> None:
+        """End the actor's membership of ``group``. Idempotent: leaving a
+        group one is not in is not an error. Publishes :class:`Left` (reason
+        ``"left"``) when there was a membership."""
+        self._require_groups()
+        self._check_key(namespace, group)
+        actor_ref = actor_ref_of(actor_ref)
+        self._call(Leave(namespace, group, actor_ref))
+
+    def members(self, namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+        """The live members of the group, in join order (``[]`` for none).
+
+        Runs in the caller's thread: a cached snapshot read, no lock, no
+        message. A dead actor is never listed (it left before Pykka
+        reported it stopped)."""
+        try:
+            refs = self._member_refs(namespace, group)
+        except GroupsNotSupportedError:
+            raise
+        except Exception as error:
+            self._require_groups()
+            raise self._key_error(namespace, group, error) from None
+        if self._state.closed:
+            return []
+        return list(refs)
+
+    def _fast_members(self) -> Callable[[Hashable, Hashable], list[pykka.ActorRef[Any]]]:
+        """:meth:`members` with every attribute resolved once (the hot path:
+        one dict read of the group's cached snapshot). A stopped registry's
+        backend is cleared, so no closed check is needed."""
+        backend = self._backend
+        assert isinstance(backend, LocalGroups)
+        cache_get = backend._group_cache.get
+        snapshot = backend._snapshot
+        key_error = self._key_error
+
+        def members(namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+            try:
+                cached = cache_get((namespace, group))
+                if cached is None:
+                    cached = snapshot(namespace, group)
+            except Exception as error:
+                raise key_error(namespace, group, error) from None
+            return list(cached[1])
+
+        members.__doc__ = Registry.members.__doc__
+        return members
+
+    def _member_list(self, namespace: Hashable, group: Hashable) -> Any:
+        self._require_groups()
+        try:
+            return self._backend.members(namespace, group)
+        except Exception as error:
+            raise self._key_error(namespace, group, error) from None
+
+    def members_with_metadata(
+        self, namespace: Hashable, group: Hashable
+    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+        """``(actor_ref, metadata)`` for every member, in join order; the
+        metadata are copies (``{}`` when none was given)."""
+        found = self._member_list(namespace, group)
+        if self._state.closed:
+            return []
+        return [(m.actor_ref, m.metadata_copy()) for m in found]
+
+    def match_members(
+        self, namespace: Hashable, group: Hashable, criteria: Mapping[Any, Any]
+    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+        """``(actor_ref, metadata)`` for every member whose metadata satisfies
+        ``criteria`` by the rule of :meth:`match`, in join order (an indexed
+        backend answers from its index)."""
+        self._require_groups()
+        self._check_key(namespace, group)
+        if not isinstance(criteria, Mapping):
+            raise TypeError(f"criteria must be a Mapping, got {type(criteria).__name__}")
+        if self._state.closed:
+            return []
+        return [(m.actor_ref, m.metadata_copy())
+                for m in self._backend.match_members(namespace, group, criteria)]
+
+    def groups(self, namespace: Hashable) -> list[Hashable]:
+        """The groups of ``namespace`` with at least one member (any order)."""
+        self._require_groups()
+        self._check_key(namespace, "")
+        if self._state.closed:
+            return []
+        return self._backend.groups(namespace)
+
+    def groups_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
+        """Every ``(namespace, group)`` the actor (or a proxy's actor) is a
+        member of."""
+        self._require_groups()
+        actor_ref = self._ref_arg(actor_ref)
+        if self._state.closed:
+            return []
+        return self._backend.groups_of(actor_ref)
+
+    def count_members(self, namespace: Hashable, group: Hashable) -> int:
+        """How many live members the group has."""
+        self._require_groups()
+        try:
+            found = self._backend.count_members(namespace, group)
+        except Exception as error:
+            raise self._key_error(namespace, group, error) from None
+        return 0 if self._state.closed else found
+
+    def dispatch(self, namespace: Hashable, group: Hashable, message: Any) -> int:
+        """``tell`` ``message`` to every live member, in join order, in the
+        caller's thread; return how many were sent (a member that died after
+        the read is skipped). The local pub/sub: Elixir's
+        ``Registry.dispatch``."""
+        sent = 0
+        for ref in self.members(namespace, group):
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                continue
+            sent += 1
+        return sent
+
+    def ask_all(
+        self, namespace: Hashable, group: Hashable, message: Any,
+        timeout: Optional[float] = None,
+    ) -> list[tuple[pykka.ActorRef[Any], Any]]:
+        """Ask every member at once and wait at most ``timeout`` in total
+        (``None``: the registry's ``call_timeout``); return
+        ``(actor_ref, value)`` in :meth:`members` order.
+
+        A member's exception is its value (``pykka.ActorDeadError`` if it
+        died first); a member that did not answer in time has a
+        :class:`RegistryTimeoutError` instance as its value. Nothing is
+        raised for the whole call (bad arguments aside); an empty group
+        gives ``[]``.
+        """
+        timeout = optional_timeout(timeout, self._state.call_timeout)
+        refs = self.members(namespace, group)
+        deadline = time.monotonic() + timeout
+        asked: list[tuple[Any, Any]] = []
+        for ref in refs:
+            try:
+                asked.append((ref, ref.ask(message, block=False)))
+            except pykka.ActorDeadError as error:
+                asked.append((ref, error))
+        results: list[tuple[pykka.ActorRef[Any], Any]] = []
+        for ref, future in asked:
+            if isinstance(future, BaseException):
+                results.append((ref, future))
+                continue
+            try:
+                value = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                value = RegistryTimeoutError(
+                    f"{ref} (a member of {safe_repr(group)} in {safe_repr(namespace)}) "
+                    f"did not answer within {timeout}s"
+                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # the member's own failure: its value
+                value = error
+            results.append((ref, value))
+        return results
+
+    def group_via(self, namespace: Hashable, group: Hashable,
+                  strategy: str = "round_robin") -> GroupVia:
+        """A handle whose ``tell``/``ask``/``proxy`` reach one live member
+        per call, picked by ``strategy``: ``"round_robin"``, ``"random"`` or
+        ``"hash"`` (each call then takes ``key=...``; the same key reaches
+        the same member while membership is unchanged). With no live member
+        a call raises :class:`NotRegisteredError` at once.
+
+        Raises:
+            InvalidStrategyError: an unknown strategy.
+        """
+        self._require_groups()
+        self._check_key(namespace, group)
+        return GroupVia(self, namespace, group, strategy)
+
     # -- lifecycle helpers ------------------------------------------------------------
 
     def await_name(
@@ -843,12 +1102,14 @@ class Registry:
         self, listener: EventListener, namespace: Optional[Hashable] = None, replay: bool = False
     ) -> Subscription:
         """Call ``listener(event)`` for every :class:`Registered`,
-        :class:`MetadataUpdated` and :class:`Unregistered` event of
-        ``namespace`` (``None``: every namespace), in a dispatcher thread.
+        :class:`MetadataUpdated`, :class:`Unregistered`, :class:`Joined` and
+        :class:`Left` event of ``namespace`` (``None``: every namespace), in
+        a dispatcher thread.
 
         With ``replay=True`` the current entries arrive first as
-        :class:`Registered` events, then the live stream, with no gap or
-        duplicate between them.
+        :class:`Registered` events and the current group members as
+        :class:`Joined` events (each group in join order), then the live
+        stream, with no gap or duplicate between them.
         """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
@@ -884,6 +1145,7 @@ class Registry:
     def stats(self) -> RegistryStats:
         """Counters of this registry, read without stopping anything."""
         state = self._state
+        groups, memberships = self._group_totals()
         return RegistryStats(
             names=self._backend.count(),
             namespaces=len(self._backend.namespaces()),
@@ -895,6 +1157,8 @@ class Registry:
             pending_deaths=len(state.pending_deaths),
             server_restarts=max(0, state.server_starts - 1),
             subscribers_active=state.events.active,
+            groups=groups,
+            memberships=memberships,
         )
 
     def health_check(self) -> HealthReport:
@@ -921,6 +1185,10 @@ class Registry:
         elif backend_status == "degraded" and status == "healthy":
             status = "degraded"
             problems.append(f"backend {self._backend.name} is degraded")
+        try:
+            groups, memberships = self._group_totals()
+        except Exception:  # a third-party backend's bug: report, don't fail
+            groups = memberships = 0
         if len(state.pending_deaths) > 1000 and status == "healthy":
             status = "degraded"
             problems.append(f"{len(state.pending_deaths)} death notices wait for the server")
@@ -931,6 +1199,8 @@ class Registry:
             backend_health=backend_health,
             server_alive=server_alive,
             problems=tuple(problems),
+            groups=groups,
+            memberships=memberships,
         )
 
 

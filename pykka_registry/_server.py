@@ -12,8 +12,9 @@ describes it, happens under that registry's **write lock**
   submits (a change feed), and for the snapshot of ``subscribe(replay=True)``;
 * **a dying actor's thread**, inside :meth:`pykka.ActorRegistry.unregister`
   (see :mod:`pykka_registry._deathwatch`), which removes every name the actor
-  holds and queues their :class:`Unregistered` events, *before* Pykka sets the
-  actor's ``actor_stopped``.
+  holds and every group membership (``Backend.remove_actor``, then
+  ``Backend.leave_all``) and queues their :class:`Unregistered` and
+  :class:`Left` events, *before* Pykka sets the actor's ``actor_stopped``.
 
 Lock order: write lock, then the backend's own locks; the event bus only
 appends to a queue. Nothing is done under the write lock that waits for an
@@ -28,8 +29,9 @@ Guarantees
 * Writes are atomic with respect to each other and to death clean-ups;
   events of one registry are queued in the order of the changes.
 * **Death is complete before Pykka reports it**: once an actor's
-  ``actor_stopped`` is set, none of its names is in the backend, and their
-  ``Unregistered`` events are queued. A ``register`` racing with the death
+  ``actor_stopped`` is set, none of its names and none of its group
+  memberships is in the backend, and their ``Unregistered`` and ``Left``
+  events are queued. A ``register`` (or ``join``) racing with the death
   either raises :class:`ActorNotAliveError` or stores the entry before the
   clean-up, which then removes it: the server checks :func:`death_seen` under
   the write lock, and the dying thread marks the death before it takes the lock.
@@ -66,16 +68,19 @@ from pykka_registry._errors import (
     RegistryUnavailableError,
 )
 from pykka_registry._events import (
+    LEFT,
     NAMESPACE_STOPPED,
     UNREGISTERED,
     EventBus,
+    Joined,
+    Left,
     MetadataUpdated,
     Registered,
     Subscription,
     Unregistered,
     UnregisterReason,
 )
-from pykka_registry.backends.base import Backend, Entry, batch_writes
+from pykka_registry.backends.base import Backend, Entry, Member, batch_writes, group_method
 
 __all__ = ["RegistryServer", "RegistryState"]
 
@@ -92,6 +97,9 @@ class RegistryState:
 
     def __init__(self, backend: Backend, call_timeout: float, name: str) -> None:
         self.backend = backend
+        # Resolved once: a duck-typed backend written before groups gets the
+        # Backend default (no memberships, nothing to remove).
+        self._leave_all = group_method(backend, "leave_all")
         self.call_timeout = call_timeout
         self.name = name
         self.started_at = time.monotonic()
@@ -239,21 +247,32 @@ class RegistryState:
             self.write_lock.release()
 
     def remove_dead(self, actor_ref: Any, reason: Optional[BaseException]) -> None:
-        """Remove every name of a dead actor and publish their events. The
-        caller holds the write lock. Never raises."""
+        """Remove every name and every group membership of a dead actor and
+        publish their events (names first). The caller holds the write lock.
+        Never raises."""
         try:
             removed = self.backend.remove_actor(actor_ref)
         except BaseException:  # a dying thread must not fail here
             logger.exception("%s: backend %s failed to remove the names of %s", self.name,
                              self.backend.name, actor_ref)
-            return
-        if removed:
+            removed = []
+        try:
+            left: list[Member] = self._leave_all(actor_ref)
+        except BaseException:  # as above: the names' clean-up stands
+            logger.exception("%s: backend %s failed to remove the group memberships of %s",
+                             self.name, self.backend.name, actor_ref)
+            left = []
+        if removed or left:
             self.deaths_reaped += 1
             if self.events.active:
                 why = UnregisterReason.from_death(reason)
                 for entry in removed:
                     self.events.publish(
                         Unregistered(entry.namespace, entry.service, entry.actor_ref, why)
+                    )
+                for member in left:
+                    self.events.publish(
+                        Left(member.namespace, member.group, member.actor_ref, why)
                     )
 
 
@@ -294,6 +313,23 @@ class UpdateMetadata:
     namespace: Hashable
     service: Hashable
     metadata: Mapping[Any, Any]
+
+
+@attrs.define(frozen=True)
+class Join:
+    """``metadata`` is already the registry's own copy."""
+
+    namespace: Hashable
+    group: Hashable
+    actor_ref: Any
+    metadata: Mapping[Any, Any]
+
+
+@attrs.define(frozen=True)
+class Leave:
+    namespace: Hashable
+    group: Hashable
+    actor_ref: Any
 
 
 @attrs.define(frozen=True)
@@ -339,6 +375,9 @@ class RegistryServer(pykka.ThreadingActor):
         self.backend = state.backend
         self.events = state.events
         self._backend_register_many, self._backend_unregister_many = batch_writes(state.backend)
+        self._backend_join = group_method(state.backend, "join")
+        self._backend_leave = group_method(state.backend, "leave")
+        self._backend_clear_groups = group_method(state.backend, "clear_namespace_groups")
 
     def on_start(self) -> None:
         self.state.set_server(self.actor_ref)
@@ -454,6 +493,23 @@ class RegistryServer(pykka.ThreadingActor):
                 MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
             )
 
+    def _join(self, msg: Join) -> None:
+        actor_ref = msg.actor_ref
+        if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
+            raise ActorNotAliveError(f"{actor_ref} is not alive; it joined no group")
+        member = Member.create(msg.namespace, msg.group, actor_ref, msg.metadata)
+        self._backend_join(member)
+        if self.events.active:
+            self.events.publish(Joined(member.namespace, member.group, actor_ref,
+                                       member.metadata))
+        if _deathwatch.death_seen(actor_ref):  # as in _register
+            self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
+
+    def _leave(self, msg: Leave) -> None:
+        removed = self._backend_leave(msg.namespace, msg.group, msg.actor_ref)
+        if removed is not None and self.events.active:
+            self.events.publish(Left(removed.namespace, removed.group, removed.actor_ref, LEFT))
+
     def _reap_deaths(self) -> None:
         """Process death notices left for the server and submitted calls
         (both survive a server restart: they live in the state, not in the
@@ -471,26 +527,39 @@ class RegistryServer(pykka.ThreadingActor):
                 except Exception:
                     logger.exception("%s: submitted call %r failed", self.state.name, function)
 
-    def _clear_namespace(self, msg: ClearNamespace) -> list[Entry]:
+    def _clear_namespace(self, msg: ClearNamespace) -> tuple[list[Entry], list[Member]]:
         removed = self.backend.clear_namespace(msg.namespace)
         self.state.unregistrations += len(removed)
+        left: list[Member] = []
+        if getattr(self.backend, "supports_groups", False) is True:
+            left = self._backend_clear_groups(msg.namespace)
         if self.events.active:
             for entry in removed:
                 self.events.publish(
                     Unregistered(entry.namespace, entry.service, entry.actor_ref,
                                  NAMESPACE_STOPPED)
                 )
-        return removed
+            for member in left:
+                self.events.publish(
+                    Left(member.namespace, member.group, member.actor_ref, NAMESPACE_STOPPED)
+                )
+        return removed, left
 
     def _subscribe(self, msg: Subscribe) -> None:
         # Only the snapshot is taken here (a list copy per namespace); the
         # dispatcher thread turns it into Registered events, so a large replay
         # holds up writes and death clean-ups for the copy alone.
-        replay: tuple[Entry, ...] = ()
+        replay: tuple[Any, ...] = ()
         if msg.replay:
             sub = msg.subscription
-            namespaces = self.backend.namespaces() if sub.namespace is None else [sub.namespace]
-            replay = tuple(e for ns in namespaces for e in self.backend.entries(ns))
+            backend = self.backend
+            namespaces = backend.namespaces() if sub.namespace is None else [sub.namespace]
+            replay = tuple(e for ns in namespaces for e in backend.entries(ns))
+            if getattr(backend, "supports_groups", False) is True:
+                group_namespaces = (backend.group_namespaces() if sub.namespace is None
+                                    else [sub.namespace])
+                replay += tuple(m for ns in group_namespaces for g in backend.groups(ns)
+                                for m in backend.members(ns, g))
         self.events.start_subscription(msg.subscription, replay)
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {
@@ -501,6 +570,8 @@ class RegistryServer(pykka.ThreadingActor):
         UpdateMetadata: _update_metadata,
         ClearNamespace: _clear_namespace,
         Subscribe: _subscribe,
+        Join: _join,
+        Leave: _leave,
     }
 
 

@@ -21,6 +21,9 @@ class RegistryStats:
     and ``deaths_reaped_total``. Also ``pending_deaths`` (death notices not
     yet applied by the server), ``server_restarts`` and
     ``subscribers_active`` (whether any event listener is subscribed).
+    Groups, now: ``groups`` (groups with at least one member, over every
+    namespace) and ``memberships`` (members over every group); both ``0``
+    on a backend that keeps no groups.
 
     Deprecated: ``total_registrations`` is the old name of ``names`` (it
     read as a cumulative counter, which it never was); reading it warns with
@@ -37,6 +40,8 @@ class RegistryStats:
     pending_deaths: int
     server_restarts: int
     subscribers_active: bool
+    groups: int = 0
+    memberships: int = 0
 
     @property
     def total_registrations(self) -> int:
@@ -54,7 +59,8 @@ class RegistryStats:
 class HealthReport:
     """``status`` is ``"healthy"``, ``"degraded"`` (reads work, something is
     wrong: writes may fail or be slow) or ``"unhealthy"`` (the server is down
-    or the registry is stopped). ``problems`` says why, in words."""
+    or the registry is stopped). ``problems`` says why, in words.
+    ``groups`` and ``memberships`` are as in :class:`RegistryStats`."""
 
     status: str
     backend: str
@@ -62,3 +68,5 @@ class HealthReport:
     backend_health: Mapping[str, Any]
     server_alive: bool
     problems: tuple[str, ...] = ()
+    groups: int = 0
+    memberships: int = 0

@@ -9,7 +9,8 @@ Guarantees
 * A child with a ``name`` is registered under it (with its metadata) before
   :meth:`Supervisor.start` / :meth:`Supervisor.start_child` return, and again
   after every restart. Between a child's death and its restart the name is
-  absent: lookups never return the dead actor.
+  absent: lookups never return the dead actor. A child's ``groups`` are
+  joined at the same points, after its name.
 * Restart types: ``"permanent"`` children are always restarted,
   ``"transient"`` ones only after a crash, ``"temporary"`` ones never (their
   spec is dropped when they die).
@@ -108,6 +109,16 @@ class ChildRetired(Exception):
     from its tree instead of counting a failed restart."""
 
 
+def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
+    if isinstance(groups, (str, bytes)):
+        raise ValueError(f"groups must be (namespace, group) pairs, got {groups!r}")
+    found = tuple(groups)
+    for pair in found:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"groups must be (namespace, group) tuples, got {pair!r}")
+    return found
+
+
 def _validate_name(name: Any) -> Any:
     if name is not None and not (isinstance(name, tuple) and len(name) == 2):
         raise ValueError(f"name must be a (namespace, service) tuple or None, got {name!r}")
@@ -122,7 +133,11 @@ class ChildSpec:
     :class:`pykka.ActorProxy` (its ``actor_ref`` is supervised), or a
     :class:`Supervisor`, for a nested tree. ``name`` is a
     ``(namespace, service)`` pair to register the child under, in the
-    supervisor's registry. ``shutdown`` is how long stopping it may take.
+    supervisor's registry. ``groups`` are ``(namespace, group)`` pairs the
+    child joins (with ``metadata``), in that registry, before ``start_child``
+    or :meth:`Supervisor.start` returns and again after every restart,
+    before the restart is reported, as names are. ``shutdown`` is how long
+    stopping it may take.
     """
 
     id: Hashable
@@ -131,6 +146,8 @@ class ChildSpec:
     name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
     metadata: Optional[Mapping[Any, Any]] = None
     shutdown: float = 5.0
+    groups: tuple[tuple[Hashable, Hashable], ...] = attrs.field(
+        default=(), converter=_validate_groups)
 
     @restart.validator
     def _check_restart(self, attribute: Any, value: str) -> None:
@@ -302,7 +319,8 @@ class SupervisorActor(pykka.ThreadingActor):
         it is one of our children and down: its death notice may still wait
         behind the message we are handling, and registering would otherwise
         wait for a restart only this thread can do."""
-        if child.spec.name is None or self.registry is None or self.registry.running:
+        if ((child.spec.name is None and not child.spec.groups) or self.registry is None
+                or self.registry.running):
             return
         owner = getattr(self.registry, "server_owner", None)
         if not owner or owner[0] is not self.handle:
@@ -357,6 +375,13 @@ class SupervisorActor(pykka.ThreadingActor):
                     )
                 namespace, service = child.spec.name
                 self.registry.register(namespace, service, started, child.spec.metadata)
+            if child.spec.groups:
+                if self.registry is None:
+                    raise SupervisorError(
+                        f"child {child.spec.id!r} has groups but the supervisor has no registry"
+                    )
+                for namespace, group in child.spec.groups:
+                    self.registry.join(namespace, group, started, child.spec.metadata)
         except BaseException:
             self._stop_ref(started, handle, child.spec.shutdown)
             raise
@@ -403,7 +428,7 @@ class SupervisorActor(pykka.ThreadingActor):
     def _sync_names(self, children: Sequence[_Child]) -> None:
         """Once stopped children are gone, make their names leave every
         listing too before we return (lookups already ignore them)."""
-        if self.registry is None or not any(c.spec.name for c in children):
+        if self.registry is None or not any(c.spec.name or c.spec.groups for c in children):
             return
         if not self.registry.running:
             return  # its server is down (perhaps one of ours): it reaps on restart

@@ -83,7 +83,8 @@ def redis_url_for(request: pytest.FixtureRequest) -> str:
 
 def test_the_examples_are_there() -> None:
     names = {example.name for example in EXAMPLES}
-    assert {"supervised_workers.py", "chat_rooms.py", "job_pool.py"} <= names, names
+    assert {"supervised_workers.py", "chat_rooms.py", "job_pool.py",
+            "event_listeners.py"} <= names, names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)

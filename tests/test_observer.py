@@ -20,8 +20,6 @@ import pykka
 import pytest
 
 from pykka_registry import ChildSpec, Registry, Supervisor
-from pykka_registry._server import RegistryState
-from pykka_registry.backends.base import Entry
 from pykka_registry.observer import METRICS, serve
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -153,7 +151,10 @@ def test_snapshot_shows_names_with_metadata_class_urn_alive_mailbox_and_held_tim
             worker.tell("queued")
         item = wait_for(lambda: next(
             (i for i in get_json(base(observer) + "/api/snapshot")["names"]["items"]
-             if i["service"] == "cart" and i["mailbox"] == 3), None), what="mailbox of 3")
+             # held_s comes from the Registered event, delivered by the
+             # registry's dispatcher thread a moment after register returns
+             if i["service"] == "cart" and i["mailbox"] == 3 and i["held_s"] is not None),
+            None), what="mailbox of 3 and a held time")
         gate.set()
         assert item["namespace"] == "shop"
         assert item["registry"] == "obs-test"
@@ -165,9 +166,9 @@ def test_snapshot_shows_names_with_metadata_class_urn_alive_mailbox_and_held_tim
         snapshot = get_json(base(observer) + "/api/snapshot")
         summary = snapshot["registries"][0]
         assert summary["name"] == "obs-test" and summary["status"] == "healthy"
-        assert summary["namespaces"] == [{"namespace": "shop", "names": 1, "groups": None,
-                                          "members": None}]
-        assert snapshot["groups"] is None  # this registry has no groups
+        assert summary["namespaces"] == [{"namespace": "shop", "names": 1, "groups": 0,
+                                          "members": 0}]
+        assert snapshot["groups"]["items"] == []  # groups kept, none joined
     worker.stop()
 
 
@@ -322,6 +323,21 @@ def test_groups_are_shown_when_the_registry_has_them(registry: Registry) -> None
         assert 'pykka_registry_group_members{registry="obs-test",namespace="ns"} 1' in text
 
 
+def test_real_groups_are_shown_even_in_a_namespace_without_names(registry: Registry) -> None:
+    member = Worker.start()
+    try:
+        registry.join("pools", "ocr", member, {"gpu": True})
+        with registry.observe() as observer:
+            snapshot = get_json(base(observer) + "/api/snapshot")
+        group = snapshot["groups"]["items"][0]
+        assert (group["namespace"], group["group"], group["count"]) == ("pools", "ocr", 1)
+        assert group["members"][0]["metadata"] == {"gpu": True}
+        assert snapshot["registries"][0]["namespaces"] == [
+            {"namespace": "pools", "names": 0, "groups": 1, "members": 1}]
+    finally:
+        member.stop()
+
+
 # -- /metrics ------------------------------------------------------------------------
 
 
@@ -469,13 +485,10 @@ def test_100k_names_page_under_10_mb(registry: Registry) -> None:
     # How fast it is served is measured in benchmarks/bench_observer.py, not here.
     holders = [Worker.start() for _ in range(8)]
 
-    def fill(state: RegistryState) -> None:
-        for i in range(100_000):
-            metadata = state.backend.validate_metadata({"shard": i % 16, "role": "worker"})
-            entry = Entry.create("big", f"svc-{i:06d}", holders[i % 8], metadata)
-            state.backend.register(entry, lambda ref: True)
-
-    registry.run_in_server(fill)
+    for start in range(0, 100_000, 10_000):  # batches: each well within call_timeout
+        registry.register_many("big", [
+            (f"svc-{i:06d}", holders[i % 8], {"shard": i % 16, "role": "worker"})
+            for i in range(start, start + 10_000)])
     with registry.observe() as observer:
         get(base(observer) + "/api/snapshot?limit=1")  # warm up
         for path in ("/api/snapshot", "/api/snapshot?limit=100000", "/metrics"):

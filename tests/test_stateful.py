@@ -17,6 +17,10 @@ Model rules (what the registry documents):
   names are gone from every read the moment the actor has stopped
   (``actor_stopped`` set): the model forgets them at stop time and every
   listing is checked right after the step, with no waiting and no ``sync()``.
+* Groups: ``(namespace, group) -> members in join order``; joining again
+  replaces the metadata and keeps the place; leave is idempotent; a dead
+  actor cannot join; a stopped actor is in no group the moment it has
+  stopped. Names and groups are independent.
 * ``match``: every criterion key is present and ``metadata[key] == value``, or
   ``metadata[key]`` is a list/tuple/set/frozenset containing ``value``.
 """
@@ -61,6 +65,7 @@ from pykka_registry.testing import Echo, wait_until
 NAMESPACES = ("ns-a", "ns-b")
 SERVICES = ("svc-0", "svc-1", "svc-2", "svc-3")
 KEYS = tuple((ns, svc) for ns in NAMESPACES for svc in SERVICES)
+GROUPS = ("grp-0", "grp-1", "svc-0")  # "svc-0": a key that is also a name
 INITIAL_ACTORS = 3
 MAX_LIVE_ACTORS = 4
 #: How long an actor may take to stop (not a registry promise: generous).
@@ -72,6 +77,7 @@ Key = tuple[str, str]
 
 namespaces = st.sampled_from(NAMESPACES)
 services = st.sampled_from(SERVICES)
+group_names = st.sampled_from(GROUPS)
 # Tiny pools, so that metadata values collide and criteria hit: a string
 # criterion such as "a" matches both a field equal to "a" and a list holding it.
 short_strings = st.sampled_from(("", "a", "b", "ab"))
@@ -142,6 +148,8 @@ class RegistryMachine(RuleBasedStateMachine):
         self.live: list[pykka.ActorRef[Any]] = []
         self.started: list[pykka.ActorRef[Any]] = []  # every actor, for teardown
         self.cleanup_pending = False  # an actor stopped since the last listing check
+        #: The group model: (namespace, group) -> {urn: (ref, metadata)}, join order.
+        self.group_model: dict[Key, dict[str, tuple[pykka.ActorRef[Any], dict[Any, Any]]]] = {}
 
     def teardown(self) -> None:
         self.registry.stop()
@@ -231,6 +239,10 @@ class RegistryMachine(RuleBasedStateMachine):
             assert self.registry.lookup(namespace, service) is None
             assert self.registry.lookup_with_metadata(namespace, service) is None
         assert self.registry.keys_of(actor) == [], "a stopped actor still holds names"
+        assert self.registry.groups_of(actor) == [], "a stopped actor is still in a group"
+        for (namespace, group), members in self.group_model.items():
+            if actor.actor_urn in members:
+                assert actor not in self.registry.members(namespace, group)
         assert self.registry.count() == len(self.model) - len(held), "listed after stop"
         for namespace in {ns for ns, _ in held}:
             assert not any(ref is actor for _, ref, _ in self.registry.match(namespace, {}))
@@ -241,6 +253,10 @@ class RegistryMachine(RuleBasedStateMachine):
         self.live.remove(actor)
         for key in self._expected_names(actor):
             del self.model[key]
+        for group_key in list(self.group_model):
+            self.group_model[group_key].pop(actor.actor_urn, None)
+            if not self.group_model[group_key]:
+                del self.group_model[group_key]
         self.cleanup_pending = True
 
     @rule(target=dead_actors, old=consumes(actors), new=actors, data=st.data(),
@@ -417,6 +433,41 @@ class RegistryMachine(RuleBasedStateMachine):
         if namespace is not None:
             assert sorted(self.registry.list_services(namespace), key=str) == in_ns
 
+    # -- groups ----------------------------------------------------------------------------
+
+    @rule(actor=actors, namespace=namespaces, group=group_names,
+          metadata=st.none() | metadatas)
+    def join(self, actor: pykka.ActorRef[Any], namespace: str, group: str,
+             metadata: Optional[dict[Any, Any]]) -> None:
+        self.registry.join(namespace, group, actor, metadata)
+        members = self.group_model.setdefault((namespace, group), {})
+        members[actor.actor_urn] = (actor, copy.deepcopy(metadata or {}))  # keeps its place
+
+    @rule(actor=dead_actors, namespace=namespaces, group=group_names)
+    def join_dead(self, actor: pykka.ActorRef[Any], namespace: str, group: str) -> None:
+        with pytest.raises(ActorNotAliveError):
+            self.registry.join(namespace, group, actor)
+
+    @rule(actor=st.one_of(actors, dead_actors), namespace=namespaces, group=group_names)
+    def leave(self, actor: pykka.ActorRef[Any], namespace: str, group: str) -> None:
+        self.registry.leave(namespace, group, actor)
+        members = self.group_model.get((namespace, group))
+        if members is not None:
+            members.pop(actor.actor_urn, None)
+            if not members:
+                del self.group_model[(namespace, group)]
+
+    @rule(namespace=namespaces, group=group_names, criteria=criterias)
+    def match_members(self, namespace: str, group: str, criteria: dict[Any, Any]) -> None:
+        got = self.registry.match_members(namespace, group, criteria)
+        expected = [(ref, metadata) for ref, metadata in
+                    self.group_model.get((namespace, group), {}).values()
+                    if model_matches(metadata, criteria)]
+        assert [(ref.actor_urn, md) for ref, md in got] == [
+            (ref.actor_urn, md) for ref, md in expected], f"match_members{namespace, group}"
+        for _ref, metadata in got:
+            scribble(metadata)
+
     @rule(actor=actors)
     def keys_of(self, actor: pykka.ActorRef[Any]) -> None:
         self._settle()
@@ -453,9 +504,26 @@ class RegistryMachine(RuleBasedStateMachine):
             assert sorted(self.registry.keys_of(actor), key=str) == sorted(
                 self._expected_names(actor)
             )
+        for namespace in NAMESPACES:
+            expected_groups = sorted(g for ns, g in self.group_model if ns == namespace)
+            assert sorted(self.registry.groups(namespace)) == expected_groups
+            for group in GROUPS:
+                members = self.group_model.get((namespace, group), {})
+                assert self.registry.members(namespace, group) == [r for r, _ in members.values()]
+                assert self.registry.members_with_metadata(namespace, group) == list(
+                    members.values())
+                assert self.registry.count_members(namespace, group) == len(members)
+        for actor in self.started:
+            expected_of = sorted(key for key, members in self.group_model.items()
+                                 if actor.actor_urn in members)
+            assert sorted(self.registry.groups_of(actor)) == expected_of
+        stats = self.registry.stats()
+        assert stats.groups == len(self.group_model)
+        assert stats.memberships == sum(len(m) for m in self.group_model.values())
         backend = self.registry.backend
         if isinstance(backend, IndexedBackend):
             assert backend.index_size() == index_terms(self.model), "stale or missing index terms"
+            assert set(backend._member_index) <= set(self.group_model), "stale member index"
 
 
 # -- one TestCase per backend -------------------------------------------------------------

@@ -6,7 +6,7 @@
   an inverted metadata index.
 """
 
-from pykka_registry.backends.base import Backend, BackendContext, Entry, validate_backend
+from pykka_registry.backends.base import Backend, BackendContext, Entry, Member, validate_backend
 from pykka_registry.backends.indexed import IndexedBackend
 from pykka_registry.backends.memory import MemoryBackend
 
@@ -15,6 +15,7 @@ __all__ = [
     "BackendContext",
     "Entry",
     "IndexedBackend",
+    "Member",
     "MemoryBackend",
     "validate_backend",
 ]

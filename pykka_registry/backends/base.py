@@ -25,6 +25,23 @@ Who calls what
   state before a write or after it, never a torn mix, and never raise because
   a write ran meanwhile.
 
+Groups
+------
+A backend that keeps groups (many actors under one key) sets
+:attr:`Backend.supports_groups` and implements the group methods:
+writes :meth:`Backend.join`, :meth:`Backend.leave` and
+:meth:`Backend.clear_namespace_groups` (server thread, under the write lock),
+:meth:`Backend.leave_all` (the dying actor's thread, right after
+:meth:`Backend.remove_actor`, under the write lock: quick, no I/O), and
+reads :meth:`Backend.members`, :meth:`Backend.groups`,
+:meth:`Backend.groups_of`, :meth:`Backend.count_members`,
+:meth:`Backend.match_members` and :meth:`Backend.group_totals` (any thread,
+consistent snapshots). Members are kept in join order; joining again
+replaces the member's metadata and keeps its place. A backend without groups
+(``supports_groups = False``, the default) need implement none of them: the
+registry refuses group calls with
+:class:`~pykka_registry.GroupsNotSupportedError`.
+
 Liveness is not the backend's business beyond :meth:`Backend.register`:
 the registry calls :meth:`Backend.remove_actor` for every local death before
 the actor is reported stopped, so reads never check whether an entry's actor
@@ -48,10 +65,15 @@ from typing import Any, Callable, ClassVar, Optional, Protocol
 import attrs
 import pykka
 
-from pykka_registry._errors import AlreadyRegisteredError, InvalidKeyError, safe_repr
+from pykka_registry._errors import (
+    AlreadyRegisteredError,
+    GroupsNotSupportedError,
+    InvalidKeyError,
+    safe_repr,
+)
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
 
-__all__ = ["Backend", "BackendContext", "Entry", "validate_backend"]
+__all__ = ["Backend", "BackendContext", "Entry", "Member", "validate_backend"]
 
 
 class BackendContext(Protocol):
@@ -113,6 +135,39 @@ class Entry:
         return (self.service, self.actor_ref, self.metadata_copy())
 
 
+@attrs.define(frozen=True, eq=False)
+class Member:
+    """One actor's membership of one group, as a backend stores it.
+    Immutable; crosses threads. ``metadata`` is the registry's own copy and
+    is never mutated; hand it to users only through :meth:`metadata_copy`."""
+
+    namespace: Hashable
+    group: Hashable
+    actor_ref: Any
+    metadata: Mapping[Any, Any]
+    flat: bool = attrs.field(default=True)
+
+    @classmethod
+    def create(
+        cls, namespace: Hashable, group: Hashable, actor_ref: Any, metadata: Mapping[Any, Any]
+    ) -> Member:
+        """A membership for metadata that is already the registry's own copy."""
+        return cls(namespace, group, actor_ref, metadata, is_flat(metadata))
+
+    def metadata_copy(self) -> dict[Any, Any]:
+        """A copy of the metadata the caller may change freely."""
+        if self.flat:
+            return dict(self.metadata)
+        return copy_metadata(self.metadata)
+
+
+def _no_groups(backend: Any) -> GroupsNotSupportedError:
+    return GroupsNotSupportedError(
+        f"backend {getattr(backend, 'name', type(backend).__name__)!s} keeps no groups "
+        "(supports_groups is False)"
+    )
+
+
 class Backend(abc.ABC):
     """Abstract base class of registry backends. See the module docstring."""
 
@@ -125,6 +180,8 @@ class Backend(abc.ABC):
     json_metadata_only: ClassVar[bool] = False
     #: True when entries may name actors of other processes.
     distributed: ClassVar[bool] = False
+    #: True when the backend keeps groups (implements the group methods).
+    supports_groups: ClassVar[bool] = False
 
     # -- validation (caller's thread) ---------------------------------------
 
@@ -289,6 +346,74 @@ class Backend(abc.ABC):
         """
         return [e for e in self.entries(namespace) if metadata_matches(e.metadata, criteria)]
 
+    # -- groups (see "Groups" in the module docstring) ---------------------------
+    # The defaults raise GroupsNotSupportedError (writes, members) or answer
+    # "nothing" (leave_all, reads that a death or a listing makes anyway), so
+    # a backend written before groups keeps working unchanged.
+
+    def join(self, member: Member) -> Optional[Member]:
+        """Add ``member`` to its group (server thread, write lock held). If
+        the actor is a member already, replace its metadata, keep its place
+        and return the replaced membership; else return ``None``."""
+        raise _no_groups(self)
+
+    def leave(self, namespace: Hashable, group: Hashable, actor_ref: Any) -> Optional[Member]:
+        """Remove the actor from the group; return the membership, or
+        ``None`` if it was not a member (idempotent)."""
+        raise _no_groups(self)
+
+    def leave_all(self, actor_ref: Any) -> list[Member]:
+        """Remove the actor from every group; return the memberships.
+        Called in the dying actor's thread, under the write lock, right
+        after :meth:`remove_actor`: quick, no I/O, no waiting; should not
+        raise. Return ``[]`` fast for an actor in no group."""
+        return []
+
+    def clear_namespace_groups(self, namespace: Hashable) -> list[Member]:
+        """Remove every membership of ``namespace``; return them. The
+        default calls :meth:`leave` for each member of each group."""
+        removed = []
+        for group in self.groups(namespace):
+            for member in self.members(namespace, group):
+                gone = self.leave(namespace, group, member.actor_ref)
+                if gone is not None:
+                    removed.append(gone)
+        return removed
+
+    def members(self, namespace: Hashable, group: Hashable) -> Sequence[Member]:
+        """A snapshot of the group's memberships, in join order."""
+        raise _no_groups(self)
+
+    def groups(self, namespace: Hashable) -> list[Hashable]:
+        """The groups of ``namespace`` with at least one member."""
+        return []
+
+    def groups_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
+        """Every ``(namespace, group)`` the actor is a member of."""
+        return []
+
+    def group_namespaces(self) -> list[Hashable]:
+        """The namespaces with at least one group member (for a full
+        replay). The default is ``[]``."""
+        return []
+
+    def count_members(self, namespace: Hashable, group: Hashable) -> int:
+        """How many members the group has."""
+        return len(self.members(namespace, group))
+
+    def match_members(
+        self, namespace: Hashable, group: Hashable, criteria: Mapping[Any, Any]
+    ) -> list[Member]:
+        """Members (in join order) whose metadata satisfies ``criteria``, by
+        the rule of :meth:`match`. The default scans :meth:`members`."""
+        return [m for m in self.members(namespace, group)
+                if metadata_matches(m.metadata, criteria)]
+
+    def group_totals(self) -> tuple[int, int]:
+        """``(groups with at least one member, memberships)`` over every
+        namespace, for stats."""
+        return (0, 0)
+
     def health(self) -> Mapping[str, Any]:
         """Backend-specific health facts; ``{"status": "degraded"}`` or
         ``{"status": "unhealthy"}`` lowers the registry's health status."""
@@ -308,6 +433,26 @@ _OPTIONAL = ("validate_key", "validate_metadata", "start", "close", "match", "he
 # Added later with defaults: a duck-typed backend without them gets the
 # Backend defaults (see batch_writes()).
 _BATCH = ("register_many", "unregister_many")
+#: What a backend with ``supports_groups = True`` must implement itself.
+_GROUP_REQUIRED = ("join", "leave", "leave_all", "members", "groups", "groups_of")
+#: Group methods with usable defaults (given to duck-typed backends too).
+_GROUP_OPTIONAL = ("clear_namespace_groups", "count_members", "match_members", "group_totals",
+                   "group_namespaces")
+
+
+def supports_groups(backend: Any) -> bool:
+    """True when ``backend`` declares that it keeps groups."""
+    return getattr(backend, "supports_groups", False) is True
+
+
+def group_method(backend: Any, name: str) -> Callable[..., Any]:
+    """The backend's group method ``name``, or the :class:`Backend` default
+    bound to it (a duck-typed backend written before groups)."""
+    method = getattr(backend, name, None)
+    if callable(method):
+        return method
+    default = getattr(Backend, name)
+    return default.__get__(backend, type(backend))
 
 
 def batch_writes(backend: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -328,6 +473,11 @@ def validate_backend(obj: Any) -> None:
 
     A :class:`Backend` subclass need only implement the abstract methods; an
     object that does not subclass it (duck typing) must provide all of them.
+    A backend that declares ``supports_groups = True`` must also implement
+    the group methods :meth:`Backend.join`, :meth:`Backend.leave`,
+    :meth:`Backend.leave_all`, :meth:`Backend.members`,
+    :meth:`Backend.groups` and :meth:`Backend.groups_of` itself (the others
+    have defaults). A backend without groups needs none of them.
 
     Raises:
         TypeError: naming every missing method.
@@ -340,6 +490,12 @@ def validate_backend(obj: Any) -> None:
         missing = [
             name for name in (*_REQUIRED, *_OPTIONAL) if not callable(getattr(obj, name, None))
         ]
+    if supports_groups(obj):
+        cls = obj if isinstance(obj, type) else type(obj)
+        for name in _GROUP_REQUIRED:
+            method = getattr(cls, name, None)
+            if not callable(method) or method is getattr(Backend, name):
+                missing.append(name)
     if missing:
         what = obj.__name__ if isinstance(obj, type) else type(obj).__name__
         raise TypeError(f"{what} is not a complete registry backend; missing: {', '.join(missing)}")

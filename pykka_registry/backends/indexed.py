@@ -23,6 +23,13 @@ are then checked with the exact
 :func:`~pykka_registry._metadata.metadata_matches` rule, so the index decides
 speed, never the answer.
 
+Groups
+------
+Group members are indexed the same way, per ``(namespace, group)``, keyed
+by actor URN, so :meth:`IndexedBackend.match_members` checks metadata of
+the smallest candidate set only (one quick pass over the group's member
+list keeps join order; the same exact rule decides).
+
 Hostile values
 --------------
 Metadata values are user objects, and the index hashes and compares them in
@@ -41,7 +48,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 from pykka_registry._metadata import COLLECTION_TYPES, metadata_matches
-from pykka_registry.backends.base import Entry
+from pykka_registry.backends.base import Entry, Member
 from pykka_registry.backends.memory import MemoryBackend
 
 __all__ = ["IndexedBackend"]
@@ -92,6 +99,8 @@ class IndexedBackend(MemoryBackend):
         self._unindexed: dict[Hashable, dict[Any, set[Hashable]]] = {}
         #: Per namespace: services whose metadata could not be indexed at all.
         self._loose: dict[Hashable, set[Hashable]] = {}
+        #: The same three tables for group members: (namespace, group) -> ...
+        self._member_index: dict[tuple[Hashable, Hashable], _MemberIndex] = {}
 
     def _on_added(self, entry: Entry) -> None:
         postings = self._postings.setdefault(entry.namespace, {})
@@ -147,6 +156,43 @@ class IndexedBackend(MemoryBackend):
         if not self._unindexed.get(namespace, True):
             del self._unindexed[namespace]
 
+    # -- the group member index (called under _group_lock) ----------------------------
+
+    def _on_member_added(self, member: Member) -> None:
+        key = (member.namespace, member.group)
+        index = self._member_index.get(key)
+        if index is None:
+            index = self._member_index[key] = _MemberIndex()
+        index.add(member)
+
+    def _on_member_removed(self, member: Member) -> None:
+        key = (member.namespace, member.group)
+        index = self._member_index.get(key)
+        if index is not None:
+            index.remove(member)
+            if index.empty():
+                del self._member_index[key]
+
+    def match_members(
+        self, namespace: Hashable, group: Hashable, criteria: Mapping[Any, Any]
+    ) -> list[Member]:
+        usable = [(field, want) for field, want in criteria.items() if _hashable(want)]
+        if not usable:
+            return super().match_members(namespace, group, criteria)
+        with self._group_lock:
+            members = self._groups.get(namespace, {}).get(group)
+            if not members:
+                return []
+            index = self._member_index.get((namespace, group))
+            try:
+                candidates = index.candidates(usable) if index is not None else set(members)
+            except Exception:  # a criterion whose __eq__ raises: scan instead
+                candidates = set(members)
+            # One C-speed pass over the ordered members keeps join order; the
+            # exact (Python-level) check runs on the candidates only.
+            found = [m for urn, m in members.items() if urn in candidates]
+        return [m for m in found if metadata_matches(m.metadata, criteria)]
+
     def index_size(self) -> int:
         """How many ``(field, value)`` terms the index holds (for stats and tests)."""
         with self._lock:
@@ -181,3 +227,64 @@ class IndexedBackend(MemoryBackend):
         report = dict(super().health())
         report["index_terms"] = self.index_size()
         return report
+
+
+class _MemberIndex:
+    """The inverted index of one group's members (see "Groups" above):
+    ``(field, value) -> {urn}``, per field the URNs whose value cannot be
+    indexed, and the URNs whose metadata could not be indexed at all."""
+
+    __slots__ = ("loose", "postings", "unindexed")
+
+    def __init__(self) -> None:
+        self.postings: dict[tuple[Any, Any], set[str]] = {}
+        self.unindexed: dict[Any, set[str]] = {}
+        self.loose: set[str] = set()
+
+    def add(self, member: Member) -> None:
+        urn = member.actor_ref.actor_urn
+        try:
+            for field, value, indexable in _index_terms(member.metadata):
+                if indexable:
+                    self.postings.setdefault((field, value), set()).add(urn)
+                else:
+                    self.unindexed.setdefault(field, set()).add(urn)
+        except BaseException:  # a hostile value: see "Hostile values"
+            self.scrub(urn)
+            self.loose.add(urn)
+
+    def remove(self, member: Member) -> None:
+        urn = member.actor_ref.actor_urn
+        if urn in self.loose:
+            self.loose.discard(urn)
+            return
+        try:
+            for field, value, indexable in _index_terms(member.metadata):
+                table: dict[Any, set[str]] = self.postings if indexable else self.unindexed
+                key = (field, value) if indexable else field
+                urns = table.get(key)
+                if urns is not None:
+                    urns.discard(urn)
+                    if not urns:
+                        del table[key]
+        except BaseException:  # a value whose hash changed, or raises now
+            self.scrub(urn)
+
+    def scrub(self, urn: str) -> None:
+        for table in (self.postings, self.unindexed):
+            for key in [k for k, urns in table.items() if urn in urns]:
+                table[key].discard(urn)
+                if not table[key]:
+                    del table[key]
+
+    def empty(self) -> bool:
+        return not (self.postings or self.unindexed or self.loose)
+
+    def candidates(self, usable: list[tuple[Any, Any]]) -> set[str]:
+        sets = []
+        for field, want in usable:
+            hits = self.postings.get((field, want), set())
+            loose = self.unindexed.get(field)
+            sets.append(hits | loose if loose else hits)
+        sets.sort(key=len)
+        return sets[0].intersection(*sets[1:]) | self.loose

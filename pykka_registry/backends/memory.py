@@ -11,6 +11,12 @@ Guarantees
 * ``count()`` is O(1); ``services``/``entries`` are O(size of the namespace);
   ``match`` scans the namespace (see :mod:`pykka_registry.backends.indexed`
   for an index).
+* Groups (:class:`LocalGroups`): members in join order, an ordered dict per
+  group under a lock of their own. ``members`` reads a cached snapshot (a
+  tuple) without a lock; every group write drops the group's snapshot before
+  it returns, and the next read rebuilds it under the lock, so a read sees
+  the group before or after a write, never between. Join, leave and a
+  death's ``leave_all`` are O(1) per membership.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from pykka_registry._errors import AlreadyRegisteredError, NotRegisteredError
-from pykka_registry.backends.base import Backend, Entry
+from pykka_registry.backends.base import Backend, Entry, Member
 
-__all__ = ["LocalTables", "MemoryBackend"]
+__all__ = ["LocalGroups", "LocalTables", "MemoryBackend"]
 
 _EMPTY: dict[Hashable, Any] = {}
 
@@ -146,10 +152,167 @@ class LocalTables:
                     self._forget(entry)
 
 
-class MemoryBackend(LocalTables, Backend):
+_NO_MEMBERS: tuple[Any, ...] = ()
+
+
+class LocalGroups:
+    """In-memory group tables: ``namespace -> group -> actor_urn -> Member``
+    (dicts keep join order, and replacing a value keeps its place), a reverse
+    index ``actor_urn -> {(namespace, group): Member}`` and, per group, a
+    cached snapshot ``(members, refs)`` for lock-free reads.
+
+    Writes are called under the registry's write lock; they take
+    ``_group_lock`` too so that multi-structure reads are consistent.
+    """
+
+    supports_groups = True
+
+    def __init__(self) -> None:
+        self._group_lock = threading.Lock()
+        self._groups: dict[Hashable, dict[Hashable, dict[str, Member]]] = {}
+        self._groups_by_urn: dict[str, dict[tuple[Hashable, Hashable], Member]] = {}
+        #: (namespace, group) -> (members tuple, refs tuple); dropped on every write.
+        self._group_cache: dict[tuple[Hashable, Hashable], tuple[tuple[Member, ...],
+                                                                 tuple[Any, ...]]] = {}
+        self._memberships = 0
+
+    # -- hooks for subclasses (called under _group_lock) ----------------------------
+
+    def _on_member_added(self, member: Member) -> None:
+        """A membership was stored (or its metadata replaced: removed first)."""
+
+    def _on_member_removed(self, member: Member) -> None:
+        """A membership was removed or replaced."""
+
+    # -- writes -------------------------------------------------------------------------
+
+    def join(self, member: Member) -> Optional[Member]:
+        key = (member.namespace, member.group)
+        hash(key)  # a hostile __hash__ raises here, before anything changes
+        urn = member.actor_ref.actor_urn
+        with self._group_lock:
+            groups = self._groups.get(member.namespace)
+            if groups is None:
+                groups = self._groups[member.namespace] = {}
+            members = groups.get(member.group)
+            if members is None:
+                members = groups[member.group] = {}
+            previous = members.get(urn)
+            if previous is not None:
+                self._on_member_removed(previous)
+            else:
+                self._memberships += 1
+            members[urn] = member  # an existing key keeps its place
+            self._groups_by_urn.setdefault(urn, {})[key] = member
+            self._group_cache.pop(key, None)
+            self._on_member_added(member)
+            return previous
+
+    def _drop(self, member: Member) -> None:
+        """Remove one membership from every structure (``_group_lock`` held)."""
+        key = (member.namespace, member.group)
+        urn = member.actor_ref.actor_urn
+        groups = self._groups[member.namespace]
+        members = groups[member.group]
+        del members[urn]
+        if not members:
+            del groups[member.group]
+            if not groups:
+                del self._groups[member.namespace]
+        held = self._groups_by_urn.get(urn)
+        if held is not None:
+            held.pop(key, None)
+            if not held:
+                del self._groups_by_urn[urn]
+        self._memberships -= 1
+        self._group_cache.pop(key, None)
+        self._on_member_removed(member)
+
+    def leave(self, namespace: Hashable, group: Hashable, actor_ref: Any) -> Optional[Member]:
+        with self._group_lock:
+            member = self._groups.get(namespace, _EMPTY).get(group, _EMPTY).get(
+                actor_ref.actor_urn)
+            if member is None:
+                return None
+            self._drop(member)
+            return member
+
+    def leave_all(self, actor_ref: Any) -> list[Member]:
+        urn = actor_ref.actor_urn
+        if urn not in self._groups_by_urn:  # most deaths: an actor in no group
+            return []
+        with self._group_lock:
+            removed = list(self._groups_by_urn.get(urn, {}).values())
+            for member in removed:
+                self._drop(member)
+            return removed
+
+    def clear_namespace_groups(self, namespace: Hashable) -> list[Member]:
+        with self._group_lock:
+            removed = [m for members in self._groups.get(namespace, _EMPTY).values()
+                       for m in members.values()]
+            for member in removed:
+                self._drop(member)
+            return removed
+
+    def _clear_groups(self) -> None:
+        with self._group_lock:
+            for members in [m for groups in self._groups.values() for m in groups.values()]:
+                for member in list(members.values()):
+                    self._drop(member)
+
+    # -- reads (any thread) -------------------------------------------------------------
+
+    def _snapshot(self, namespace: Hashable, group: Hashable
+                  ) -> tuple[tuple[Member, ...], tuple[Any, ...]]:
+        key = (namespace, group)
+        cached = self._group_cache.get(key)
+        if cached is not None:
+            return cached
+        with self._group_lock:
+            members = self._groups.get(namespace, _EMPTY).get(group)
+            if not members:
+                return (_NO_MEMBERS, _NO_MEMBERS)
+            found = tuple(members.values())
+            cached = (found, tuple(m.actor_ref for m in found))
+            self._group_cache[key] = cached  # only live groups: bounded
+            return cached
+
+    def members(self, namespace: Hashable, group: Hashable) -> tuple[Member, ...]:
+        return self._snapshot(namespace, group)[0]
+
+    def member_refs(self, namespace: Hashable, group: Hashable) -> tuple[Any, ...]:
+        """The members' refs in join order (the facade's fast path)."""
+        return self._snapshot(namespace, group)[1]
+
+    def groups(self, namespace: Hashable) -> list[Hashable]:
+        with self._group_lock:
+            return list(self._groups.get(namespace, _EMPTY))
+
+    def groups_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
+        with self._group_lock:
+            return list(self._groups_by_urn.get(actor_ref.actor_urn, ()))
+
+    def group_namespaces(self) -> list[Hashable]:
+        with self._group_lock:
+            return list(self._groups)
+
+    def count_members(self, namespace: Hashable, group: Hashable) -> int:
+        return len(self._groups.get(namespace, _EMPTY).get(group, _EMPTY))
+
+    def group_totals(self) -> tuple[int, int]:
+        with self._group_lock:
+            return (sum(len(groups) for groups in self._groups.values()), self._memberships)
+
+
+class MemoryBackend(LocalTables, LocalGroups, Backend):
     """Registrations in dicts (see :class:`LocalTables`)."""
 
     name = "memory"
+
+    def __init__(self) -> None:
+        LocalTables.__init__(self)
+        LocalGroups.__init__(self)
 
     # -- writes ------------------------------------------------------------------
 
@@ -227,10 +390,14 @@ class MemoryBackend(LocalTables, Backend):
 
     def close(self) -> None:
         self._clear_tables()
+        self._clear_groups()
 
     def owns(self, actor_ref: Any) -> bool:
         return actor_ref.actor_urn in self._by_urn
 
     def health(self) -> Mapping[str, Any]:
         with self._lock:
-            return {"status": "healthy", "entries": self._total, "namespaces": len(self._names)}
+            report: dict[str, Any] = {"status": "healthy", "entries": self._total,
+                                      "namespaces": len(self._names)}
+        report["groups"], report["memberships"] = self.group_totals()
+        return report

@@ -218,14 +218,14 @@ class Snapshotter:
                 stats=_asdict(registry.stats()),
                 event_queue=event_queue_depth(registry),
                 subscribers=subscriber_count(registry),
-                groups_supported=hasattr(registry, "groups"),
+                groups_supported=_has_groups(registry),
             )
             namespaces = []
-            all_namespaces = list(registry.namespaces())
+            all_namespaces = _all_namespaces(registry)
             for ns in all_namespaces:
                 entry: dict[str, Any] = {"namespace": label(ns), "names": registry.count(ns),
                                          "groups": None, "members": None}
-                if hasattr(registry, "groups"):
+                if _has_groups(registry):
                     groups = list(registry.groups(ns))
                     entry["groups"] = len(groups)
                     entry["members"] = sum(_count_members(registry, ns, g) for g in groups)
@@ -287,14 +287,14 @@ class Snapshotter:
 
     def _groups(self, needle: str, namespace: Optional[str], offset: int,
                 limit: int) -> Optional[dict[str, Any]]:
-        watches = [w for w in list(self.watches) if hasattr(w.registry, "groups")]
+        watches = [w for w in list(self.watches) if _has_groups(w.registry)]
         if not watches:
             return None
         rows: list[_Row] = []
         for watch in watches:
             registry = watch.registry
             try:
-                for ns in list(registry.namespaces()):
+                for ns in _all_namespaces(registry):
                     ns_label = label(ns)
                     if namespace is not None and ns_label != namespace:
                         continue
@@ -349,6 +349,22 @@ class Snapshotter:
         roots = [h for h in handles if id(h) not in nested]
         roots.sort(key=lambda h: label(h.name))
         return [_supervisor_node(h, snaps, set()) for h in roots]
+
+
+def _all_namespaces(registry: Any) -> list[Any]:
+    """The namespaces with names, then those with group members only."""
+    found = list(registry.namespaces())
+    if _has_groups(registry):
+        extra = getattr(getattr(registry, "backend", None), "group_namespaces", None)
+        if callable(extra):
+            found += [ns for ns in extra() if ns not in found]
+    return found
+
+
+def _has_groups(registry: Any) -> bool:
+    """Does the registry keep groups? (A registry on a backend without
+    groups has the methods, but they raise.)"""
+    return getattr(registry, "supports_groups", False) is True
 
 
 def _count_members(registry: Any, namespace: Any, group: Any) -> int:
