@@ -549,18 +549,20 @@ class RegistryServer(pykka.ThreadingActor):
         # Only the snapshot is taken here (a list copy per namespace); the
         # dispatcher thread turns it into Registered events, so a large replay
         # holds up writes and death clean-ups for the copy alone.
-        replay: tuple[Any, ...] = ()
+        replay: list[Any] = []
         if msg.replay:
             sub = msg.subscription
             backend = self.backend
             namespaces = backend.namespaces() if sub.namespace is None else [sub.namespace]
-            replay = tuple(e for ns in namespaces for e in backend.entries(ns))
+            for ns in namespaces:
+                replay.extend(backend.entries(ns))  # C-level list copies
             if getattr(backend, "supports_groups", False) is True:
                 group_namespaces = (backend.group_namespaces() if sub.namespace is None
                                     else [sub.namespace])
-                replay += tuple(m for ns in group_namespaces for g in backend.groups(ns)
-                                for m in backend.members(ns, g))
-        self.events.start_subscription(msg.subscription, replay)
+                for ns in group_namespaces:
+                    for group in backend.groups(ns):
+                        replay.extend(backend.members(ns, group))
+        self.events.start_subscription(msg.subscription, tuple(replay))
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {
         Register: _register,
