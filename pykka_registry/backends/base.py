@@ -168,6 +168,19 @@ def _no_groups(backend: Any) -> GroupsNotSupportedError:
     )
 
 
+def refuse_if_held(current: Optional[Entry], entry: Entry,
+                   is_alive: Callable[[Any], bool]) -> None:
+    """Raise :class:`~pykka_registry.AlreadyRegisteredError` if ``current``
+    (what holds ``entry``'s name now, or ``None``) is another actor that
+    ``is_alive`` says is alive: the rule of :meth:`Backend.register`."""
+    if (
+        current is not None
+        and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
+        and is_alive(current.actor_ref)
+    ):
+        raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+
+
 class Backend(abc.ABC):
     """Abstract base class of registry backends. See the module docstring."""
 
@@ -245,13 +258,7 @@ class Backend(abc.ABC):
         override it to do the batch in one step (one lock, one round trip).
         """
         for entry in entries:
-            current = self.get(entry.namespace, entry.service)
-            if (
-                current is not None
-                and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
-                and is_alive(current.actor_ref)
-            ):
-                raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+            refuse_if_held(self.get(entry.namespace, entry.service), entry, is_alive)
         done: list[Optional[Entry]] = []
         try:
             for entry in entries:

@@ -25,8 +25,8 @@ import threading
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
-from pykka_registry._errors import AlreadyRegisteredError, NotRegisteredError
-from pykka_registry.backends.base import Backend, Entry, Member
+from pykka_registry._errors import NotRegisteredError
+from pykka_registry.backends.base import Backend, Entry, Member, refuse_if_held
 
 __all__ = ["LocalGroups", "LocalTables", "MemoryBackend"]
 
@@ -317,13 +317,7 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
     # -- writes ------------------------------------------------------------------
 
     def _refuse_if_held(self, entry: Entry, is_alive: Callable[[Any], bool]) -> None:
-        current = self.get(entry.namespace, entry.service)
-        if (
-            current is not None
-            and current.actor_ref.actor_urn != entry.actor_ref.actor_urn
-            and is_alive(current.actor_ref)
-        ):
-            raise AlreadyRegisteredError(entry.namespace, entry.service, current.actor_ref)
+        refuse_if_held(self.get(entry.namespace, entry.service), entry, is_alive)
 
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         with self._lock:
