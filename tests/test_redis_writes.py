@@ -278,3 +278,37 @@ def test_a_batch_whose_actor_dies_on_the_way_registers_nothing(
         client.close()
     registry.register_many("batch", [("a", survivor)])  # the names are free again
     assert registry.lookup("batch", "a") is survivor
+
+
+class AnswerLate(SlowScript):
+    """Runs the script at once, then holds its answer back (the claim is in
+    Redis, and in the feed, before this process stores it locally)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.script(*args, **kwargs)
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.proceed.wait(10)
+        return result
+
+
+def test_an_actor_can_be_messaged_while_its_claim_reply_is_on_the_way(
+    nodes: Factory, actors: Any
+) -> None:
+    """Another process may see a claim in the feed, and message its actor,
+    before the claiming process has stored the claim: the message must be
+    delivered (the actor is being named here), not refused as "never named"."""
+    a, b = nodes(), nodes()
+    ref = actors("fresh")
+    late = AnswerLate(a.backend._claim)  # type: ignore[attr-defined]
+    a.backend._claim = late  # type: ignore[attr-defined]
+    writer, outcome = _in_thread(lambda: a.register("ns", "fresh", ref))
+    try:
+        assert late.entered.wait(5)
+        seen = wait_for(lambda: b.lookup("ns", "fresh"), 5.0, "b sees the claim")
+        assert seen.ask("hello", timeout=5) == ("echo", "fresh", "hello")
+    finally:
+        late.proceed.set()
+        writer.join(10)
+    assert outcome == [None]

@@ -73,6 +73,7 @@ All three are joined by :meth:`RedisBackend.close` (``registry.stop()``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import json
 import logging
@@ -82,7 +83,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import attrs
@@ -774,6 +775,31 @@ class RedisBackend(LocalTables, Backend):
         meta = _dumps(entry.metadata)
         replace_token = self._pre_claim(entry, is_alive)
         actor_class = actor_ref.actor_class.__qualname__
+        with self._being_named([urn]):
+            return self._register_claim(entry, key, kjson, meta, replace_token, actor_class,
+                                        is_alive)
+
+    @contextlib.contextmanager
+    def _being_named(self, urns: list[str]) -> Iterator[None]:
+        """Count ``urns`` as named here while their claim is on its way: the
+        claim's feed event can reach another process (which may then message
+        the actor) before this process has stored the claim locally. Undone
+        if the claim fails and the actor holds no other name here."""
+        added = [urn for urn in urns if urn not in self._named_urns]
+        self._named_urns.update(added)
+        try:
+            yield
+        except BaseException:
+            for urn in added:
+                if urn not in self._local_refs:
+                    self._named_urns.discard(urn)
+            raise
+
+    def _register_claim(self, entry: Entry, key: Key, kjson: str, meta: str,
+                        replace_token: str, actor_class: str,
+                        is_alive: Callable[[Any], bool]) -> Optional[Entry]:
+        actor_ref = entry.actor_ref
+        urn = actor_ref.actor_urn
         for _attempt in range(3):
             try:
                 with self._io():
@@ -822,6 +848,11 @@ class RedisBackend(LocalTables, Backend):
         is written."""
         if not entries:
             return []
+        with self._being_named([e.actor_ref.actor_urn for e in entries]):
+            return self._register_many_claim(entries, is_alive)
+
+    def _register_many_claim(self, entries: Sequence[Entry],
+                             is_alive: Callable[[Any], bool]) -> list[Optional[Entry]]:
         replace = [self._pre_claim(entry, is_alive, check=False) for entry in entries]
         texts = [key_json(e.namespace, e.service) for e in entries]
         keys = [self._k("names"), self._k("events"), self._k("seq"),
