@@ -131,19 +131,22 @@ class RegistryState:
 
     # -- the write lock ------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold the write lock (at most ``call_timeout`` to get it)."""
+    def acquire_write(self) -> bool:
+        """Take the write lock, waiting at most ``call_timeout``; False if
+        it was not free by then. Pair with :meth:`release_write`."""
         if not self.write_lock.acquire(timeout=self.call_timeout):
-            raise RegistryUnavailableError(
-                f"{self.name}: a backend write did not finish within {self.call_timeout}s"
-            )
+            return False
         self._writer = threading.get_ident()
-        try:
-            yield
-        finally:
-            self._writer = None
-            self.write_lock.release()
+        return True
+
+    def release_write(self) -> None:
+        self._writer = None
+        self.write_lock.release()
+
+    def write_lock_timeout(self) -> RegistryUnavailableError:
+        return RegistryUnavailableError(
+            f"{self.name}: a backend write did not finish within {self.call_timeout}s"
+        )
 
     @contextlib.contextmanager
     def unlocked(self) -> Iterator[None]:
@@ -163,10 +166,6 @@ class RegistryState:
         finally:
             self.write_lock.acquire()
             self._writer = threading.get_ident()
-
-    def holds_write_lock(self) -> bool:
-        """True in the thread that holds the write lock now."""
-        return self._writer == threading.get_ident()
 
     @contextlib.contextmanager
     def key_lock(self, namespace: Hashable, service: Hashable, timeout: float) -> Iterator[None]:
@@ -233,18 +232,16 @@ class RegistryState:
         ``call_timeout`` for the lock (then leaves the notice to the server)."""
         if actor_ref is self.server_ref or self.closed:
             return
-        if not self.write_lock.acquire(timeout=self.call_timeout):
+        if not self.acquire_write():
             logger.error("%s: the write lock was not free within %ss; %s's names are "
                          "removed by the server later", self.name, self.call_timeout, actor_ref)
             self.pending_deaths.append((actor_ref, reason))
             self._wake_server()
             return
-        self._writer = threading.get_ident()
         try:
             self.remove_dead(actor_ref, reason)
         finally:
-            self._writer = None
-            self.write_lock.release()
+            self.release_write()
 
     def remove_dead(self, actor_ref: Any, reason: Optional[BaseException]) -> None:
         """Remove every name and every group membership of a dead actor and
@@ -394,11 +391,8 @@ class RegistryServer(pykka.ThreadingActor):
             return super().on_receive(message)
         # The write lock, taken inline (this is every write's hot path).
         state = self.state
-        if not state.write_lock.acquire(timeout=state.call_timeout):
-            raise RegistryUnavailableError(
-                f"{state.name}: a backend write did not finish within {state.call_timeout}s"
-            )
-        state._writer = threading.get_ident()
+        if not state.acquire_write():
+            raise state.write_lock_timeout()
         try:
             return handler(self, message)
         except RegistryError:
@@ -411,8 +405,7 @@ class RegistryServer(pykka.ThreadingActor):
                 "(from a key's __hash__ or __eq__); nothing was written"
             ) from None
         finally:
-            state._writer = None
-            state.write_lock.release()
+            state.release_write()
 
     # Each handler runs in the server thread, holding the write lock.
 
@@ -513,8 +506,12 @@ class RegistryServer(pykka.ThreadingActor):
     def _reap_deaths(self) -> None:
         """Process death notices left for the server and submitted calls
         (both survive a server restart: they live in the state, not in the
-        mailbox)."""
-        with self.state.writing():
+        mailbox). Told, not asked: if the write lock is not free in time,
+        it tries again later rather than raise (which would kill the server)."""
+        if not self.state.acquire_write():
+            self.actor_ref.tell(_ReapDeaths())
+            return
+        try:
             pending = self.state.pending_deaths
             while pending:
                 actor_ref, reason = pending.popleft()
@@ -526,6 +523,8 @@ class RegistryServer(pykka.ThreadingActor):
                     function(self.state)
                 except Exception:
                     logger.exception("%s: submitted call %r failed", self.state.name, function)
+        finally:
+            self.state.release_write()
 
     def _clear_namespace(self, msg: ClearNamespace) -> tuple[list[Entry], list[Member]]:
         removed = self.backend.clear_namespace(msg.namespace)

@@ -233,3 +233,27 @@ def test_pykka_still_gets_the_traceback_in_on_failure() -> None:
         assert ref.actor_stopped.wait(5)
         wait_until(lambda: tracebacks, message="on_failure ran")
         assert tracebacks[0] is not None
+
+
+def test_a_dying_thread_waits_for_the_write_lock_at_most_call_timeout() -> None:
+    """No hang: if the write lock is not free in time (a backend write that
+    does not return), the dying thread leaves the notice to the server, which
+    removes the names once the lock is free; nothing is lost."""
+    ns = test_namespace()
+    with Registry.start(call_timeout=0.2) as registry:
+        ref = Echo.start()
+        registry.register(ns, "svc", ref)
+        state = registry._state
+        assert state.acquire_write()  # stands for a write that does not return
+        try:
+            ref.stop(block=True, timeout=5)  # returns: the dying thread gave up waiting
+            assert list(state.pending_deaths) == [(ref, None)]
+            # Long enough for the server to find the lock busy too: it must
+            # try again later, not die of it.
+            threading.Event().wait(3 * registry.call_timeout)
+        finally:
+            state.release_write()
+        registry.sync()  # the server drains the notice
+        assert registry.lookup(ns, "svc") is None and registry.count(ns) == 0
+        assert not state.pending_deaths
+        assert registry.stats().server_restarts == 0

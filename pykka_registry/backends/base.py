@@ -103,8 +103,23 @@ class BackendContext(Protocol):
         holds it) for an I/O wait inside a write, and takes it again after."""
 
 
+class _OwnMetadata:
+    """Hands out copies of a stored value's ``metadata`` (``flat``: a
+    shallow copy is a safe one)."""
+
+    __slots__ = ()
+    metadata: Mapping[Any, Any]
+    flat: bool
+
+    def metadata_copy(self) -> dict[Any, Any]:
+        """A copy of the metadata the caller may change freely."""
+        if self.flat:
+            return dict(self.metadata)
+        return copy_metadata(self.metadata)
+
+
 @attrs.define(frozen=True, eq=False)
-class Entry:
+class Entry(_OwnMetadata):
     """One registration, as a backend stores it. Immutable; crosses threads.
 
     ``metadata`` is the registry's own copy and is never mutated; hand it to
@@ -124,19 +139,13 @@ class Entry:
         """An entry for metadata that is already the registry's own copy."""
         return cls(namespace, service, actor_ref, metadata, is_flat(metadata))
 
-    def metadata_copy(self) -> dict[Any, Any]:
-        """A copy of the metadata the caller may change freely."""
-        if self.flat:
-            return dict(self.metadata)
-        return copy_metadata(self.metadata)
-
     def as_match(self) -> tuple[Hashable, Any, dict[Any, Any]]:
         """The ``(service, actor_ref, metadata)`` triple that queries return."""
         return (self.service, self.actor_ref, self.metadata_copy())
 
 
 @attrs.define(frozen=True, eq=False)
-class Member:
+class Member(_OwnMetadata):
     """One actor's membership of one group, as a backend stores it.
     Immutable; crosses threads. ``metadata`` is the registry's own copy and
     is never mutated; hand it to users only through :meth:`metadata_copy`."""
@@ -153,12 +162,6 @@ class Member:
     ) -> Member:
         """A membership for metadata that is already the registry's own copy."""
         return cls(namespace, group, actor_ref, metadata, is_flat(metadata))
-
-    def metadata_copy(self) -> dict[Any, Any]:
-        """A copy of the metadata the caller may change freely."""
-        if self.flat:
-            return dict(self.metadata)
-        return copy_metadata(self.metadata)
 
 
 def _no_groups(backend: Any) -> GroupsNotSupportedError:
