@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import pykka
 
 from pykka_registry import IndexedBackend, MemoryBackend, Registry, Unregistered
-from pykka_registry._server import RegistryState
+from pykka_registry._state import RegistryState
 from pykka_registry.backends.base import Backend, Entry
 
 HERE = str(Path(__file__).resolve().parent)

@@ -25,7 +25,8 @@ from pykka_registry import (
     Supervisor,
     Unregistered,
 )
-from pykka_registry._server import Call, RegistryState
+from pykka_registry._messages import Call
+from pykka_registry._state import RegistryState
 from pykka_registry.backends.base import Backend
 
 HERE = str(Path(__file__).resolve().parent)

@@ -8,7 +8,7 @@ Guarantees
   the caller's thread, with no lock and no liveness check. Read-your-writes:
   once a write returns, every thread sees it.
 * **Death is complete before Pykka reports it.** A dying actor's own thread
-  removes its names (see :mod:`pykka_registry._server`) before Pykka sets its
+  removes its names (see :mod:`pykka_registry._state`) before Pykka sets its
   ``actor_stopped``: once ``stop(block=True)`` has returned, or
   ``actor_stopped.wait()``, or ``ask`` raises ``ActorDeadError``, no read
   (``lookup``, ``list_services``, ``count``, ``match``, ``keys_of``,
@@ -61,20 +61,20 @@ from pykka_registry._errors import (
 )
 from pykka_registry._events import Event, EventListener, Registered, Subscription
 from pykka_registry._group_via import GroupVia
-from pykka_registry._server import (
+from pykka_registry._messages import (
     Call,
     ClearNamespace,
     Join,
     Leave,
     Register,
     RegisterMany,
-    RegistryServer,
-    RegistryState,
     Subscribe,
     Unregister,
     UnregisterMany,
     UpdateMetadata,
 )
+from pykka_registry._server import RegistryServer
+from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
 from pykka_registry._via import Via

@@ -14,7 +14,7 @@ import pykka
 import pytest
 
 from pykka_registry import Registry, RegistryUnavailableError, Unregistered, test_namespace
-from pykka_registry._server import Call
+from pykka_registry._messages import Call
 from pykka_registry.testing import Echo, wait_until
 
 

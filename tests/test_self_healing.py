@@ -23,7 +23,7 @@ from pykka_registry import (
     monitor,
     test_namespace,
 )
-from pykka_registry._server import Call
+from pykka_registry._messages import Call
 from pykka_registry.testing import Echo, holding_server, wait_until
 
 BACKENDS = [MemoryBackend, IndexedBackend]
