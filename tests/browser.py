@@ -2,12 +2,10 @@
 
 API (small on purpose; other test modules reuse it):
 
-* ``browser`` -- a pytest fixture (module scope) giving a Selenium
-  ``WebDriver``: headless Chromium, window 1280x800, browser console logged.
-  Import it into a test module with ``from browser import browser`` (and name
-  it in ``__all__`` so linters keep the import).
-* ``start_chromium(width=1280, height=800)`` -- the same driver, for use
-  outside a fixture; call ``.quit()`` when done.
+* ``start_chromium(width=1280, height=800)`` -- a Selenium ``WebDriver``:
+  headless Chromium, window 1280x800, browser console logged; call
+  ``.quit()`` when done (the ``browser`` fixture of
+  ``tests/observer/conftest.py`` does).
 * ``console_errors(driver)`` -- the console messages of level SEVERE since
   the last call (reading drains Chromium's log buffer).
 * ``wait_until(driver, condition, message, timeout=10)`` -- a bounded wait
@@ -29,13 +27,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "browser", "console_errors", "start_chromium",
-           "wait_until"]
+__all__ = ["CHROMEDRIVER", "CHROMIUM", "console_errors", "start_chromium", "wait_until"]
 
 CHROMIUM = os.environ.get("PYKKA_REGISTRY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = (os.environ.get("PYKKA_REGISTRY_CHROMEDRIVER") or shutil.which("chromedriver")
@@ -105,11 +101,3 @@ def wait_until(driver: Any, condition: Any, message: str, timeout: float = 10.0)
         condition, message=message)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """A headless Chromium WebDriver (1280x800) shared by a test module."""
-    driver = start_chromium()
-    try:
-        yield driver
-    finally:
-        driver.quit()

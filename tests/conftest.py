@@ -1,4 +1,10 @@
-"""Shared test set-up."""
+"""Shared test set-up (every folder's tests; see tests/README.md).
+
+Guarantees
+----------
+* The importable conformance suite's assertions are rewritten by pytest
+  (detailed messages), registered before any test module imports it.
+"""
 
 import pytest
 

@@ -28,10 +28,10 @@ Partial runs (opt-in): ``-e ENV[,ENV...]`` runs only those environments (an
 error if one's interpreter is missing); ``--partial`` or
 ``PYKKA_REGISTRY_PARTIAL=1`` runs every environment whose interpreter is
 here. Arguments after ``--`` go to pytest (``./run-tests -e py311-pykka4 --
-tests/test_habits.py -x``).
+tests/core/test_habits.py -x``).
 
 Standard library only: it also runs (``--check-only``) inside the test
-environments, from tests/test_setup.py.
+environments, from tests/project/test_setup.py.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""A real ``redis-server`` for the Redis backend tests, started by the tests.
+"""A real ``redis-server`` for the Redis tests, started by the tests: the
+:class:`RedisServer` behind the fixtures of ``tests/redis/conftest.py``.
 
-* :func:`redis_server` (session scope): one server on a free loopback port, in
-  a temporary directory, with no persistence; killed at the end of the session.
-* :func:`fresh_redis` (function scope): a server of the test's own, for tests
-  that stop, kill or restart Redis.
+* :func:`session_server`: one server on a free loopback port, in a temporary
+  directory, with no persistence (the ``redis_server`` fixture's).
+* :class:`RedisServer`: a server of a test's own (the ``fresh_redis``
+  fixture's), for tests that stop, kill or restart Redis.
 
 The binary is ``$REDIS_SERVER`` or ``redis-server`` on ``PATH``. Without one
-(or without redis-py) the tests are skipped with a clear reason, except when
-the ``CI`` environment variable is set: there that is a failure. The server on port 6379
+the tests are skipped with a clear reason, except when the ``CI`` environment
+variable is set: there that is a failure. The server on port 6379
 is never touched: every server here gets a free port from the kernel.
 """
 
@@ -24,20 +25,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
 
-try:
-    import redis  # noqa: F401 - the backend under test needs redis-py
-except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("redis-py is not installed (pip install 'pykka-registry[redis]')",
-                allow_module_level=True)
-
-__all__ = ["RedisServer", "fresh_redis", "redis_server", "redis_url", "unique_prefix"]
+__all__ = ["RedisServer", "release_session_server", "require_binary", "session_server",
+           "unique_prefix"]
 
 START_TIMEOUT_S = 10.0
 
@@ -175,7 +168,8 @@ _session: Optional[RedisServer] = None
 _session_lock = threading.Lock()
 
 
-def _session_server() -> RedisServer:
+def session_server() -> RedisServer:
+    """The session's server, started on first use (again if it died)."""
     global _session
     with _session_lock:
         if _session is None or _session.process is None or _session.process.poll() is not None:
@@ -184,32 +178,10 @@ def _session_server() -> RedisServer:
         return _session
 
 
-@pytest.fixture(scope="session")
-def redis_server(request: Any) -> RedisServer:
-    """The session's server (started on first use, killed at session end)."""
-    server = _session_server()
-
-    def stop() -> None:
-        global _session
-        with _session_lock:
-            if _session is server:
-                server.stop()
-                _session = None
-
-    request.addfinalizer(stop)
-    return server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
-
-
-@pytest.fixture
-def fresh_redis() -> Iterator[RedisServer]:
-    """A server of this test's own (to stop, kill or restart)."""
-    server = RedisServer(require_binary()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def release_session_server(server: RedisServer) -> None:
+    """Stop ``server`` if it is still the session's (at the session's end)."""
+    global _session
+    with _session_lock:
+        if _session is server:
+            server.stop()
+            _session = None

@@ -12,11 +12,9 @@ from typing import Any
 
 import pykka
 import pytest
-from browser import browser, console_errors, wait_until
+from browser import console_errors, wait_until
 
 from pykka_registry import ChildSpec, Registry, Supervisor
-
-__all__ = ["browser"]  # a fixture used here
 
 # The page re-renders every 500 ms: read it with one script call (atomic in
 # the page) rather than through element handles that a re-render replaces.

@@ -22,7 +22,7 @@ import pykka
 import pytest
 import redis
 from redis_helpers import Factory, NodeProcess, recorders, redis_nodes, wait_for
-from redis_server import RedisServer, fresh_redis, redis_server, redis_url, unique_prefix
+from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import (
     AlreadyRegisteredError,
@@ -35,8 +35,6 @@ from pykka_registry import (
 from pykka_registry._inspect import main as ls_main
 from pykka_registry._remote import Codec, RemoteActorRef
 from pykka_registry.backends.redis import RedisBackend
-
-__all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
 SECRET = "a fault-suite secret, long enough"
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 from redis_helpers import Factory, recorders, redis_nodes, wait_for
-from redis_server import RedisServer, redis_server, redis_url, unique_prefix
+from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import (
     ActorNotAliveError,
@@ -20,8 +20,6 @@ from pykka_registry import (
 )
 from pykka_registry._remote import RemoteActorRef
 from pykka_registry.backends.redis import key_json
-
-__all__ = ["redis_server", "redis_url"]  # fixtures used here
 
 SECRET = "a write-suite secret, long enough"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pykka_registry"
+PACKAGE = Path(__file__).resolve().parents[2] / "pykka_registry"
 # Defined elsewhere on purpose: the supervisor's own errors (to be moved with
 # the supervisor's rework).
 OUTSIDE_ERRORS = {"pykka_registry._supervisor": {"SupervisorError",

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 SITE_ENV = "PYKKA_REGISTRY_DOCS_SITE"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 1280, 800
 
 if not os.environ.get(SITE_ENV):

@@ -28,7 +28,7 @@ from redis_helpers import (
     stale_writes,
     wait_for,
 )
-from redis_server import RedisServer, fresh_redis, redis_server, redis_url, unique_prefix
+from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import (
     AlreadyRegisteredError,
@@ -42,8 +42,6 @@ from pykka_registry import (
 from pykka_registry._inspect import main as ls_main
 from pykka_registry._remote import MAGIC, Codec, RemoteActorRef, RemoteTimeoutError
 from pykka_registry.backends.redis import NotHeldHereError, RedisBackend, UnsignedMessagesWarning
-
-__all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
 SECRET = "a test secret of enough bytes"
 
@@ -533,7 +531,7 @@ def test_ls_table_and_json(nodes: Factory, actors: Any, redis_url: str, prefix: 
 def test_ls_through_python_dash_m(nodes: Factory, actors: Any, redis_url: str,
                                   prefix: str) -> None:
     nodes().register("web", "front", actors())
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run(
         [sys.executable, "-m", "pykka_registry", "ls", "--redis", redis_url, "--prefix", prefix,
          "--json"], capture_output=True, text=True, timeout=30, cwd=root,
@@ -607,7 +605,7 @@ def test_replay_guard_accepts_reordering_and_refuses_replays() -> None:
 
 
 def test_the_two_process_example_of_the_docs_runs(redis_url: str, tmp_path: Any) -> None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "docs", "redis.md"), encoding="utf-8") as page:
         text = page.read()
     start = text.index("# shared.py")

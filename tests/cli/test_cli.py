@@ -1,4 +1,5 @@
-"""The command line: python -m pykka_registry demo (and its errors)."""
+"""The command line: python -m pykka_registry demo (and its errors); the demo on
+a real Redis server is in tests/redis/test_redis_cli.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from redis_server import RedisServer, fresh_redis
-
-__all__ = ["fresh_redis"]  # a fixture used here
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,31 +44,6 @@ def test_unknown_backend_is_refused() -> None:
 def test_a_command_is_required() -> None:
     result = run()
     assert result.returncode == 2
-
-
-def test_demo_across_two_processes_on_redis(fresh_redis: RedisServer) -> None:
-    result = run("demo", "--redis", fresh_redis.url)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "w2.ask(7) -> 49" in out
-    assert "new w2 is a different actor: True" in out
-    assert "w2.ask(8) -> 64" in out
-    assert "match({'caps': 'gpu'}) -> ['w2']" in out
-    assert "names left in 'demo': 0" in out
-    assert "other process exit code: 0; actors still running: 0" in out
-    assert "who answers for 'w2': worker w2, actor_urn ..." in out
-
-
-def test_redis_demo_says_once_that_messages_are_unsigned(fresh_redis: RedisServer) -> None:
-    result = run("demo", "--redis", fresh_redis.url)
-    assert result.returncode == 0, result.stdout + result.stderr
-    both = result.stdout + result.stderr
-    # Once for the two processes, as one line of the tour: no "file:line:"
-    # header and no source line (warnings.warn(...)) under it.
-    assert both.count("no secret set") == 1, both
-    assert "warning (UnsignedMessagesWarning, both processes):" in result.stdout
-    assert "warnings.warn" not in both
-    assert result.stderr.strip() == ""
 
 
 def test_bench_quick_promises_no_time_it_cannot_keep() -> None:

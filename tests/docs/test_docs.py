@@ -39,7 +39,7 @@ import pytest
 from pykka_registry import Registry
 from pykka_registry.testing import RegistryConformance
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 

@@ -1,4 +1,5 @@
-"""The Redis demo and example talk only to a server the user named: without a
+"""The command line on Redis: ``demo --redis URL`` across two processes, and
+the Redis demo and example talk only to a server the user named: without a
 URL they start a throwaway redis-server of their own (never 127.0.0.1:6379),
 and without the binary they stop with one line saying how to pass a URL."""
 
@@ -9,9 +10,9 @@ import subprocess
 import sys
 from typing import Any
 
-from redis_server import require_binary
+from redis_server import RedisServer, require_binary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(args: list[str], **env: Any) -> subprocess.CompletedProcess[str]:
@@ -20,6 +21,38 @@ def _run(args: list[str], **env: Any) -> subprocess.CompletedProcess[str]:
     environment.update(env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env=environment)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pykka_registry", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_demo_across_two_processes_on_redis(fresh_redis: RedisServer) -> None:
+    result = run("demo", "--redis", fresh_redis.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "w2.ask(7) -> 49" in out
+    assert "new w2 is a different actor: True" in out
+    assert "w2.ask(8) -> 64" in out
+    assert "match({'caps': 'gpu'}) -> ['w2']" in out
+    assert "names left in 'demo': 0" in out
+    assert "other process exit code: 0; actors still running: 0" in out
+    assert "who answers for 'w2': worker w2, actor_urn ..." in out
+
+
+def test_redis_demo_says_once_that_messages_are_unsigned(fresh_redis: RedisServer) -> None:
+    result = run("demo", "--redis", fresh_redis.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    both = result.stdout + result.stderr
+    # Once for the two processes, as one line of the tour: no "file:line:"
+    # header and no source line (warnings.warn(...)) under it.
+    assert both.count("no secret set") == 1, both
+    assert "warning (UnsignedMessagesWarning, both processes):" in result.stdout
+    assert "warnings.warn" not in both
+    assert result.stderr.strip() == ""
 
 
 def test_demo_without_a_url_runs_on_a_throwaway_server() -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pykka
 import pytest
 import redis
-from redis_server import RedisServer, fresh_redis
-from test_observer import Worker, _interrupt, _start_cli, get, get_json
+from observer_client import get, get_json, interrupt, start_cli
+from redis_server import RedisServer
 
 from pykka_registry import Registry
-
-__all__ = ["fresh_redis"]  # a fixture used here
+from pykka_registry.testing import Echo
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -20,10 +19,10 @@ def test_observe_cli_shows_a_redis_cluster_without_joining_it(fresh_redis: Redis
 
     with Registry.start(backend=RedisBackend, backend_opts={
             "url": fresh_redis.url, "prefix": "obs", "node_id": "node-a"}) as node:
-        node.register("ns", "svc", Worker.start(), {"v": "<b>"})
+        node.register("ns", "svc", Echo.start(), {"v": "<b>"})
         client = redis.Redis.from_url(fresh_redis.url)
         keys_before = sorted(client.keys("*"))
-        process, url = _start_cli("observe", "--redis", fresh_redis.url, "--prefix", "obs")
+        process, url = start_cli("observe", "--redis", fresh_redis.url, "--prefix", "obs")
         try:
             snapshot = get_json(url + "api/snapshot")
             cluster = snapshot["clusters"][0]
@@ -38,7 +37,7 @@ def test_observe_cli_shows_a_redis_cluster_without_joining_it(fresh_redis: Redis
             assert "pykka_registry_redis_lease_age_seconds" in families
             assert "pykka_registry_redis_node_names" in families
         finally:
-            code, _, err = _interrupt(process)
+            code, _, err = interrupt(process)
         assert code == 0, err
         assert sorted(client.keys("*")) == keys_before  # it wrote nothing
         client.close()

@@ -3,7 +3,7 @@ user code in the server thread, bad timeouts, a server killed under load, a
 message lost in a dying server's mailbox, a registry stopped under a waiter.
 
 Each test here guards a guarantee that an adversarial review once found
-broken; the Redis side lives in tests/test_redis_faults.py.
+broken; the Redis side lives in tests/redis/test_redis_faults.py.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pykka
-import redis_server  # noqa: F401 - first: skips (or fails under CI) without redis-py
 
 from pykka_registry import Registry
 from pykka_registry.backends.redis import RedisBackend

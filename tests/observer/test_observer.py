@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import pykka
 import pytest
+from observer_client import get, get_json, interrupt, start_cli
 
 from pykka_registry import ChildSpec, Registry, Supervisor
 from pykka_registry.observer import METRICS, serve
@@ -61,22 +61,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         pause.wait(0.01)
-
-
-def get(url: str, headers: Optional[dict[str, str]] = None,
-        method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
-def get_json(url: str, **kwargs: Any) -> Any:
-    status, _, body = get(url, **kwargs)
-    assert status == 200, body
-    return json.loads(body)
 
 
 @pytest.fixture
@@ -382,7 +366,7 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_figures(registry: Re
 
 
 def test_every_documented_metric_is_in_the_docs() -> None:
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "observer.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "observer.md").read_text()
     for name in METRICS:
         assert f"`{name}`" in docs, name
 
@@ -533,40 +517,15 @@ def test_stop_leaves_no_thread_and_is_idempotent() -> None:
 # -- the command line ----------------------------------------------------------------
 
 
-def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([sys.executable, "-m", "pykka_registry", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = ""
-    deadline = time.monotonic() + 30
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("observer: ") and "Ctrl-C to quit" in line:
-            url = line.split()[1]
-            break
-    if not url:
-        process.kill()
-        raise AssertionError(f"no URL printed: {process.communicate(timeout=10)}")
-    return process, url
-
-
-def _interrupt(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    return process.returncode, out, err
-
-
 def test_demo_observe_keeps_the_observer_open_until_ctrl_c() -> None:
-    process, url = _start_cli("demo", "--observe", "--pause", "0")
+    process, url = start_cli("demo", "--observe", "--pause", "0")
     try:
         events = get_json(url + "api/events")["items"]
         crash = next(e for e in events if e["crash"])
         assert crash["key"] == "w2" and crash["exception"]["type"] == "RuntimeError"
         assert any(e["type"] == "registered" for e in events)
     finally:
-        code, out, err = _interrupt(process)
+        code, out, err = interrupt(process)
     assert code == 0, err
     assert "actors still running: 0" in out
     assert "Traceback" not in err

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "run_tests.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import run_tests  # noqa: E402  (tools/ is not a package)

@@ -11,13 +11,9 @@ import hashlib
 import os
 from typing import Any
 
-from redis_server import redis_server
-
 from pykka_registry import Registry
 from pykka_registry.backends.redis import RedisBackend
 from pykka_registry.testing import RegistryConformance
-
-__all__ = ["redis_server"]  # fixture used here
 
 _SALT = os.urandom(4).hex()
 

@@ -15,14 +15,12 @@ from typing import Any, Callable
 import pykka
 import pytest
 from redis_helpers import NodeProcess, Recorder, RemoteCommandError, wait_for
-from redis_server import RedisServer, fresh_redis, redis_server, redis_url, unique_prefix
+from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import AlreadyRegisteredError, Registry, RegistryUnavailableError
 from pykka_registry._inspect import list_names
 from pykka_registry._remote import RemoteActorRef, RemoteTimeoutError
 from pykka_registry.backends.redis import RedisBackend
-
-__all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
 LEASE_TTL = 1.0
 
