@@ -88,6 +88,7 @@ def _pykka_internals() -> tuple[Any, Any]:
 _PykkaEnvelope, _ActorStop = _pykka_internals()
 
 
+# The Redis backend's logger: its users (and tests) filter on that name.
 logger = logging.getLogger("pykka_registry.redis")
 
 
