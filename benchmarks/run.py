@@ -8,7 +8,10 @@ here (``bench_redis.py`` among them, when present), each through its
 ``main(quick)``; a module that cannot be imported, raises
 :class:`_harness.Skip` or fails is reported as skipped and the run goes on.
 Prints the table and writes it to ``benchmarks/results/latest.md``; when
-matplotlib is importable, also writes PNG plots there.
+matplotlib is importable, also writes PNG plots: those of the published full
+run go to ``docs/assets/benchmarks/`` (their one home: the docs show them,
+``latest.md`` links to them), those of a ``--quick`` run or of a run with its
+own ``--output`` beside that output, so they never replace the published ones.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if str(HERE) not in sys.path:
 import _harness as h  # noqa: E402  (needs the path above when imported from elsewhere)
 
 RESULTS = HERE / "results"
+PUBLISHED = RESULTS / "latest.md"
+PLOTS = HERE.parent / "docs" / "assets" / "benchmarks"  # the published run's plots
 FIRST = ("bench_core", "bench_lifecycle")
 
 
@@ -176,10 +181,17 @@ def write_plots(results: Sequence[h.Result], out: Path) -> list[str]:
 # -- main ------------------------------------------------------------------------------
 
 
+def plot_dir(output: Path) -> Path:
+    """Where the plots of a run writing ``output`` go: the docs for the
+    published run, else beside ``output``."""
+    return PLOTS if output.resolve() == PUBLISHED.resolve() else output.parent
+
+
 def render(
     results: Sequence[h.Result], extra: Sequence[str], notes: Sequence[str], quick: bool,
     seconds: float, info: dict[str, str], plots: Sequence[str],
 ) -> str:
+    """The Markdown report; ``plots`` are paths relative to the report's folder."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# pykka-registry benchmark results",
@@ -199,7 +211,7 @@ def render(
     for block in extra:
         lines += ["", block]
     if plots:
-        lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots)]
+        lines += ["", "Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in plots)]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -217,8 +229,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "_harness.pinned_to_one_cpu")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the Markdown, plots beside it (default: "
-                             "results/latest.md, or results/quick/latest.md with --quick, "
-                             "so a quick run never overwrites the published full run)")
+                             "results/latest.md with its plots in docs/assets/benchmarks, "
+                             "or results/quick/latest.md with --quick, so a quick run "
+                             "never overwrites the published full run)")
     args = parser.parse_args(argv)
     if args.output is None:
         args.output = (RESULTS / "quick" if args.quick else RESULTS) / "latest.md"
@@ -243,14 +256,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     out_dir = args.output.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = [] if args.no_plots else write_plots(results, out_dir)
-    if not plots and not args.no_plots:
+    plots_to = plot_dir(args.output)
+    written: list[str] = []
+    if not args.no_plots:
+        plots_to.mkdir(parents=True, exist_ok=True)
+        written = write_plots(results, plots_to)
+    if not written and not args.no_plots:
         notes.append("no plots: matplotlib is not importable")
+    plots = [Path(os.path.relpath(plots_to / name, out_dir)).as_posix() for name in written]
     report = render(results, extra, notes, args.quick, seconds, info, plots)
     args.output.write_text(report, encoding="utf-8")
     print(report)
-    print(f"written to {args.output}" + (f" with {', '.join(plots)}" if plots else ""),
-          file=sys.stderr)
+    print(f"written to {args.output}" + (f" with {', '.join(written)} in {plots_to}"
+                                          if written else ""), file=sys.stderr)
     missed = [r for r in results if r.status == "MISS"]
     if missed:
         print(f"{len(missed)} target(s) missed: " + ", ".join(r.label for r in missed),

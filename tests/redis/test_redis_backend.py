@@ -588,22 +588,6 @@ def test_malformed_records_in_redis_are_skipped(nodes: Factory, actors: Any,
         client.close()
 
 
-def test_replay_guard_accepts_reordering_and_refuses_replays() -> None:
-    from pykka_registry._remote import ReplayGuard
-
-    guard = ReplayGuard()
-    assert guard.first_time("s-5", 0.0)
-    assert guard.first_time("s-3", 0.0)  # overtaken by 5: still new
-    assert not guard.first_time("s-3", 0.0)  # replayed
-    assert not guard.first_time("s-5", 0.0)
-    assert guard.first_time("s-7", 0.0) and guard.first_time("s-6", 0.0)
-    assert not guard.first_time("s-6", 0.0)
-    assert guard.first_time("other-1", 0.0)  # senders are independent
-    assert not guard.first_time("no-number", 0.0)
-    guard.forget_before(1.0)
-    assert guard.first_time("s-1", 2.0)  # forgotten sender: the age check guards instead
-
-
 def test_the_two_process_example_of_the_docs_runs(redis_url: str, tmp_path: Any) -> None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "docs", "redis.md"), encoding="utf-8") as page:

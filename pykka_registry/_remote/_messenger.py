@@ -1,83 +1,77 @@
-"""Messages to actors in other processes: remote references, signed envelopes,
-and the per-process messenger (used by :mod:`pykka_registry.backends.redis`).
+"""The per-process messenger: sends actor messages to other nodes and
+delivers the ones that arrive, through a :class:`Transport` (the Redis
+backend is one).
 
-Wire format
------------
-Every message and reply travels as one byte string::
-
-    b"PKR1" | signature (32 bytes) | header length (4 bytes, big endian) | header | payload
-
-``header`` is JSON (kind, message id, source and destination node, target
-actor URN, send time, time to live); ``payload`` is a pickle. The signature is
-HMAC-SHA256 over everything after it, keyed with the shared secret (at least
-:data:`MIN_SECRET_BYTES` bytes); without a secret it is 32 zero bytes. The
-header of a message to an actor carries the destination node's lease
-*incarnation* (``di``): a node accepts only messages addressed to an
-incarnation of its own, so a message captured before a registry restarted
-(same ``node_id``, new incarnation, fresh replay guard) is refused after it.
+A blocking ``ask`` waits on its own reply list in the caller's thread (one
+thread hop less than through the receiver); ``block=False`` asks and
+``stop`` get their reply through this node's inbox and the receiver. The
+backend feeds the messenger: :meth:`Messenger.handle` for each inbox
+envelope, :meth:`Messenger.sweep` now and then, :meth:`Messenger.node_lapsed`
+when a node's lease is found gone.
 
 Guarantees
 ----------
-* **Nothing unverified is unpickled.** A process that has a secret drops (and
-  logs) every envelope whose signature is missing or wrong *before* looking at
-  its payload; it also drops envelopes addressed to another node, older than
-  ``max_age`` seconds, addressed to an incarnation that is not its own (a
-  replay across a restart), or already seen (replays). A process without a
-  secret accepts unsigned envelopes: anyone who can write to its inbox can run
-  code in it (the backend logs a warning at start). A secret shorter than
-  :data:`MIN_SECRET_BYTES` (an empty one included) is refused with
-  :class:`InvalidSecretError`.
+* **Nothing unverified is unpickled.** Every envelope goes through
+  :meth:`Codec.decode <pykka_registry._remote._wire.Codec.decode>` first; a
+  messenger with a secret drops (and logs) every envelope whose signature is
+  missing or wrong *before* looking at its payload. It also drops envelopes
+  addressed to another node, older than ``max_age`` seconds, addressed to an
+  incarnation that is not its own (a replay across a restart: same
+  ``node_id``, new incarnation, fresh replay guard), or already seen
+  (replays). A messenger without a secret accepts unsigned envelopes: anyone
+  who can write to its inbox can run code in it (the backend logs a warning
+  at start).
 * **Only named actors are reachable.** A message is delivered only to a live
   local actor that holds (or held, until it dies) a name through this
   registry (``find_actor``); any other URN is answered as a dead actor.
 * **At-most-once delivery.** A message is handed to the target actor at most
   once; it may be lost (process death, Redis restart, a full inbox).
-* **Every ask has a deadline.** ``ask(timeout=None)`` waits at most the
-  registry's ``call_timeout``. It raises :class:`pykka.ActorDeadError` as
-  soon as the target is known to be dead (its process answered so, or its
-  node's lease lapsed), :class:`RemoteTimeoutError` at the deadline, or
-  whatever the remote actor's handler raised.
+* **Every ask has a deadline.** ``ask(timeout=None)`` waits at most
+  ``call_timeout``. It raises :class:`pykka.ActorDeadError` as soon as the
+  target is known to be dead (its process answered so, or its node's lease
+  lapsed), :class:`RemoteTimeoutError` at the deadline, or whatever the
+  remote actor's handler raised. :meth:`Messenger.close` fails every pending
+  ask with :class:`RegistryUnavailableError`.
+* **The messenger reaches other nodes only through its** :class:`Transport`.
 
 Threads
 -------
-* ``tell``/``ask``/``stop`` encode and send in the caller's thread; a
-  blocking ``ask`` also waits there, on a reply list of its own (``BLPOP``).
+* ``send``/``ask`` encode and send in the caller's thread; a blocking ``ask``
+  also waits there, on a reply list of its own (``Transport.wait_reply``).
 * :meth:`Messenger.handle` runs in the backend's receiver thread: it verifies,
   unpickles and hands messages to local actors (``tell``, or an ``ask`` whose
   reply future is a :class:`_ReplyTo` hook) without blocking on them.
 * A reply is pickled and signed in the replying actor's thread (a snapshot of
-  the value) and sent by the messenger's outbox thread, so no actor ever
-  blocks on Redis.
+  the value) and sent by the messenger's outbox thread
+  (``Transport.send_many``), so no actor ever blocks on the transport.
+* :meth:`Messenger.node_lapsed` runs in the lease thread, :meth:`Messenger.sweep`
+  in the receiver thread; both only take the pending-asks lock.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
-import json
 import logging
 import os
 import pickle
 import queue
-import struct
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Protocol
 
 import attrs
 import pykka
 
 from pykka_registry._errors import (
-    MIN_SECRET_BYTES,
-    InvalidSecretError,
     RegistryUnavailableError,
     RemoteActorError,
     RemoteTimeoutError,
 )
+from pykka_registry._remote._ref import _STOP_REQUEST, ActorLink, RemoteActorRef
+from pykka_registry._remote._wire import ASK, ERROR, REPLY, STOP, TELL, WAKE, Codec, ReplayGuard
 
+__all__ = ["CallbackTransport", "Messenger", "Transport"]
 
 def _pykka_internals() -> tuple[Any, Any]:
     """Pykka 3.1 - 4.x: the envelope ``ask`` puts in an actor's inbox, and the
@@ -93,227 +87,54 @@ def _pykka_internals() -> tuple[Any, Any]:
 
 _PykkaEnvelope, _ActorStop = _pykka_internals()
 
-__all__ = [
-    "MIN_SECRET_BYTES",
-    "InvalidSecretError",
-    "Messenger",
-    "RemoteActorError",
-    "RemoteActorRef",
-    "RemoteTimeoutError",
-]
 
+# The Redis backend's logger: its users (and tests) filter on that name.
 logger = logging.getLogger("pykka_registry.redis")
 
-MAGIC = b"PKR1"
-_SIG_LEN = 32
-_NO_SIG = bytes(_SIG_LEN)
-_LEN = struct.Struct(">I")
-_PREFIX_LEN = len(MAGIC) + _SIG_LEN
 
-# message kinds
-TELL, ASK, STOP, REPLY, ERROR, WAKE = "tell", "ask", "stop", "reply", "error", "wake"
+# -- the transport ---------------------------------------------------------------------
 
 
-# -- signing -------------------------------------------------------------------------
+class Transport(Protocol):
+    """Everything a :class:`Messenger` needs from the medium between nodes.
 
-
-def secret_key(secret: Any) -> Optional[bytes]:
-    """The HMAC key for ``secret`` (``None``: unsigned).
-
-    Raises:
-        InvalidSecretError: not ``str``/``bytes``, or too short.
-    """
-    if secret is None:
-        return None
-    if isinstance(secret, str):
-        try:
-            key = secret.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidSecretError("secret is a str that is not valid Unicode") from None
-    elif isinstance(secret, (bytes, bytearray, memoryview)):
-        key = bytes(secret)
-    else:
-        raise InvalidSecretError(f"secret must be a str or bytes, not {type(secret).__name__}")
-    if len(key) < MIN_SECRET_BYTES:
-        raise InvalidSecretError(
-            f"secret must be at least {MIN_SECRET_BYTES} bytes long, got {len(key)}: use a "
-            "long random value shared by every process (for example secrets.token_hex(32))")
-    return key
-
-
-class Codec:
-    """Builds and checks envelopes. Immutable; used from any thread.
-
-    Raises:
-        InvalidSecretError: ``secret`` is too short (see :func:`secret_key`).
+    Each method may raise :class:`RegistryUnavailableError` when the medium is
+    out of reach; the messenger lets that through to the caller (``send_blob``,
+    ``wait_reply``) or logs the lost replies (``send_many``).
     """
 
-    def __init__(self, secret: Union[str, bytes, None]) -> None:
-        self._secret = secret_key(secret)
+    def send_blob(self, node_id: str, blob: bytes) -> bool:
+        """Append ``blob`` to ``node_id``'s inbox; False when that node holds no
+        lease (it is gone). Called in the sender's thread."""
 
-    @property
-    def signed(self) -> bool:
-        return self._secret is not None
+    def send_many(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Send several ``(node_id, reply_key, blob)`` in one round trip: to the
+        reply list ``reply_key`` when it is not empty, else to ``node_id``'s
+        inbox. Called in the messenger's outbox thread."""
 
-    def _sign(self, body: bytes) -> bytes:
-        if self._secret is None:
-            return _NO_SIG
-        return hmac.new(self._secret, body, hashlib.sha256).digest()
+    def wait_reply(self, reply_key: str, timeout: float) -> Optional[bytes]:
+        """Pop one blob from the reply list ``reply_key``, waiting at most
+        ``timeout`` seconds (it may return None sooner, for example after
+        half a second: the messenger asks again). Called in the asker's
+        thread."""
 
-    def encode(self, header: Mapping[str, Any], payload: bytes) -> bytes:
-        head = json.dumps(header, separators=(",", ":")).encode()
-        body = _LEN.pack(len(head)) + head + payload
-        return MAGIC + self._sign(body) + body
-
-    def decode(self, blob: bytes) -> tuple[Optional[dict[str, Any]], bytes, str]:
-        """``(header, payload, "")`` or ``(None, b"", why it was refused)``.
-
-        The payload is never looked at before the signature is verified."""
-        if len(blob) < _PREFIX_LEN + _LEN.size or not blob.startswith(MAGIC):
-            return None, b"", "not an envelope"
-        signature = blob[len(MAGIC):_PREFIX_LEN]
-        body = blob[_PREFIX_LEN:]
-        if self._secret is not None:
-            if signature == _NO_SIG:
-                return None, b"", "unsigned"
-            if not hmac.compare_digest(signature, self._sign(body)):
-                return None, b"", "bad signature"
-        (head_len,) = _LEN.unpack_from(body)
-        try:
-            header = json.loads(body[_LEN.size:_LEN.size + head_len])
-        except ValueError:
-            return None, b"", "bad header"
-        if not isinstance(header, dict):
-            return None, b"", "bad header"
-        return header, body[_LEN.size + head_len:], ""
+    def reply_key(self, msg_id: str) -> str:
+        """The name of the reply list of message ``msg_id`` (the same on every
+        node). Called from any thread."""
 
 
-# -- remote references ----------------------------------------------------------------
+@attrs.define(frozen=True)
+class CallbackTransport:
+    """A :class:`Transport` made of three callables and a reply-list prefix
+    (what :class:`Messenger`'s constructor takes). Immutable."""
 
+    send_blob: Callable[[str, bytes], bool]
+    send_many: Callable[[list[tuple[str, str, bytes]]], None]
+    wait_reply: Callable[[str, float], Optional[bytes]]
+    reply_prefix: str
 
-class NodeLink:
-    """What this process knows of one incarnation of a remote node. ``lapsed``
-    is set (never cleared) when its lease is found gone; written by the
-    backend's lease thread, read by any thread."""
-
-    __slots__ = ("inc", "lapsed", "node_id")
-
-    def __init__(self, node_id: str, inc: str) -> None:
-        self.node_id = node_id
-        self.inc = inc
-        self.lapsed = False
-
-
-class ActorLink:
-    """Shared, mutable state behind every :class:`RemoteActorRef` of one remote
-    actor. Written by the server thread (``node``, ``dead``) and the receiver
-    thread (``stopped``); plain attribute writes, read without a lock."""
-
-    __slots__ = ("dead", "messenger", "node", "stopped", "urn")
-
-    def __init__(self, urn: str, node: NodeLink, messenger: Messenger) -> None:
-        self.urn = urn
-        self.node = node
-        self.messenger = messenger
-        self.dead = False
-        self.stopped = threading.Event()
-
-    def mark_dead(self) -> None:
-        self.dead = True
-        self.stopped.set()
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class RemoteActorRef:
-    """A reference to an actor that runs in another process, as returned by
-    ``lookup`` (and carried by ``AlreadyRegisteredError.existing``) for names
-    held elsewhere.
-
-    Quacks like a :class:`pykka.ActorRef` where that makes sense across
-    processes: :attr:`actor_urn`, :meth:`is_alive`, :meth:`tell`, :meth:`ask`,
-    :meth:`stop`, :attr:`actor_stopped`. Messages and replies are pickled.
-    There is no ``proxy()`` (use ``tell``/``ask``), and the reference itself
-    cannot be sent to another process (send the name instead).
-
-    Two references to the same remote actor compare equal. Immutable and safe
-    to share between threads.
-    """
-
-    #: The remote actor's URN (as its own process knows it).
-    actor_urn: str
-    #: The remote actor's class name (the class itself lives in the other process).
-    actor_class_name: str
-    #: The node (registry) of the process that runs it.
-    node_id: str
-    _link: ActorLink
-
-    def is_alive(self) -> bool:
-        """False once this process knows the actor stopped or its process's
-        lease lapsed (no network call; used by ``lookup``)."""
-        link = self._link
-        return not (link.dead or link.node.lapsed or link.messenger.closed)
-
-    @property
-    def actor_stopped(self) -> threading.Event:
-        """Set once this process has learnt that the actor stopped."""
-        return self._link.stopped
-
-    def tell(self, message: Any) -> None:
-        """Send ``message`` (pickled) without waiting for it to be handled.
-
-        Raises:
-            pykka.ActorDeadError: the actor or its process is known to be dead.
-            RegistryUnavailableError: Redis is out of reach or the registry stopped.
-            pickle.PicklingError, TypeError: ``message`` cannot be pickled.
-        """
-        self._link.messenger.send(self, TELL, message)
-
-    def ask(self, message: Any, block: bool = True, timeout: Optional[float] = None) -> Any:
-        """Send ``message`` and return the answer (``block=False``: a
-        :class:`pykka.Future` of it). ``timeout=None`` means the registry's
-        ``call_timeout``: a remote ask always has a deadline.
-
-        Raises:
-            RemoteTimeoutError: no answer in time (a :class:`pykka.Timeout`).
-            pykka.ActorDeadError: the actor or its process is dead.
-            Whatever the remote handler raised.
-        """
-        return self._link.messenger.ask(self, message, block, timeout)
-
-    def stop(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        """Ask the remote actor to stop (after the messages queued before).
-        With ``block``, wait (at most ``timeout``, default ``call_timeout``)
-        and return True; otherwise return a future."""
-        future = self._link.messenger.ask(self, _STOP_REQUEST, False, timeout)
-        if not block:
-            return future
-        future.get(timeout=self._link.messenger.deadline_for(timeout) - time.monotonic())
-        return True
-
-    def proxy(self) -> Any:
-        raise NotImplementedError(
-            f"{self!r} lives in another process: proxies are not supported, use tell/ask"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RemoteActorRef):
-            return self.actor_urn == other.actor_urn
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.actor_urn)
-
-    def __repr__(self) -> str:
-        return f"<RemoteActorRef {self.actor_class_name} ({self.actor_urn}) on {self.node_id}>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError(
-            "a RemoteActorRef cannot be pickled (send the name, or your own actor's name, "
-            "and look it up on the other side)"
-        )
-
-
-_STOP_REQUEST = object()  # marker: RemoteActorRef.stop sends a STOP envelope
+    def reply_key(self, msg_id: str) -> str:
+        return self.reply_prefix + msg_id
 
 
 # -- the messenger -----------------------------------------------------------------------
@@ -356,73 +177,14 @@ class _ReplyTo:
 _OUTBOX_STOP = object()
 
 
-class ReplayGuard:
-    """Which message ids were seen already, in little memory.
-
-    A sender numbers its messages to each destination node ``1, 2, 3...``
-    (ids ``"<sender>-<n>"``), so per sender this keeps the highest number seen
-    and the few numbers below it not seen yet (messages overtaken by later
-    ones). A number at or below the highest that is not among those is a
-    replay. Only the receiver thread uses it.
-    """
-
-    REORDER = 64  # accepted below the first number seen from a sender
-    MAX_MISSING = 4096
-
-    def __init__(self) -> None:
-        self._senders: dict[str, tuple[list[int], set[int], list[float]]] = {}
-
-    def first_time(self, msg_id: str, now: float) -> bool:
-        sender, _, number = msg_id.rpartition("-")
-        try:
-            n = int(number)
-        except ValueError:
-            return False
-        state = self._senders.get(sender)
-        if state is None:
-            self._senders[sender] = ([n], set(range(max(1, n - self.REORDER), n)), [now])
-            return True
-        highest, missing, seen_at = state
-        seen_at[0] = now
-        if n > highest[0]:
-            if n - highest[0] > self.MAX_MISSING:
-                missing.clear()
-            else:
-                missing.update(range(highest[0] + 1, n))
-            highest[0] = n
-            if len(missing) > self.MAX_MISSING:  # lost messages: forget the oldest gaps
-                for old in sorted(missing)[: len(missing) - self.MAX_MISSING]:
-                    missing.discard(old)
-            return True
-        if n in missing:
-            missing.discard(n)
-            return True
-        return False
-
-    def forget_before(self, when: float) -> None:
-        """Drop the state of senders not heard from since ``when``."""
-        for sender in [s for s, state in self._senders.items() if state[2][0] < when]:
-            del self._senders[sender]
-
-
 class Messenger:
-    """One node's sending and receiving of actor messages.
+    """One node's sending and receiving of actor messages, through a
+    :class:`Transport`.
 
-    Given by the backend (each raises :class:`RegistryUnavailableError` when
-    Redis is out of reach):
-
-    * ``send_blob(node_id, blob) -> bool`` appends an envelope to a node's
-      inbox, returning False when that node has no lease;
-    * ``send_many(items)`` sends several ``(node_id, reply_key, blob)`` in one
-      round trip (to ``reply_key``, a list, when it is not empty);
-    * ``wait_reply(reply_key, timeout) -> bytes | None`` pops from a reply
-      list, waiting at most ``timeout`` (at most half a second at a time);
-    * ``reply_prefix``: the reply list of message ``id`` is ``reply_prefix + id``.
-
-    A blocking ``ask`` waits on its own reply list in the caller's thread (one
-    thread hop less than through the receiver); ``block=False`` asks and
-    ``stop`` get their reply through this node's inbox and the receiver.
-    ``find_actor(urn)`` returns a live local :class:`pykka.ActorRef` or None.
+    The constructor takes the transport as three callables and a reply-list
+    prefix (see :class:`CallbackTransport`); :meth:`over` takes any
+    :class:`Transport`. ``find_actor(urn)`` returns a live local
+    :class:`pykka.ActorRef` that holds a name here, or None.
     """
 
     def __init__(
@@ -438,13 +200,33 @@ class Messenger:
         max_age: float = 120.0,
         name: str = "registry",
     ) -> None:
+        self._setup(node_id, codec, call_timeout,
+                    CallbackTransport(send_blob, send_many, wait_reply, reply_prefix),
+                    find_actor, max_age, name)
+
+    @classmethod
+    def over(
+        cls,
+        transport: Transport,
+        node_id: str,
+        codec: Codec,
+        call_timeout: float,
+        find_actor: Callable[[str], Optional[Any]],
+        max_age: float = 120.0,
+        name: str = "registry",
+    ) -> Messenger:
+        """A messenger for node ``node_id`` that reaches other nodes through
+        ``transport`` (call :meth:`start` before use)."""
+        self = cls.__new__(cls)
+        self._setup(node_id, codec, call_timeout, transport, find_actor, max_age, name)
+        return self
+
+    def _setup(self, node_id: str, codec: Codec, call_timeout: float, transport: Transport,
+               find_actor: Callable[[str], Optional[Any]], max_age: float, name: str) -> None:
         self.node_id = node_id
         self.codec = codec
         self.call_timeout = call_timeout
-        self._send_blob = send_blob
-        self._send_many = send_many
-        self._wait_reply = wait_reply
-        self._reply_prefix = reply_prefix
+        self.transport = transport
         self._find_actor = find_actor
         self._max_age = max_age
         self.closed = False
@@ -509,7 +291,7 @@ class Messenger:
         msg_id = self._new_id(ref.node_id)
         blob = self.codec.encode(self._header(kind, ref.node_id, msg_id, ref.actor_urn, 0.0,
                                               ref._link.node.inc), payload)
-        if not self._send_blob(ref.node_id, blob):
+        if not self.transport.send_blob(ref.node_id, blob):
             raise pykka.ActorDeadError(f"{ref!r}: its process holds no lease (it is gone)")
 
     def ask(self, ref: RemoteActorRef, message: Any, block: bool,
@@ -526,14 +308,14 @@ class Messenger:
         if block and not stop:
             header["rk"] = 1
             blob = self.codec.encode(header, payload)
-            if not self._send_blob(ref.node_id, blob):
+            if not self.transport.send_blob(ref.node_id, blob):
                 raise pykka.ActorDeadError(f"{ref!r}: its process holds no lease (it is gone)")
             return self._await_reply(ref, msg_id, deadline, ttl)
         blob = self.codec.encode(header, payload)
         with self._lock:
             self._pending[msg_id] = _Pending(future, deadline, ref.node_id, ref._link, stop)
         try:
-            delivered = self._send_blob(ref.node_id, blob)
+            delivered = self.transport.send_blob(ref.node_id, blob)
         except BaseException:
             self._forget(msg_id)
             raise
@@ -557,7 +339,7 @@ class Messenger:
     def _await_reply(self, ref: RemoteActorRef, msg_id: str, deadline: float,
                      ttl: float) -> Any:
         """Wait in the caller's thread for the reply to a blocking ask."""
-        key = self._reply_prefix + msg_id
+        key = self.transport.reply_key(msg_id)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -570,7 +352,7 @@ class Messenger:
                 raise pykka.ActorDeadError(
                     f"the process of node {ref.node_id} died before answering (its lease "
                     "lapsed)")
-            blob = self._wait_reply(key, remaining)
+            blob = self.transport.wait_reply(key, remaining)
             if blob is None:
                 continue
             header, payload, why = self.codec.decode(blob)
@@ -687,7 +469,7 @@ class Messenger:
         if kind not in (ASK, STOP):
             self.dropped += 1
             return
-        reply_key = self._reply_prefix + msg_id if header.get("rk") else ""
+        reply_key = self.transport.reply_key(msg_id) if header.get("rk") else ""
         hook = _ReplyTo(self, src, msg_id, reply_key)
         if target is None or not target.is_alive():
             hook.set_exception((pykka.ActorDeadError, pykka.ActorDeadError(
@@ -759,7 +541,7 @@ class Messenger:
                     batch.append(more)
             if batch:
                 try:
-                    self._send_many(batch)
+                    self.transport.send_many(batch)
                 except Exception as error:
                     logger.warning("%s: %d replies were lost: %r", self.node_id, len(batch),
                                    error)
