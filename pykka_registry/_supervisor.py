@@ -50,7 +50,13 @@ import attrs
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import RegistryError, RegistryUnavailableError
+from pykka_registry._errors import (
+    ChildRetired,
+    RegistryError,
+    RegistryUnavailableError,
+    RestartIntensityExceeded,
+    SupervisorError,
+)
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 
 __all__ = [
@@ -92,21 +98,6 @@ def current_supervisor() -> Optional[Supervisor]:
     Lets a child's ``start`` function know which tree it is being started in.
     """
     return getattr(_local, "supervisor", None)
-
-
-class SupervisorError(RegistryError):
-    """A supervisor could not do what was asked (unknown child id, a child
-    that failed to start...)."""
-
-
-class RestartIntensityExceeded(SupervisorError):
-    """A supervisor saw more restarts than its intensity allows and gave up."""
-
-
-class ChildRetired(Exception):
-    """Raised by a child's ``start`` function to say the child is finished for
-    good (a registry that was stopped, say): the supervisor deletes the child
-    from its tree instead of counting a failed restart."""
 
 
 def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
