@@ -47,6 +47,13 @@ from pykka_registry._remote import RemoteActorRef
 from pykka_registry._server import RegistryServer
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._supervisor import ChildInfo, ChildSpec, Supervisor
+from pykka_registry._types import (
+    ActorRefLike,
+    GroupStrategy,
+    HealthStatus,
+    RestartType,
+    SupervisorStrategy,
+)
 from pykka_registry._via import Via, ViaProxy
 from pykka_registry.backends import Backend, IndexedBackend, MemoryBackend, validate_backend
 
@@ -54,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActorNotAliveError",
+    "ActorRefLike",
     "AlreadyRegisteredError",
     "Backend",
     "ChildInfo",
@@ -61,9 +69,11 @@ __all__ = [
     "ChildSpec",
     "DownEvent",
     "DuplicateServiceError",
+    "GroupStrategy",
     "GroupVia",
     "GroupsNotSupportedError",
     "HealthReport",
+    "HealthStatus",
     "IndexedBackend",
     "InvalidActorRefError",
     "InvalidBatchItemError",
@@ -88,9 +98,11 @@ __all__ = [
     "RemoteActorRef",
     "RemoteTimeoutError",
     "RestartIntensityExceeded",
+    "RestartType",
     "Subscription",
     "Supervisor",
     "SupervisorError",
+    "SupervisorStrategy",
     "UnknownBackendError",
     "UnregisterReason",
     "Unregistered",

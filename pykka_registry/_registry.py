@@ -77,6 +77,7 @@ from pykka_registry._server import RegistryServer
 from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
+from pykka_registry._types import ActorRefLike, GroupStrategy, HealthStatus
 from pykka_registry._via import Via
 from pykka_registry.backends.base import (
     Backend,
@@ -583,9 +584,16 @@ class Registry:
 
     def lookup(
         self, namespace: Hashable, service: Hashable = NO_SERVICE
-    ) -> Optional[pykka.ActorRef[Any]]:
+    ) -> Optional[ActorRefLike]:
         """The actor registered under the name, or ``None``. The name may
         also be given as one ``(namespace, service)`` tuple.
+
+        The actor comes as an :class:`~pykka_registry.ActorRefLike`: a
+        :class:`pykka.ActorRef` for an actor of this process, a
+        :class:`~pykka_registry.RemoteActorRef` for one held by another
+        process (a networked backend such as Redis). Every read that returns
+        actors (``lookup_with_metadata``, ``members``, ``match``,
+        ``await_name``...) returns them so.
 
         Runs in the caller's thread: two dict reads, no lock, no message. The
         actor is alive: a dead actor's names are removed before Pykka reports
@@ -604,7 +612,7 @@ class Registry:
             return None
         return entry.actor_ref
 
-    def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[pykka.ActorRef[Any]]]:
+    def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[ActorRefLike]]:
         """:meth:`lookup` with every attribute resolved once (the hot path)."""
         if self._check_alive or not isinstance(self._backend, LocalTables):
             return self._generic_lookup
@@ -614,7 +622,7 @@ class Registry:
         no_service = NO_SERVICE
 
         def lookup(namespace: Hashable,
-                   service: Hashable = no_service) -> Optional[pykka.ActorRef[Any]]:
+                   service: Hashable = no_service) -> Optional[ActorRefLike]:
             if service is no_service:
                 namespace, service = split_key(namespace, service, "lookup")
             try:
@@ -627,11 +635,11 @@ class Registry:
         return lookup
 
     def _generic_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
-                        ) -> Optional[pykka.ActorRef[Any]]:
+                        ) -> Optional[ActorRefLike]:
         return Registry.lookup(self, namespace, service)
 
     def _closed_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
-                       ) -> Optional[pykka.ActorRef[Any]]:
+                       ) -> Optional[ActorRefLike]:
         if service is NO_SERVICE:
             namespace, service = split_key(namespace, service, "lookup")
         self._check_key(namespace, service)
@@ -639,7 +647,7 @@ class Registry:
 
     def lookup_with_metadata(
         self, namespace: Hashable, service: Hashable = NO_SERVICE
-    ) -> Optional[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> Optional[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for the name, or ``None``. The metadata is a
         copy (``{}`` when none was given): changing it changes nothing stored.
         The name may also be given as one ``(namespace, service)`` tuple."""
@@ -663,7 +671,7 @@ class Registry:
 
     def find_services_by_metadata(
         self, namespace: Hashable, predicate: Callable[[Mapping[Any, Any]], bool]
-    ) -> list[tuple[Hashable, Any, dict[Any, Any]]]:
+    ) -> list[tuple[Hashable, ActorRefLike, dict[Any, Any]]]:
         """``(service, actor_ref, metadata)`` for every entry of ``namespace``
         whose metadata satisfies ``predicate`` (called in the caller's thread with
         a read-only view or a copy of each entry's metadata; it scans the
@@ -672,7 +680,7 @@ class Registry:
         self._check_key(namespace, "")
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        found: list[tuple[Hashable, Any, dict[Any, Any]]] = []
+        found: list[tuple[Hashable, ActorRefLike, dict[Any, Any]]] = []
         if self._state.closed:
             return found
         for entry in self._backend.entries(namespace):
@@ -686,7 +694,7 @@ class Registry:
 
     def match(
         self, namespace: Hashable, criteria: Mapping[Any, Any]
-    ) -> list[tuple[Hashable, Any, dict[Any, Any]]]:
+    ) -> list[tuple[Hashable, ActorRefLike, dict[Any, Any]]]:
         """``(service, actor_ref, metadata)`` for every entry of ``namespace``
         whose metadata has, for each ``key: value`` of ``criteria``,
         ``metadata[key] == value``, or ``value in metadata[key]`` when that field
@@ -792,7 +800,7 @@ class Registry:
         actor_ref = actor_ref_of(actor_ref)
         self._call(Leave(namespace, group, actor_ref))
 
-    def members(self, namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+    def members(self, namespace: Hashable, group: Hashable) -> list[ActorRefLike]:
         """The live members of the group, in join order (``[]`` for none).
 
         Runs in the caller's thread: a cached snapshot read, no lock, no
@@ -809,7 +817,7 @@ class Registry:
             return []
         return list(refs)
 
-    def _fast_members(self) -> Callable[[Hashable, Hashable], list[pykka.ActorRef[Any]]]:
+    def _fast_members(self) -> Callable[[Hashable, Hashable], list[ActorRefLike]]:
         """:meth:`members` with every attribute resolved once (the hot path:
         one dict read of the group's cached snapshot). A stopped registry's
         backend is cleared, so no closed check is needed."""
@@ -819,7 +827,7 @@ class Registry:
         snapshot = backend._snapshot
         key_error = self._key_error
 
-        def members(namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+        def members(namespace: Hashable, group: Hashable) -> list[ActorRefLike]:
             try:
                 cached = cache_get((namespace, group))
                 if cached is None:
@@ -840,7 +848,7 @@ class Registry:
 
     def members_with_metadata(
         self, namespace: Hashable, group: Hashable
-    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> list[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for every member, in join order; the
         metadata are copies (``{}`` when none was given)."""
         found = self._member_list(namespace, group)
@@ -850,7 +858,7 @@ class Registry:
 
     def match_members(
         self, namespace: Hashable, group: Hashable, criteria: Mapping[Any, Any]
-    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> list[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for every member whose metadata satisfies
         ``criteria`` by the rule of :meth:`match`, in join order (an indexed
         backend answers from its index)."""
@@ -906,7 +914,7 @@ class Registry:
     def ask_all(
         self, namespace: Hashable, group: Hashable, message: Any,
         timeout: Optional[float] = None,
-    ) -> list[tuple[pykka.ActorRef[Any], Any]]:
+    ) -> list[tuple[ActorRefLike, Any]]:
         """Ask every member at once and wait at most ``timeout`` in total
         (``None``: the registry's ``call_timeout``); return
         ``(actor_ref, value)`` in :meth:`members` order.
@@ -926,7 +934,7 @@ class Registry:
                 asked.append((ref, ref.ask(message, block=False)))
             except pykka.ActorDeadError as error:
                 asked.append((ref, error))
-        results: list[tuple[pykka.ActorRef[Any], Any]] = []
+        results: list[tuple[ActorRefLike, Any]] = []
         for ref, future in asked:
             if isinstance(future, BaseException):
                 results.append((ref, future))
@@ -946,7 +954,7 @@ class Registry:
         return results
 
     def group_via(self, namespace: Hashable, group: Hashable,
-                  strategy: str = "round_robin") -> GroupVia:
+                  strategy: GroupStrategy = "round_robin") -> GroupVia:
         """A handle whose ``tell``/``ask``/``proxy`` reach one live member
         per call, picked by ``strategy``: ``"round_robin"``, ``"random"`` or
         ``"hash"`` (each call then takes ``key=...``; the same key reaches
@@ -969,7 +977,7 @@ class Registry:
         timeout: Optional[float] = None,
         *,
         replacing: Any = None,
-    ) -> pykka.ActorRef[Any]:
+    ) -> ActorRefLike:
         """Wait until a live actor holds the name and return it; at once if one does.
 
         ``timeout=None`` waits at most the registry's ``call_timeout``. The
@@ -992,7 +1000,7 @@ class Registry:
         namespace, service = split_key(namespace, service, "await_name")
         old_urn = None if replacing is None else urn_of(replacing, "replacing")
 
-        def found() -> Optional[pykka.ActorRef[Any]]:
+        def found() -> Optional[ActorRefLike]:
             ref = self.lookup(namespace, service)
             if ref is None or (old_urn is not None and ref.actor_urn == old_urn):
                 return None
@@ -1041,9 +1049,9 @@ class Registry:
                 f"namespace {safe_repr(namespace)}"
             )
 
-    def _poll_name(self, found: Callable[[], Optional[pykka.ActorRef[Any]]],
+    def _poll_name(self, found: Callable[[], Optional[ActorRefLike]],
                    namespace: Hashable, service: Hashable, timeout: float,
-                   deadline: float, what: str) -> pykka.ActorRef[Any]:
+                   deadline: float, what: str) -> ActorRefLike:
         pause, delay = threading.Event(), 0.0005
         while True:
             ref = found()
@@ -1064,7 +1072,7 @@ class Registry:
         service: Hashable,
         start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]],
         metadata: Optional[Mapping[Any, Any]] = None,
-    ) -> pykka.ActorRef[Any]:
+    ) -> ActorRefLike:
         """The actor holding the name; if none, call ``start()`` (in this thread),
         register what it returns and return it. ``start`` may return an
         :class:`pykka.ActorRef` or a :class:`pykka.ActorProxy` (its
@@ -1171,7 +1179,7 @@ class Registry:
             backend_health = dict(self._backend.health())
         except Exception as error:
             backend_health = {"status": "unhealthy", "error": repr(error)}
-        status = "healthy"
+        status: HealthStatus = "healthy"
         if state.closed:
             status = "unhealthy"
             problems.append("the registry is stopped")

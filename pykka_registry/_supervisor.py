@@ -58,6 +58,12 @@ from pykka_registry._errors import (
     SupervisorError,
 )
 from pykka_registry._monitor import DownEvent, Monitor, monitor
+from pykka_registry._types import (
+    RESTART_TYPES,
+    SUPERVISOR_STRATEGIES,
+    RestartType,
+    SupervisorStrategy,
+)
 
 __all__ = [
     "ChildInfo",
@@ -74,8 +80,7 @@ __all__ = [
 
 logger = logging.getLogger("pykka_registry")
 
-RESTART_TYPES = ("permanent", "transient", "temporary")
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+STRATEGIES = SUPERVISOR_STRATEGIES
 
 _local = threading.local()
 _supervisor_counter = itertools.count(1)
@@ -133,7 +138,7 @@ class ChildSpec:
 
     id: Hashable
     start: Callable[[], Any]
-    restart: str = attrs.field(default="permanent")
+    restart: RestartType = attrs.field(default="permanent")
     name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
     metadata: Optional[Mapping[Any, Any]] = None
     shutdown: float = 5.0
@@ -141,7 +146,7 @@ class ChildSpec:
         default=(), converter=_validate_groups)
 
     @restart.validator
-    def _check_restart(self, attribute: Any, value: str) -> None:
+    def _check_restart(self, attribute: Any, value: Any) -> None:
         if value not in RESTART_TYPES:
             raise ValueError(f"restart must be one of {RESTART_TYPES}, got {value!r}")
 
@@ -163,7 +168,7 @@ class ChildInfo:
     id: Hashable
     actor_ref: Optional[pykka.ActorRef[Any]]
     restarts: int
-    restart: str
+    restart: RestartType
     name: Optional[tuple[Hashable, Hashable]]
 
 
@@ -176,7 +181,7 @@ class ChildSnapshot:
     """
 
     id: Hashable
-    restart: str
+    restart: RestartType
     restarts: int
     actor_ref: Optional[pykka.ActorRef[Any]]
     name: Optional[tuple[Hashable, Hashable]]
@@ -194,7 +199,7 @@ class SupervisorSnapshot:
 
     name: str
     actor_urn: str
-    strategy: str
+    strategy: SupervisorStrategy
     max_restarts: int
     max_seconds: float
     restarts_in_window: int
@@ -266,7 +271,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self,
         handle: Supervisor,
         specs: Sequence[ChildSpec],
-        strategy: str,
+        strategy: SupervisorStrategy,
         max_restarts: int,
         max_seconds: float,
         registry: Any,
@@ -646,7 +651,7 @@ class Supervisor:
     def start(
         cls,
         children: Sequence[ChildSpec] = (),
-        strategy: str = "one_for_one",
+        strategy: SupervisorStrategy = "one_for_one",
         max_restarts: int = 3,
         max_seconds: float = 5.0,
         registry: Any = None,

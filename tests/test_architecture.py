@@ -156,3 +156,17 @@ def test_supervision_errors_are_registry_errors_and_keep_their_old_homes() -> No
         assert issubclass(cls, _errors.RegistryError)
         assert getattr(_supervisor, name) is cls
     assert issubclass(_errors.RestartIntensityExceeded, _errors.SupervisorError)
+
+
+def test_a_pykka_actor_ref_is_actor_ref_like() -> None:
+    # (mypy checks RemoteActorRef too, statically, at the end of _types.)
+    import pykka
+
+    from pykka_registry import ActorRefLike
+
+    ref = pykka.ThreadingActor.start()
+    try:
+        assert isinstance(ref, ActorRefLike)
+        assert not isinstance(object(), ActorRefLike)
+    finally:
+        ref.stop()
