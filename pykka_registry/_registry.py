@@ -38,11 +38,11 @@ import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 import pykka
 
-from pykka_registry import _deathwatch
+from pykka_registry import _deathwatch, _server_child
 from pykka_registry._backend_names import resolve_backend
 from pykka_registry._coerce import NO_SERVICE, actor_ref_of, split_key, urn_of
 from pykka_registry._deathwatch import is_alive as _is_alive
@@ -73,7 +73,6 @@ from pykka_registry._messages import (
     UnregisterMany,
     UpdateMetadata,
 )
-from pykka_registry._server import RegistryServer
 from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
@@ -89,7 +88,12 @@ from pykka_registry.backends.base import (
 )
 from pykka_registry.backends.memory import LocalGroups, LocalTables, MemoryBackend
 
+if TYPE_CHECKING:
+    from pykka_registry._supervisor import ChildSpec, SupervisedRegistry, Supervisor
+
 __all__ = ["Registry"]
+
+T = TypeVar("T")
 
 
 def _nothing(state: RegistryState) -> None:
@@ -129,7 +133,7 @@ class Registry:
         self._state = state
         self._backend = state.backend
         self._stop_lock = threading.Lock()
-        self._own_supervisor: Optional[Any] = None  # set by start()
+        self._own_supervisor: Optional[Supervisor] = None  # set by start()
         # Entries of other processes are dropped when their node releases
         # them; until then a remote ref may already know its actor is gone.
         self._check_alive = bool(getattr(state.backend, "distributed", False))
@@ -201,39 +205,23 @@ class Registry:
         ``max_seconds`` and the registry gives up (calls then raise
         :class:`RegistryUnavailableError`).
         """
-        from pykka_registry._supervisor import Supervisor
-
         registry = cls.new(backend, backend_opts, call_timeout=call_timeout, name=name)
         try:
-            registry._own_supervisor = Supervisor.start(
-                children=[registry.child_spec()],
-                max_restarts=max_restarts,
-                max_seconds=max_seconds,
-                name=f"{registry._state.name}-supervisor",
-                daemon=True,
-            )
+            registry._own_supervisor = _server_child.start_own_supervisor(
+                registry._state, max_restarts, max_seconds)
         except BaseException:
             registry._close()
             raise
         return registry
 
-    def child_spec(self, id: Hashable = "registry", shutdown: float = 5.0) -> Any:
+    def child_spec(self, id: Hashable = "registry", shutdown: float = 5.0) -> ChildSpec:
         """A :class:`~pykka_registry.ChildSpec` that runs this registry's server
         in a supervision tree of yours. The tree restarts the server on the
         same backend, so a restart loses no registration. Put it before the
         children that use the registry (children start in order and stop in
-        reverse order)."""
-        from pykka_registry._supervisor import ChildRetired, ChildSpec, current_supervisor
-
-        def start_server() -> pykka.ActorRef[Any]:
-            if self._state.closed:
-                # Stopped (perhaps while its server was being restarted): tell
-                # the tree to drop this child rather than count a failure.
-                raise ChildRetired(f"{self._state.name} is stopped")
-            self._state.owner = (current_supervisor(), id)
-            return RegistryServer.start(self._state)
-
-        return ChildSpec(id=id, start=start_server, restart="permanent", shutdown=shutdown)
+        reverse order). Once the registry is stopped, the tree drops the
+        child (its start raises :class:`~pykka_registry.ChildRetired`)."""
+        return _server_child.child_spec(self._state, id, shutdown)
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop the registry's server and its supervisor; return once they have
@@ -249,17 +237,8 @@ class Registry:
                 self._state.server_changed.notify_all()
             for waiter in list(self._state.waiters):
                 waiter.set()
-            owner = self._state.owner
-            server = self._state.server_ref
             try:
-                if self._own_supervisor is not None:
-                    self._own_supervisor.stop(timeout=timeout)
-                elif owner is not None and owner[0] is not None and owner[0].is_alive():
-                    owner[0].delete_child(owner[1], timeout=timeout)
-                elif server is not None:
-                    server.stop(block=True, timeout=timeout)
-            except (pykka.ActorDeadError, pykka.Timeout, RegistryError):
-                pass
+                _server_child.stop_server(self._state, self._own_supervisor, timeout)
             finally:
                 self._close()
 
@@ -304,9 +283,18 @@ class Registry:
         return self._state.call_timeout
 
     @property
-    def server_owner(self) -> Optional[tuple[Any, Hashable]]:
+    def server_owner(self) -> Optional[tuple[Supervisor, Hashable]]:
         """``(supervisor, child_id)`` of the tree that runs the server, once started."""
-        return self._state.owner
+        owner = self._state.owner
+        return None if owner is None else (owner.supervisor, owner.child_id)
+
+    def server_to_start_first(self, supervisor: Supervisor,
+                              child_id: Hashable) -> Optional[Hashable]:
+        """For a supervisor about to register its child ``child_id`` (in its
+        own thread): the id of a child of ``supervisor`` to start first, the
+        one that runs this registry's server when it is down, else ``None``
+        (see :mod:`pykka_registry._server_child`)."""
+        return _server_child.server_to_start_first(self._state, supervisor, child_id)
 
     @property
     def running(self) -> bool:
@@ -393,8 +381,7 @@ class Registry:
     def _await_successor(self, server: Any, deadline: float) -> None:
         """Wait for the supervisor to replace a dead server (or give up)."""
         state = self._state
-        owner = state.owner[0] if state.owner else None
-        if owner is None or not owner.is_alive():
+        if not _server_child.successor_expected(state):
             raise RegistryUnavailableError(
                 f"{state.name}: the server is stopped and no supervisor restarts it"
             ) from None
@@ -1226,3 +1213,8 @@ class Registry:
         from pykka_registry.observer import serve
 
         return serve(self, host=host, port=port, token=token)
+
+
+if TYPE_CHECKING:  # mypy checks here that a Registry is what a supervisor needs
+    def _supervisable(registry: Registry) -> SupervisedRegistry:
+        return registry

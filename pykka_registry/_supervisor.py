@@ -33,6 +33,10 @@ Guarantees
   slow child gets one pending request at a time, not a pile of them);
   :func:`live_supervisors` lists the running supervisors of the process
   (weak references: it keeps nothing alive).
+* A supervisor knows its registry only as a :class:`SupervisedRegistry`
+  and a child's start function only as a callable (told its tree first if
+  it is a :class:`TreeAwareStart`); what is special about a registry's own
+  server lives in :mod:`pykka_registry._server_child`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import threading
 import time
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import attrs
 import pykka
@@ -71,9 +75,11 @@ __all__ = [
     "ChildSnapshot",
     "ChildSpec",
     "RestartIntensityExceeded",
+    "SupervisedRegistry",
     "Supervisor",
     "SupervisorError",
     "SupervisorSnapshot",
+    "TreeAwareStart",
     "current_supervisor",
     "live_supervisors",
 ]
@@ -103,6 +109,42 @@ def current_supervisor() -> Optional[Supervisor]:
     Lets a child's ``start`` function know which tree it is being started in.
     """
     return getattr(_local, "supervisor", None)
+
+
+class SupervisedRegistry(Protocol):
+    """What a supervisor needs of its ``registry`` (a :class:`~pykka_registry.Registry`
+    satisfies it): to register and join its children (in the supervisor's
+    thread), to sync listings after stopping some, and the rule of which
+    child to start first (:mod:`pykka_registry._server_child`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def register(self, namespace: Hashable, service: Hashable, actor_ref: pykka.ActorRef[Any],
+                 metadata: Optional[Mapping[Any, Any]] = None) -> None: ...
+
+    def join(self, namespace: Hashable, group: Hashable, actor_ref: pykka.ActorRef[Any],
+             metadata: Optional[Mapping[Any, Any]] = None) -> None: ...
+
+    def sync(self, timeout: Optional[float] = None) -> None: ...
+
+    def server_to_start_first(self, supervisor: Supervisor,
+                              child_id: Hashable) -> Optional[Hashable]: ...
+
+
+@runtime_checkable
+class TreeAwareStart(Protocol):
+    """A child's ``start`` function that wants to know which tree starts it:
+    before each call, in the supervisor's thread, the supervisor calls
+    ``started_in(supervisor, child_id)`` (a registry's server records its
+    owner so)."""
+
+    def __call__(self) -> Any: ...
+
+    def started_in(self, supervisor: Supervisor, child_id: Hashable) -> None: ...
 
 
 def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
@@ -274,7 +316,7 @@ class SupervisorActor(pykka.ThreadingActor):
         strategy: SupervisorStrategy,
         max_restarts: int,
         max_seconds: float,
-        registry: Any,
+        registry: Optional[SupervisedRegistry],
     ) -> None:
         super().__init__()
         self.handle = handle
@@ -311,17 +353,15 @@ class SupervisorActor(pykka.ThreadingActor):
         return None
 
     def _ensure_registry_running(self, child: _Child) -> None:
-        """Before registering a named child, restart the registry's server if
-        it is one of our children and down: its death notice may still wait
-        behind the message we are handling, and registering would otherwise
-        wait for a restart only this thread can do."""
-        if ((child.spec.name is None and not child.spec.groups) or self.registry is None
-                or self.registry.running):
+        """Before registering a named child, start first the child the
+        registry names (its server, when it is one of ours and down: see
+        :func:`pykka_registry._server_child.server_to_start_first`). It counts
+        as the restart its death notice, still in our mailbox, would have
+        made; that notice then finds the child replaced and is ignored."""
+        if (child.spec.name is None and not child.spec.groups) or self.registry is None:
             return
-        owner = getattr(self.registry, "server_owner", None)
-        if not owner or owner[0] is not self.handle:
-            return
-        server_child = self._get(owner[1])
+        first = self.registry.server_to_start_first(self.handle, child.spec.id)
+        server_child = None if first is None else self._get(first)
         if server_child is None or server_child is child:
             return
         if server_child.monitor is not None:
@@ -337,7 +377,10 @@ class SupervisorActor(pykka.ThreadingActor):
         previous = getattr(_local, "supervisor", None)
         _local.supervisor = self.handle
         try:
-            started = child.spec.start()
+            start = child.spec.start
+            if isinstance(start, TreeAwareStart):
+                start.started_in(self.handle, child.spec.id)
+            started = start()
         except ChildRetired:
             logger.info("%s: child %r retired; removing it", self.handle.name, child.spec.id)
             if child in self.children:
@@ -654,7 +697,7 @@ class Supervisor:
         strategy: SupervisorStrategy = "one_for_one",
         max_restarts: int = 3,
         max_seconds: float = 5.0,
-        registry: Any = None,
+        registry: Optional[SupervisedRegistry] = None,
         *,
         name: Optional[str] = None,
         call_timeout: float = 30.0,
@@ -662,6 +705,10 @@ class Supervisor:
     ) -> Supervisor:
         """Start a supervisor and its children, in order; return once every
         child is running (and registered, if named).
+
+        ``registry`` (a :class:`~pykka_registry.Registry`; typed as
+        :class:`SupervisedRegistry`, what the supervisor uses of it) is where
+        children with a ``name`` or ``groups`` are registered.
 
         With ``daemon=True`` the supervisor's own thread does not keep the
         interpreter alive (its children's threads are their own business);
