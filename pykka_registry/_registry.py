@@ -1130,10 +1130,27 @@ class Registry:
         """
         self._call(Call(_nothing), maybe_timeout(timeout))
 
-    def run_in_server(self, function: Callable[[RegistryState], Any]) -> Any:
-        """Run ``function(state)`` in the server thread, atomically with respect
-        to every write, and return its result. For tests and tools."""
-        return self._call(Call(function))
+    def run_in_server(self, function: Callable[[Backend], T]) -> T:
+        """Run ``function(backend)`` in the server thread and return its
+        result (or raise what it raised); ``backend`` is :attr:`backend`.
+        For tests, tools and benchmarks.
+
+        The server handles one message at a time, so no write sent through
+        this registry runs meanwhile: the function sees every write queued
+        before it and none queued after. It runs without the write lock
+        (it may wait, say for an actor to stop), so a dying actor's
+        clean-up may still change the backend meanwhile. A write it makes
+        straight into the backend publishes no event.
+
+        Raises:
+            RegistryUnavailableError: the server did not answer within
+                ``call_timeout`` (the function may still run later).
+        """
+        def on_backend(state: RegistryState) -> T:
+            return function(state.backend)
+
+        result: T = self._call(Call(on_backend))
+        return result
 
     # -- inspection ---------------------------------------------------------------------
 
