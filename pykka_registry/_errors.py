@@ -17,6 +17,8 @@ from typing import Any
 
 import pykka
 
+from pykka_registry._types import ActorRefLike
+
 __all__ = [
     "MIN_SECRET_BYTES",
     "ActorNotAliveError",
@@ -69,7 +71,8 @@ class AlreadyRegisteredError(RegistryError):
     remote reference when the holder lives in another process.
     """
 
-    def __init__(self, namespace: Hashable, service: Hashable, existing: Any) -> None:
+    def __init__(self, namespace: Hashable, service: Hashable,
+                 existing: ActorRefLike) -> None:
         super().__init__(
             f"{safe_repr(service)} in namespace {safe_repr(namespace)} is already registered "
             f"to {safe_repr(existing)}"
