@@ -175,7 +175,9 @@ class ChildSpec:
     child joins (with ``metadata``), in that registry, before ``start_child``
     or :meth:`Supervisor.start` returns and again after every restart,
     before the restart is reported, as names are. ``shutdown`` is how long
-    stopping it may take.
+    stopping it may take. A ``start`` that also has
+    ``started_in(supervisor, child_id)`` (a :class:`TreeAwareStart`) is
+    told, before each call, which tree starts it.
     """
 
     id: Hashable
