@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional
 import pykka
 
 from pykka_registry import IndexedBackend, MemoryBackend, Registry, Unregistered
-from pykka_registry._state import RegistryState
 from pykka_registry.backends.base import Backend, Entry
 
 HERE = str(Path(__file__).resolve().parent)
@@ -56,8 +55,7 @@ def fill_direct(
     """Register ``count`` names straight into the backend, in the server
     thread (the server's own path minus one ``ask`` per name)."""
 
-    def fill(state: RegistryState) -> None:
-        backend = state.backend
+    def fill(backend: Backend) -> None:
         for i in range(count):
             metadata = backend.validate_metadata(_metadata(i, shards))
             entry = Entry.create(namespace, _svc(i), holders[i % len(holders)], metadata)

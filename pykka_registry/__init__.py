@@ -11,6 +11,7 @@ from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
     AlreadyRegisteredError,
+    ChildRetired,
     DuplicateServiceError,
     GroupsNotSupportedError,
     InvalidActorRefError,
@@ -25,6 +26,8 @@ from pykka_registry._errors import (
     RegistryUnavailableError,
     RemoteActorError,
     RemoteTimeoutError,
+    RestartIntensityExceeded,
+    SupervisorError,
     UnknownBackendError,
 )
 from pykka_registry._events import (
@@ -43,13 +46,13 @@ from pykka_registry._registry import Registry
 from pykka_registry._remote import RemoteActorRef
 from pykka_registry._server import RegistryServer
 from pykka_registry._stats import HealthReport, RegistryStats
-from pykka_registry._supervisor import (
-    ChildInfo,
-    ChildRetired,
-    ChildSpec,
-    RestartIntensityExceeded,
-    Supervisor,
-    SupervisorError,
+from pykka_registry._supervisor import ChildInfo, ChildSpec, Supervisor
+from pykka_registry._types import (
+    ActorRefLike,
+    GroupStrategy,
+    HealthStatus,
+    RestartType,
+    SupervisorStrategy,
 )
 from pykka_registry._via import Via, ViaProxy
 from pykka_registry.backends import Backend, IndexedBackend, MemoryBackend, validate_backend
@@ -58,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActorNotAliveError",
+    "ActorRefLike",
     "AlreadyRegisteredError",
     "Backend",
     "ChildInfo",
@@ -65,9 +69,11 @@ __all__ = [
     "ChildSpec",
     "DownEvent",
     "DuplicateServiceError",
+    "GroupStrategy",
     "GroupVia",
     "GroupsNotSupportedError",
     "HealthReport",
+    "HealthStatus",
     "IndexedBackend",
     "InvalidActorRefError",
     "InvalidBatchItemError",
@@ -92,9 +98,11 @@ __all__ = [
     "RemoteActorRef",
     "RemoteTimeoutError",
     "RestartIntensityExceeded",
+    "RestartType",
     "Subscription",
     "Supervisor",
     "SupervisorError",
+    "SupervisorStrategy",
     "UnknownBackendError",
     "UnregisterReason",
     "Unregistered",

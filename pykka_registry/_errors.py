@@ -17,10 +17,13 @@ from typing import Any
 
 import pykka
 
+from pykka_registry._types import ActorRefLike
+
 __all__ = [
     "MIN_SECRET_BYTES",
     "ActorNotAliveError",
     "AlreadyRegisteredError",
+    "ChildRetired",
     "DuplicateServiceError",
     "GroupsNotSupportedError",
     "InvalidActorRefError",
@@ -37,6 +40,8 @@ __all__ = [
     "RegistryUnavailableError",
     "RemoteActorError",
     "RemoteTimeoutError",
+    "RestartIntensityExceeded",
+    "SupervisorError",
     "UnknownBackendError",
     "UnsignedMessagesWarning",
 ]
@@ -66,7 +71,8 @@ class AlreadyRegisteredError(RegistryError):
     remote reference when the holder lives in another process.
     """
 
-    def __init__(self, namespace: Hashable, service: Hashable, existing: Any) -> None:
+    def __init__(self, namespace: Hashable, service: Hashable,
+                 existing: ActorRefLike) -> None:
         super().__init__(
             f"{safe_repr(service)} in namespace {safe_repr(namespace)} is already registered "
             f"to {safe_repr(existing)}"
@@ -176,6 +182,28 @@ class GroupsNotSupportedError(RegistryError, NotImplementedError):
 class InvalidStrategyError(RegistryError, ValueError):
     """``group_via`` was given a strategy it does not know (the message
     lists the known ones), or a ``key`` that the strategy does not take."""
+
+
+# -- supervision ---------------------------------------------------------------------
+
+
+class SupervisorError(RegistryError):
+    """A supervisor could not do what was asked (unknown child id, a child
+    that failed to start...)."""
+
+
+class RestartIntensityExceeded(SupervisorError):
+    """A supervisor saw more restarts than its intensity allows and gave up."""
+
+
+class ChildRetired(RegistryError):
+    """Raised by a child's ``start`` function to say the child is finished for
+    good (a registry that was stopped, say): the supervisor deletes the child
+    from its tree instead of counting a failed restart.
+
+    A signal from a ``start`` function to its supervisor, never raised to a
+    caller of the supervisor (``start_child`` and ``restart_child`` of a
+    child that retires raise :class:`SupervisorError`)."""
 
 
 # -- messages between processes (the Redis backend) -------------------------------

@@ -33,6 +33,7 @@ from pykka_registry._errors import (
     safe_repr,
 )
 from pykka_registry._timeouts import check_timeout, optional_timeout
+from pykka_registry._types import GROUP_STRATEGIES, ActorRefLike, GroupStrategy
 from pykka_registry._via import ViaProxy
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STRATEGIES", "GroupVia"]
 
-#: The strategies :meth:`Registry.group_via` knows.
-STRATEGIES = ("round_robin", "random", "hash")
+#: The strategies :meth:`Registry.group_via` knows (see ``GroupStrategy``).
+STRATEGIES = GROUP_STRATEGIES
 
 
 class _NoKey:
@@ -62,7 +63,7 @@ class GroupVia:
                  "strategy")
 
     def __init__(self, registry: Registry, namespace: Hashable, group: Hashable,
-                 strategy: str = "round_robin") -> None:
+                 strategy: GroupStrategy = "round_robin") -> None:
         if strategy not in STRATEGIES:
             raise InvalidStrategyError(
                 f"strategy must be one of {', '.join(STRATEGIES)}; got {safe_repr(strategy)}"
@@ -75,7 +76,7 @@ class GroupVia:
         self._counter = itertools.count()
         self._proxies: dict[str, Any] = {}  # urn -> pykka proxy (made once per member)
 
-    def resolve(self, key: Any = _NO_KEY) -> Any:
+    def resolve(self, key: Any = _NO_KEY) -> ActorRefLike:
         """The member the next call would reach (with ``"hash"``, give ``key``).
 
         Raises:

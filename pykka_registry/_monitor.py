@@ -36,7 +36,7 @@ logger = logging.getLogger("pykka_registry")
 class DownEvent:
     """An actor died. ``reason``: ``None`` for a normal stop, else the exception."""
 
-    actor_ref: Any
+    actor_ref: pykka.ActorRef[Any]
     reason: Optional[BaseException] = attrs.field(eq=False)
 
     @property

@@ -38,11 +38,11 @@ import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 import pykka
 
-from pykka_registry import _deathwatch
+from pykka_registry import _deathwatch, _server_child
 from pykka_registry._backend_names import resolve_backend
 from pykka_registry._coerce import NO_SERVICE, actor_ref_of, split_key, urn_of
 from pykka_registry._deathwatch import is_alive as _is_alive
@@ -73,10 +73,10 @@ from pykka_registry._messages import (
     UnregisterMany,
     UpdateMetadata,
 )
-from pykka_registry._server import RegistryServer
 from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
 from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
+from pykka_registry._types import ActorRefLike, GroupStrategy, HealthStatus
 from pykka_registry._via import Via
 from pykka_registry.backends.base import (
     Backend,
@@ -88,7 +88,12 @@ from pykka_registry.backends.base import (
 )
 from pykka_registry.backends.memory import LocalGroups, LocalTables, MemoryBackend
 
+if TYPE_CHECKING:
+    from pykka_registry._supervisor import ChildSpec, SupervisedRegistry, Supervisor
+
 __all__ = ["Registry"]
+
+T = TypeVar("T")
 
 
 def _nothing(state: RegistryState) -> None:
@@ -128,7 +133,7 @@ class Registry:
         self._state = state
         self._backend = state.backend
         self._stop_lock = threading.Lock()
-        self._own_supervisor: Optional[Any] = None  # set by start()
+        self._own_supervisor: Optional[Supervisor] = None  # set by start()
         # Entries of other processes are dropped when their node releases
         # them; until then a remote ref may already know its actor is gone.
         self._check_alive = bool(getattr(state.backend, "distributed", False))
@@ -200,39 +205,23 @@ class Registry:
         ``max_seconds`` and the registry gives up (calls then raise
         :class:`RegistryUnavailableError`).
         """
-        from pykka_registry._supervisor import Supervisor
-
         registry = cls.new(backend, backend_opts, call_timeout=call_timeout, name=name)
         try:
-            registry._own_supervisor = Supervisor.start(
-                children=[registry.child_spec()],
-                max_restarts=max_restarts,
-                max_seconds=max_seconds,
-                name=f"{registry._state.name}-supervisor",
-                daemon=True,
-            )
+            registry._own_supervisor = _server_child.start_own_supervisor(
+                registry._state, max_restarts, max_seconds)
         except BaseException:
             registry._close()
             raise
         return registry
 
-    def child_spec(self, id: Hashable = "registry", shutdown: float = 5.0) -> Any:
+    def child_spec(self, id: Hashable = "registry", shutdown: float = 5.0) -> ChildSpec:
         """A :class:`~pykka_registry.ChildSpec` that runs this registry's server
         in a supervision tree of yours. The tree restarts the server on the
         same backend, so a restart loses no registration. Put it before the
         children that use the registry (children start in order and stop in
-        reverse order)."""
-        from pykka_registry._supervisor import ChildRetired, ChildSpec, current_supervisor
-
-        def start_server() -> pykka.ActorRef[Any]:
-            if self._state.closed:
-                # Stopped (perhaps while its server was being restarted): tell
-                # the tree to drop this child rather than count a failure.
-                raise ChildRetired(f"{self._state.name} is stopped")
-            self._state.owner = (current_supervisor(), id)
-            return RegistryServer.start(self._state)
-
-        return ChildSpec(id=id, start=start_server, restart="permanent", shutdown=shutdown)
+        reverse order). Once the registry is stopped, the tree drops the
+        child (its start raises :class:`~pykka_registry.ChildRetired`)."""
+        return _server_child.child_spec(self._state, id, shutdown)
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop the registry's server and its supervisor; return once they have
@@ -248,17 +237,8 @@ class Registry:
                 self._state.server_changed.notify_all()
             for waiter in list(self._state.waiters):
                 waiter.set()
-            owner = self._state.owner
-            server = self._state.server_ref
             try:
-                if self._own_supervisor is not None:
-                    self._own_supervisor.stop(timeout=timeout)
-                elif owner is not None and owner[0] is not None and owner[0].is_alive():
-                    owner[0].delete_child(owner[1], timeout=timeout)
-                elif server is not None:
-                    server.stop(block=True, timeout=timeout)
-            except (pykka.ActorDeadError, pykka.Timeout, RegistryError):
-                pass
+                _server_child.stop_server(self._state, self._own_supervisor, timeout)
             finally:
                 self._close()
 
@@ -303,9 +283,18 @@ class Registry:
         return self._state.call_timeout
 
     @property
-    def server_owner(self) -> Optional[tuple[Any, Hashable]]:
+    def server_owner(self) -> Optional[tuple[Supervisor, Hashable]]:
         """``(supervisor, child_id)`` of the tree that runs the server, once started."""
-        return self._state.owner
+        owner = self._state.owner
+        return None if owner is None else (owner.supervisor, owner.child_id)
+
+    def server_to_start_first(self, supervisor: Supervisor,
+                              child_id: Hashable) -> Optional[Hashable]:
+        """For a supervisor about to register its child ``child_id`` (in its
+        own thread): the id of a child of ``supervisor`` to start first, the
+        one that runs this registry's server when it is down, else ``None``
+        (see :mod:`pykka_registry._server_child`)."""
+        return _server_child.server_to_start_first(self._state, supervisor, child_id)
 
     @property
     def running(self) -> bool:
@@ -392,8 +381,7 @@ class Registry:
     def _await_successor(self, server: Any, deadline: float) -> None:
         """Wait for the supervisor to replace a dead server (or give up)."""
         state = self._state
-        owner = state.owner[0] if state.owner else None
-        if owner is None or not owner.is_alive():
+        if not _server_child.successor_expected(state):
             raise RegistryUnavailableError(
                 f"{state.name}: the server is stopped and no supervisor restarts it"
             ) from None
@@ -583,9 +571,16 @@ class Registry:
 
     def lookup(
         self, namespace: Hashable, service: Hashable = NO_SERVICE
-    ) -> Optional[pykka.ActorRef[Any]]:
+    ) -> Optional[ActorRefLike]:
         """The actor registered under the name, or ``None``. The name may
         also be given as one ``(namespace, service)`` tuple.
+
+        The actor comes as an :class:`~pykka_registry.ActorRefLike`: a
+        :class:`pykka.ActorRef` for an actor of this process, a
+        :class:`~pykka_registry.RemoteActorRef` for one held by another
+        process (a networked backend such as Redis). Every read that returns
+        actors (``lookup_with_metadata``, ``members``, ``match``,
+        ``await_name``...) returns them so.
 
         Runs in the caller's thread: two dict reads, no lock, no message. The
         actor is alive: a dead actor's names are removed before Pykka reports
@@ -604,7 +599,7 @@ class Registry:
             return None
         return entry.actor_ref
 
-    def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[pykka.ActorRef[Any]]]:
+    def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[ActorRefLike]]:
         """:meth:`lookup` with every attribute resolved once (the hot path)."""
         if self._check_alive or not isinstance(self._backend, LocalTables):
             return self._generic_lookup
@@ -614,7 +609,7 @@ class Registry:
         no_service = NO_SERVICE
 
         def lookup(namespace: Hashable,
-                   service: Hashable = no_service) -> Optional[pykka.ActorRef[Any]]:
+                   service: Hashable = no_service) -> Optional[ActorRefLike]:
             if service is no_service:
                 namespace, service = split_key(namespace, service, "lookup")
             try:
@@ -627,11 +622,11 @@ class Registry:
         return lookup
 
     def _generic_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
-                        ) -> Optional[pykka.ActorRef[Any]]:
+                        ) -> Optional[ActorRefLike]:
         return Registry.lookup(self, namespace, service)
 
     def _closed_lookup(self, namespace: Hashable, service: Hashable = NO_SERVICE
-                       ) -> Optional[pykka.ActorRef[Any]]:
+                       ) -> Optional[ActorRefLike]:
         if service is NO_SERVICE:
             namespace, service = split_key(namespace, service, "lookup")
         self._check_key(namespace, service)
@@ -639,7 +634,7 @@ class Registry:
 
     def lookup_with_metadata(
         self, namespace: Hashable, service: Hashable = NO_SERVICE
-    ) -> Optional[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> Optional[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for the name, or ``None``. The metadata is a
         copy (``{}`` when none was given): changing it changes nothing stored.
         The name may also be given as one ``(namespace, service)`` tuple."""
@@ -663,7 +658,7 @@ class Registry:
 
     def find_services_by_metadata(
         self, namespace: Hashable, predicate: Callable[[Mapping[Any, Any]], bool]
-    ) -> list[tuple[Hashable, Any, dict[Any, Any]]]:
+    ) -> list[tuple[Hashable, ActorRefLike, dict[Any, Any]]]:
         """``(service, actor_ref, metadata)`` for every entry of ``namespace``
         whose metadata satisfies ``predicate`` (called in the caller's thread with
         a read-only view or a copy of each entry's metadata; it scans the
@@ -672,7 +667,7 @@ class Registry:
         self._check_key(namespace, "")
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        found: list[tuple[Hashable, Any, dict[Any, Any]]] = []
+        found: list[tuple[Hashable, ActorRefLike, dict[Any, Any]]] = []
         if self._state.closed:
             return found
         for entry in self._backend.entries(namespace):
@@ -686,7 +681,7 @@ class Registry:
 
     def match(
         self, namespace: Hashable, criteria: Mapping[Any, Any]
-    ) -> list[tuple[Hashable, Any, dict[Any, Any]]]:
+    ) -> list[tuple[Hashable, ActorRefLike, dict[Any, Any]]]:
         """``(service, actor_ref, metadata)`` for every entry of ``namespace``
         whose metadata has, for each ``key: value`` of ``criteria``,
         ``metadata[key] == value``, or ``value in metadata[key]`` when that field
@@ -792,7 +787,7 @@ class Registry:
         actor_ref = actor_ref_of(actor_ref)
         self._call(Leave(namespace, group, actor_ref))
 
-    def members(self, namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+    def members(self, namespace: Hashable, group: Hashable) -> list[ActorRefLike]:
         """The live members of the group, in join order (``[]`` for none).
 
         Runs in the caller's thread: a cached snapshot read, no lock, no
@@ -809,7 +804,7 @@ class Registry:
             return []
         return list(refs)
 
-    def _fast_members(self) -> Callable[[Hashable, Hashable], list[pykka.ActorRef[Any]]]:
+    def _fast_members(self) -> Callable[[Hashable, Hashable], list[ActorRefLike]]:
         """:meth:`members` with every attribute resolved once (the hot path:
         one dict read of the group's cached snapshot). A stopped registry's
         backend is cleared, so no closed check is needed."""
@@ -819,7 +814,7 @@ class Registry:
         snapshot = backend._snapshot
         key_error = self._key_error
 
-        def members(namespace: Hashable, group: Hashable) -> list[pykka.ActorRef[Any]]:
+        def members(namespace: Hashable, group: Hashable) -> list[ActorRefLike]:
             try:
                 cached = cache_get((namespace, group))
                 if cached is None:
@@ -840,7 +835,7 @@ class Registry:
 
     def members_with_metadata(
         self, namespace: Hashable, group: Hashable
-    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> list[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for every member, in join order; the
         metadata are copies (``{}`` when none was given)."""
         found = self._member_list(namespace, group)
@@ -850,7 +845,7 @@ class Registry:
 
     def match_members(
         self, namespace: Hashable, group: Hashable, criteria: Mapping[Any, Any]
-    ) -> list[tuple[pykka.ActorRef[Any], dict[Any, Any]]]:
+    ) -> list[tuple[ActorRefLike, dict[Any, Any]]]:
         """``(actor_ref, metadata)`` for every member whose metadata satisfies
         ``criteria`` by the rule of :meth:`match`, in join order (an indexed
         backend answers from its index)."""
@@ -906,7 +901,7 @@ class Registry:
     def ask_all(
         self, namespace: Hashable, group: Hashable, message: Any,
         timeout: Optional[float] = None,
-    ) -> list[tuple[pykka.ActorRef[Any], Any]]:
+    ) -> list[tuple[ActorRefLike, Any]]:
         """Ask every member at once and wait at most ``timeout`` in total
         (``None``: the registry's ``call_timeout``); return
         ``(actor_ref, value)`` in :meth:`members` order.
@@ -926,7 +921,7 @@ class Registry:
                 asked.append((ref, ref.ask(message, block=False)))
             except pykka.ActorDeadError as error:
                 asked.append((ref, error))
-        results: list[tuple[pykka.ActorRef[Any], Any]] = []
+        results: list[tuple[ActorRefLike, Any]] = []
         for ref, future in asked:
             if isinstance(future, BaseException):
                 results.append((ref, future))
@@ -946,7 +941,7 @@ class Registry:
         return results
 
     def group_via(self, namespace: Hashable, group: Hashable,
-                  strategy: str = "round_robin") -> GroupVia:
+                  strategy: GroupStrategy = "round_robin") -> GroupVia:
         """A handle whose ``tell``/``ask``/``proxy`` reach one live member
         per call, picked by ``strategy``: ``"round_robin"``, ``"random"`` or
         ``"hash"`` (each call then takes ``key=...``; the same key reaches
@@ -969,7 +964,7 @@ class Registry:
         timeout: Optional[float] = None,
         *,
         replacing: Any = None,
-    ) -> pykka.ActorRef[Any]:
+    ) -> ActorRefLike:
         """Wait until a live actor holds the name and return it; at once if one does.
 
         ``timeout=None`` waits at most the registry's ``call_timeout``. The
@@ -992,7 +987,7 @@ class Registry:
         namespace, service = split_key(namespace, service, "await_name")
         old_urn = None if replacing is None else urn_of(replacing, "replacing")
 
-        def found() -> Optional[pykka.ActorRef[Any]]:
+        def found() -> Optional[ActorRefLike]:
             ref = self.lookup(namespace, service)
             if ref is None or (old_urn is not None and ref.actor_urn == old_urn):
                 return None
@@ -1041,9 +1036,9 @@ class Registry:
                 f"namespace {safe_repr(namespace)}"
             )
 
-    def _poll_name(self, found: Callable[[], Optional[pykka.ActorRef[Any]]],
+    def _poll_name(self, found: Callable[[], Optional[ActorRefLike]],
                    namespace: Hashable, service: Hashable, timeout: float,
-                   deadline: float, what: str) -> pykka.ActorRef[Any]:
+                   deadline: float, what: str) -> ActorRefLike:
         pause, delay = threading.Event(), 0.0005
         while True:
             ref = found()
@@ -1064,7 +1059,7 @@ class Registry:
         service: Hashable,
         start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]],
         metadata: Optional[Mapping[Any, Any]] = None,
-    ) -> pykka.ActorRef[Any]:
+    ) -> ActorRefLike:
         """The actor holding the name; if none, call ``start()`` (in this thread),
         register what it returns and return it. ``start`` may return an
         :class:`pykka.ActorRef` or a :class:`pykka.ActorProxy` (its
@@ -1135,10 +1130,27 @@ class Registry:
         """
         self._call(Call(_nothing), maybe_timeout(timeout))
 
-    def run_in_server(self, function: Callable[[RegistryState], Any]) -> Any:
-        """Run ``function(state)`` in the server thread, atomically with respect
-        to every write, and return its result. For tests and tools."""
-        return self._call(Call(function))
+    def run_in_server(self, function: Callable[[Backend], T]) -> T:
+        """Run ``function(backend)`` in the server thread and return its
+        result (or raise what it raised); ``backend`` is :attr:`backend`.
+        For tests, tools and benchmarks.
+
+        The server handles one message at a time, so no write sent through
+        this registry runs meanwhile: the function sees every write queued
+        before it and none queued after. It runs without the write lock
+        (it may wait, say for an actor to stop), so a dying actor's
+        clean-up may still change the backend meanwhile. A write it makes
+        straight into the backend publishes no event.
+
+        Raises:
+            RegistryUnavailableError: the server did not answer within
+                ``call_timeout`` (the function may still run later).
+        """
+        def on_backend(state: RegistryState) -> T:
+            return function(state.backend)
+
+        result: T = self._call(Call(on_backend))
+        return result
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -1171,7 +1183,7 @@ class Registry:
             backend_health = dict(self._backend.health())
         except Exception as error:
             backend_health = {"status": "unhealthy", "error": repr(error)}
-        status = "healthy"
+        status: HealthStatus = "healthy"
         if state.closed:
             status = "unhealthy"
             problems.append("the registry is stopped")
@@ -1218,3 +1230,8 @@ class Registry:
         from pykka_registry.observer import serve
 
         return serve(self, host=host, port=port, token=token)
+
+
+if TYPE_CHECKING:  # mypy checks here that a Registry is what a supervisor needs
+    def _supervisable(registry: Registry) -> SupervisedRegistry:
+        return registry

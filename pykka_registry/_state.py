@@ -52,7 +52,7 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pykka
 
@@ -60,6 +60,9 @@ from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableErro
 from pykka_registry._events import EventBus, Left, Unregistered, UnregisterReason
 from pykka_registry._messages import ReapDeaths
 from pykka_registry.backends.base import Backend, Member, group_method
+
+if TYPE_CHECKING:
+    from pykka_registry._server_child import ServerOwner
 
 __all__ = ["RegistryState"]
 
@@ -103,8 +106,9 @@ class RegistryState:
         self.registrations = 0
         self.unregistrations = 0
         self.deaths_reaped = 0
-        #: The supervisor running the server (set when it starts the server).
-        self.owner: Optional[Any] = None
+        #: The tree running the server and the server's child id in it, set
+        #: by :mod:`pykka_registry._server_child` before each start.
+        self.owner: Optional[ServerOwner] = None
         self._key_locks: dict[tuple[Hashable, Hashable], list[Any]] = {}
         self._key_locks_guard = threading.Lock()
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from pykka_registry._types import HealthStatus
+
 __all__ = ["HealthReport", "RegistryStats"]
 
 
@@ -62,7 +64,7 @@ class HealthReport:
     or the registry is stopped). ``problems`` says why, in words.
     ``groups`` and ``memberships`` are as in :class:`RegistryStats`."""
 
-    status: str
+    status: HealthStatus
     backend: str
     uptime_s: float
     backend_health: Mapping[str, Any]

@@ -33,6 +33,10 @@ Guarantees
   slow child gets one pending request at a time, not a pile of them);
   :func:`live_supervisors` lists the running supervisors of the process
   (weak references: it keeps nothing alive).
+* A supervisor knows its registry only as a :class:`SupervisedRegistry`
+  and a child's start function only as a callable (told its tree first if
+  it is a :class:`TreeAwareStart`); what is special about a registry's own
+  server lives in :mod:`pykka_registry._server_child`.
 """
 
 from __future__ import annotations
@@ -44,14 +48,26 @@ import threading
 import time
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import attrs
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import RegistryError, RegistryUnavailableError
+from pykka_registry._errors import (
+    ChildRetired,
+    RegistryError,
+    RegistryUnavailableError,
+    RestartIntensityExceeded,
+    SupervisorError,
+)
 from pykka_registry._monitor import DownEvent, Monitor, monitor
+from pykka_registry._types import (
+    RESTART_TYPES,
+    SUPERVISOR_STRATEGIES,
+    RestartType,
+    SupervisorStrategy,
+)
 
 __all__ = [
     "ChildInfo",
@@ -59,17 +75,18 @@ __all__ = [
     "ChildSnapshot",
     "ChildSpec",
     "RestartIntensityExceeded",
+    "SupervisedRegistry",
     "Supervisor",
     "SupervisorError",
     "SupervisorSnapshot",
+    "TreeAwareStart",
     "current_supervisor",
     "live_supervisors",
 ]
 
 logger = logging.getLogger("pykka_registry")
 
-RESTART_TYPES = ("permanent", "transient", "temporary")
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+STRATEGIES = SUPERVISOR_STRATEGIES
 
 _local = threading.local()
 _supervisor_counter = itertools.count(1)
@@ -94,19 +111,40 @@ def current_supervisor() -> Optional[Supervisor]:
     return getattr(_local, "supervisor", None)
 
 
-class SupervisorError(RegistryError):
-    """A supervisor could not do what was asked (unknown child id, a child
-    that failed to start...)."""
+class SupervisedRegistry(Protocol):
+    """What a supervisor needs of its ``registry`` (a :class:`~pykka_registry.Registry`
+    satisfies it): to register and join its children (in the supervisor's
+    thread), to sync listings after stopping some, and the rule of which
+    child to start first (:mod:`pykka_registry._server_child`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def register(self, namespace: Hashable, service: Hashable, actor_ref: pykka.ActorRef[Any],
+                 metadata: Optional[Mapping[Any, Any]] = None) -> None: ...
+
+    def join(self, namespace: Hashable, group: Hashable, actor_ref: pykka.ActorRef[Any],
+             metadata: Optional[Mapping[Any, Any]] = None) -> None: ...
+
+    def sync(self, timeout: Optional[float] = None) -> None: ...
+
+    def server_to_start_first(self, supervisor: Supervisor,
+                              child_id: Hashable) -> Optional[Hashable]: ...
 
 
-class RestartIntensityExceeded(SupervisorError):
-    """A supervisor saw more restarts than its intensity allows and gave up."""
+@runtime_checkable
+class TreeAwareStart(Protocol):
+    """A child's ``start`` function that wants to know which tree starts it:
+    before each call, in the supervisor's thread, the supervisor calls
+    ``started_in(supervisor, child_id)`` (a registry's server records its
+    owner so)."""
 
+    def __call__(self) -> Any: ...
 
-class ChildRetired(Exception):
-    """Raised by a child's ``start`` function to say the child is finished for
-    good (a registry that was stopped, say): the supervisor deletes the child
-    from its tree instead of counting a failed restart."""
+    def started_in(self, supervisor: Supervisor, child_id: Hashable) -> None: ...
 
 
 def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
@@ -137,12 +175,14 @@ class ChildSpec:
     child joins (with ``metadata``), in that registry, before ``start_child``
     or :meth:`Supervisor.start` returns and again after every restart,
     before the restart is reported, as names are. ``shutdown`` is how long
-    stopping it may take.
+    stopping it may take. A ``start`` that also has
+    ``started_in(supervisor, child_id)`` (a :class:`TreeAwareStart`) is
+    told, before each call, which tree starts it.
     """
 
     id: Hashable
     start: Callable[[], Any]
-    restart: str = attrs.field(default="permanent")
+    restart: RestartType = attrs.field(default="permanent")
     name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
     metadata: Optional[Mapping[Any, Any]] = None
     shutdown: float = 5.0
@@ -150,7 +190,7 @@ class ChildSpec:
         default=(), converter=_validate_groups)
 
     @restart.validator
-    def _check_restart(self, attribute: Any, value: str) -> None:
+    def _check_restart(self, attribute: Any, value: Any) -> None:
         if value not in RESTART_TYPES:
             raise ValueError(f"restart must be one of {RESTART_TYPES}, got {value!r}")
 
@@ -172,7 +212,7 @@ class ChildInfo:
     id: Hashable
     actor_ref: Optional[pykka.ActorRef[Any]]
     restarts: int
-    restart: str
+    restart: RestartType
     name: Optional[tuple[Hashable, Hashable]]
 
 
@@ -185,7 +225,7 @@ class ChildSnapshot:
     """
 
     id: Hashable
-    restart: str
+    restart: RestartType
     restarts: int
     actor_ref: Optional[pykka.ActorRef[Any]]
     name: Optional[tuple[Hashable, Hashable]]
@@ -203,7 +243,7 @@ class SupervisorSnapshot:
 
     name: str
     actor_urn: str
-    strategy: str
+    strategy: SupervisorStrategy
     max_restarts: int
     max_seconds: float
     restarts_in_window: int
@@ -275,10 +315,10 @@ class SupervisorActor(pykka.ThreadingActor):
         self,
         handle: Supervisor,
         specs: Sequence[ChildSpec],
-        strategy: str,
+        strategy: SupervisorStrategy,
         max_restarts: int,
         max_seconds: float,
-        registry: Any,
+        registry: Optional[SupervisedRegistry],
     ) -> None:
         super().__init__()
         self.handle = handle
@@ -315,17 +355,15 @@ class SupervisorActor(pykka.ThreadingActor):
         return None
 
     def _ensure_registry_running(self, child: _Child) -> None:
-        """Before registering a named child, restart the registry's server if
-        it is one of our children and down: its death notice may still wait
-        behind the message we are handling, and registering would otherwise
-        wait for a restart only this thread can do."""
-        if ((child.spec.name is None and not child.spec.groups) or self.registry is None
-                or self.registry.running):
+        """Before registering a named child, start first the child the
+        registry names (its server, when it is one of ours and down: see
+        :func:`pykka_registry._server_child.server_to_start_first`). It counts
+        as the restart its death notice, still in our mailbox, would have
+        made; that notice then finds the child replaced and is ignored."""
+        if (child.spec.name is None and not child.spec.groups) or self.registry is None:
             return
-        owner = getattr(self.registry, "server_owner", None)
-        if not owner or owner[0] is not self.handle:
-            return
-        server_child = self._get(owner[1])
+        first = self.registry.server_to_start_first(self.handle, child.spec.id)
+        server_child = None if first is None else self._get(first)
         if server_child is None or server_child is child:
             return
         if server_child.monitor is not None:
@@ -341,7 +379,10 @@ class SupervisorActor(pykka.ThreadingActor):
         previous = getattr(_local, "supervisor", None)
         _local.supervisor = self.handle
         try:
-            started = child.spec.start()
+            start = child.spec.start
+            if isinstance(start, TreeAwareStart):
+                start.started_in(self.handle, child.spec.id)
+            started = start()
         except ChildRetired:
             logger.info("%s: child %r retired; removing it", self.handle.name, child.spec.id)
             if child in self.children:
@@ -655,10 +696,10 @@ class Supervisor:
     def start(
         cls,
         children: Sequence[ChildSpec] = (),
-        strategy: str = "one_for_one",
+        strategy: SupervisorStrategy = "one_for_one",
         max_restarts: int = 3,
         max_seconds: float = 5.0,
-        registry: Any = None,
+        registry: Optional[SupervisedRegistry] = None,
         *,
         name: Optional[str] = None,
         call_timeout: float = 30.0,
@@ -666,6 +707,10 @@ class Supervisor:
     ) -> Supervisor:
         """Start a supervisor and its children, in order; return once every
         child is running (and registered, if named).
+
+        ``registry`` (a :class:`~pykka_registry.Registry`; typed as
+        :class:`SupervisedRegistry`, what the supervisor uses of it) is where
+        children with a ``name`` or ``groups`` are registered.
 
         With ``daemon=True`` the supervisor's own thread does not keep the
         interpreter alive (its children's threads are their own business);

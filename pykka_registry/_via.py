@@ -22,6 +22,7 @@ import pykka
 
 from pykka_registry._errors import NotRegisteredError, RegistryTimeoutError
 from pykka_registry._timeouts import check_timeout, optional_timeout
+from pykka_registry._types import ActorRefLike
 
 if TYPE_CHECKING:
     from pykka_registry._registry import Registry
@@ -40,7 +41,7 @@ class Via:
         self.service = service
         self._cached: tuple[Any, Any] = (None, None)  # (ref, its pykka proxy)
 
-    def resolve(self) -> Any:
+    def resolve(self) -> ActorRefLike:
         """The live actor holding the name now.
 
         Raises:

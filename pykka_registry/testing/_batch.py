@@ -86,5 +86,5 @@ class BatchWriteTests(ConformanceBase):
         kept, stray = actors(), actors()
         registry.register(ns, "kept", kept)
         stray.stop(block=True)
-        registry.run_in_server(lambda state: None)
+        registry.run_in_server(lambda backend: None)
         assert registry.lookup(ns, "kept") is kept

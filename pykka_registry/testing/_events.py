@@ -83,7 +83,7 @@ class EventTests(ConformanceBase):
         registry.subscribe(seen.append, namespace=ns, replay=True)
         thread.join(10)
         wait_until(lambda: len(seen) >= total, message="all events delivered")
-        registry.run_in_server(lambda state: None)
+        registry.run_in_server(lambda backend: None)
         names = [e.service for e in seen]
         assert all(isinstance(e, Registered) for e in seen)
         assert sorted(names, key=lambda s: int(s[1:])) == [f"s{i}" for i in range(total)]

@@ -58,7 +58,7 @@ def holding_server(registry: Registry) -> Iterator[None]:
     sent to it meanwhile queue up behind, in order (for ordering tests)."""
     entered, release = threading.Event(), threading.Event()
 
-    def hold(state: Any) -> None:
+    def hold(backend: Any) -> None:
         entered.set()
         release.wait(10)
 

@@ -309,7 +309,7 @@ def test_an_actor_dead_error_raised_by_a_handler_is_not_taken_for_a_server_death
         dead.stop(block=True)
         started = time.monotonic()
         with pytest.raises(pykka.ActorDeadError):
-            registry.run_in_server(lambda state: dead.ask("hi", timeout=1))
+            registry.run_in_server(lambda backend: dead.ask("hi", timeout=1))
         assert time.monotonic() - started < 1.0
         assert registry.stats().server_restarts == 0
 

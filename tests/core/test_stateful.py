@@ -277,7 +277,7 @@ class RegistryMachine(RuleBasedStateMachine):
         entered, release = threading.Event(), threading.Event()
         errors: list[BaseException] = []
 
-        def hold_server(state: object) -> None:
+        def hold_server(backend: object) -> None:
             entered.set()
             release.wait(STOP_TIMEOUT_S)
 

@@ -464,3 +464,21 @@ def test_a_parent_waits_for_a_nested_tree_within_the_subtree_budget() -> None:
     for thread in threads:
         thread.join(0.05)
     assert [t for t in threads if t.is_alive()] == []
+
+
+def test_a_start_function_knows_its_tree_and_a_tree_aware_one_is_told_its_id() -> None:
+    from pykka_registry._supervisor import current_supervisor
+
+    seen: list[Any] = []
+
+    class TreeAware:
+        def started_in(self, supervisor: Supervisor, child_id: Any) -> None:
+            seen.append(("told", supervisor, child_id))
+
+        def __call__(self) -> Any:
+            seen.append(("started", current_supervisor()))
+            return Echo.start()
+
+    with Supervisor.start([ChildSpec("aware", TreeAware())]) as sup:
+        assert seen == [("told", sup, "aware"), ("started", sup)]
+    assert current_supervisor() is None

@@ -180,7 +180,7 @@ class _Node:
             return self.saved[args].token
         if command == "stale_ops":
             claim = self.saved[args]
-            return registry.run_in_server(lambda state: stale_writes(registry.backend, claim))
+            return registry.run_in_server(lambda backend: stale_writes(backend, claim))
         if command == "count":
             return registry.count(*args)
         if command == "services":

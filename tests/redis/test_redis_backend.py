@@ -319,7 +319,7 @@ def test_a_stale_owner_cannot_delete_or_overwrite_a_newer_claim(
     client.delete(f"{prefix}:node:{a.backend.node_id}")  # type: ignore[attr-defined]
     wait_for(lambda: _try_register(b, "ns", "x", theirs), 5.0, "b claims the lapsed name")
     # The stale owner's fenced writes, with the token it had, change nothing:
-    results = a.run_in_server(lambda state: stale_writes(a.backend, stale))
+    results = a.run_in_server(lambda backend: stale_writes(backend, stale))
     assert results == ("moved", "moved")
     holder = client.hgetall(f"{prefix}:name:" + json.dumps(["ns", "x"], separators=(",", ":")))
     assert holder[b"urn"].decode() == theirs.actor_urn
