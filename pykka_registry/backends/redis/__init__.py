@@ -104,9 +104,14 @@ from pykka_registry._errors import (
     UnsignedMessagesWarning,
 )
 from pykka_registry._events import (
-    MetadataUpdated,
-    Registered,
-    Unregistered,
+    EXPIRED,
+    KIND_CRASHED,
+    KIND_EXPIRED,
+    KIND_NAMESPACE_STOPPED,
+    KIND_NODE_STOPPED,
+    KIND_STOPPED,
+    KIND_UNREGISTERED,
+    LOST,
     UnregisterReason,
 )
 from pykka_registry._metadata import is_flat
@@ -119,7 +124,7 @@ from pykka_registry._remote import (
     RemoteActorRef,
     secret_key,
 )
-from pykka_registry.backends.base import Backend, BackendContext, Entry
+from pykka_registry.backends.base import Backend, BackendContext, Change, Entry
 from pykka_registry.backends.memory import LocalTables
 from pykka_registry.backends.redis._schema import (
     MAX_KEY_DEPTH,
@@ -166,7 +171,6 @@ __all__ = [
 
 logger = logging.getLogger("pykka_registry.redis")
 
-LOST = UnregisterReason("lost")
 _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
 _BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
 _REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
@@ -291,6 +295,7 @@ class RedisBackend(LocalTables, Backend):
         # sent by the server thread.
         self._releases: collections.deque[tuple[Claim, str, str]] = collections.deque()
         self._release_queued = False
+        self._changes: list[Change] = []  # made on our own account, not yet handed over
 
         # connection and lease state
         self._state: Optional[BackendContext] = None
@@ -472,7 +477,7 @@ class RedisBackend(LocalTables, Backend):
             # last live node of the prefix, the prefix's shared keys too.
             self._r.delete(self._k("node", self.node_id), self._k("nodeinfo", self.node_id))
             self._reap(keys=self._reap_keys(self.node_id),
-                       args=[self.node_id, self.feed_maxlen, "node_stopped", self.prefix])
+                       args=[self.node_id, self.feed_maxlen, KIND_NODE_STOPPED, self.prefix])
             self._r.delete(self._k("inbox", self.node_id), self._k("held", self.node_id))
             self._leave(keys=[self._k("nodes"), self._k("names"), self._k("events"),
                               self._k("seq"), self._k("epoch")],
@@ -558,7 +563,7 @@ class RedisBackend(LocalTables, Backend):
             node_id = _text(node)
             if include_self or node_id != self.node_id:
                 self._reap(keys=self._reap_keys(node_id),
-                           args=[node_id, self.feed_maxlen, "expired", self.prefix])
+                           args=[node_id, self.feed_maxlen, KIND_EXPIRED, self.prefix])
 
     def _inbox_ttl_ms(self) -> int:
         return int(max(60.0, 10 * self.lease_ttl) * 1000)
@@ -703,10 +708,29 @@ class RedisBackend(LocalTables, Backend):
             return None
         return ref
 
-    def _publish(self, event: Any) -> None:
-        events = self._ctx.events
-        if events.active:
-            events.publish(event)
+    def _changed(self, old: Optional[Claim], new: Optional[Claim],
+                 reason: UnregisterReason = EXPIRED) -> None:
+        """Note a change of the local copy for the registry to publish
+        (server thread): handed over by :meth:`take_changes` after a write,
+        returned by a submitted function."""
+        self._changes.append(Change(old, new, reason))
+
+    def take_changes(self) -> list[Change]:
+        """The changes made on this backend's own account since the last
+        call (server thread, write lock held)."""
+        if not self._changes:
+            return []
+        changes, self._changes = self._changes, []
+        return changes
+
+    def _submitted(self, function: Callable[[], Any]) -> Callable[[Any], list[Change]]:
+        """``function`` as a call for ``context.submit`` that returns the
+        changes it made."""
+        def call(state: Any) -> list[Change]:
+            function()
+            return self.take_changes()
+        call.__qualname__ = getattr(function, "__qualname__", "call")
+        return call
 
     # -- writes (server thread) ------------------------------------------------------------
 
@@ -751,8 +775,7 @@ class RedisBackend(LocalTables, Backend):
         self._note_own_write(kjson, seq)
         if previous is None or previous.node == self.node_id:
             return previous
-        self._publish(Unregistered(key[0], key[1], previous.actor_ref,
-                                   UnregisterReason("expired")))
+        self._changed(previous, None)
         return None
 
     def _own_holder(self, holder: Record, is_alive: Callable[[Any], bool]) -> str:
@@ -822,7 +845,7 @@ class RedisBackend(LocalTables, Backend):
                     # (and let the feed not bring it back meanwhile).
                     self._note_own_write(kjson, seq)
                     self._queue_release([(self._own_claim(key, actor_ref, {}, seq, seq),
-                                          "stopped", "")])
+                                          KIND_STOPPED, "")])
                     raise ActorNotAliveError(f"{actor_ref} died while it was being registered")
                 return self._claimed(entry, seq)
             if tag == "nolease":
@@ -879,7 +902,7 @@ class RedisBackend(LocalTables, Backend):
                         self._note_own_write(text, seq)
                     self._queue_release([
                         (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
-                         "stopped", "") for e, t in zip(entries, tokens)])
+                         KIND_STOPPED, "") for e, t in zip(entries, tokens)])
                     raise ActorNotAliveError(
                         f"{dead[0].actor_ref} (for {dead[0].service!r}) died while it was being "
                         "registered; nothing was registered", service=dead[0].service)
@@ -912,7 +935,7 @@ class RedisBackend(LocalTables, Backend):
             self._lose(current, claim)
         elif current is None or current.rev < record.rev:
             self._put(claim)
-            self._publish_change(current, claim)
+            self._changed(current, claim)
         assert isinstance(claim.actor_ref, RemoteActorRef)
         return claim.actor_ref
 
@@ -924,17 +947,17 @@ class RedisBackend(LocalTables, Backend):
             actor_ref is not None and current.actor_ref.actor_urn != actor_ref.actor_urn
         ):
             return None
-        removed = self._unregister_entries([current], "unregistered")
+        removed = self._unregister_entries([current], KIND_UNREGISTERED)
         return removed[0] if removed else None
 
     def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
         """Every name of ``services`` that is held (missing ones skipped), in
         one Lua call (``_RELEASE``); the removed entries in the order given."""
         found = [self.get(namespace, service) for service in services]
-        return self._unregister_entries([e for e in found if e is not None], "unregistered")
+        return self._unregister_entries([e for e in found if e is not None], KIND_UNREGISTERED)
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:
-        return self._unregister_entries(self.entries(namespace), "namespace_stopped")
+        return self._unregister_entries(self.entries(namespace), KIND_NAMESPACE_STOPPED)
 
     def _unregister_entries(self, entries: list[Claim], why: str) -> list[Entry]:
         """Fenced deletes in Redis, then the local copy: the entries still
@@ -1011,8 +1034,7 @@ class RedisBackend(LocalTables, Backend):
                 return updated
             if tag == "gone":
                 if self._drop(current):
-                    self._publish(Unregistered(namespace, service, current.actor_ref,
-                                               UnregisterReason("expired")))
+                    self._changed(current, None)
                 raise NotRegisteredError(namespace, service, "it is no longer held")
             if tag == "lapsed":  # our claim is of an older lease: claim again, retry
                 self._recover()
@@ -1030,7 +1052,8 @@ class RedisBackend(LocalTables, Backend):
                                      f"this process lost it to node {holder.node}")
         raise NotRegisteredError(namespace, service, "the name keeps changing hands")
 
-    def remove_actor(self, actor_ref: Any) -> list[Entry]:
+    def remove_actor(self, actor_ref: Any,
+                     reason: Optional[UnregisterReason] = None) -> list[Entry]:
         """A local actor died: drop its names from the local copy at once.
 
         Runs in the dying actor's thread, under the registry's write lock: no
@@ -1047,8 +1070,10 @@ class RedisBackend(LocalTables, Backend):
             entries = [e for e in self._held_by(urn) if e.node == self.node_id]
             for entry in entries:
                 self._forget(entry)
-        reason = _deathwatch.death_reason(actor_ref)
-        why, err = ("crashed", _brief(reason)[:500]) if reason is not None else ("stopped", "")
+        if reason is None:
+            reason = UnregisterReason.from_death(_deathwatch.death_reason(actor_ref))
+        err = _brief(reason.exception)[:500] if reason.exception is not None else ""
+        why = reason.kind
         self._queue_release([(entry, why, err) for entry in entries])
         return entries
 
@@ -1060,9 +1085,9 @@ class RedisBackend(LocalTables, Backend):
         self._releases.extend(items)
         if not self._release_queued and not self._closed:
             self._release_queued = True
-            self._ctx.submit(self._flush_releases)
+            self._ctx.submit(self._submitted(self._flush_releases))
 
-    def _flush_releases(self, state: Any = None) -> None:
+    def _flush_releases(self) -> None:
         """Send the queued deletes (server thread, write lock held; released
         for the round trip). What fails waits in ``_orphans`` for recovery."""
         self._release_queued = False
@@ -1121,16 +1146,6 @@ class RedisBackend(LocalTables, Backend):
 
     # -- applying remote changes (server thread, through context.submit) -------------------
 
-    def _publish_change(self, old: Optional[Claim], new: Claim) -> None:
-        key = (new.namespace, new.service)
-        if old is not None and old.actor_ref.actor_urn == new.actor_ref.actor_urn:
-            self._publish(MetadataUpdated(key[0], key[1], new.actor_ref, new.metadata))
-            return
-        if old is not None:
-            self._publish(Unregistered(key[0], key[1], old.actor_ref,
-                                       UnregisterReason("expired")))
-        self._publish(Registered(key[0], key[1], new.actor_ref, new.metadata))
-
     def _lose(self, entry: Claim, holder: Optional[Claim]) -> None:
         """``entry`` (ours) is held by another node now: report it lost."""
         logger.warning(
@@ -1142,10 +1157,9 @@ class RedisBackend(LocalTables, Backend):
             self._put(holder)
         else:
             self._drop(entry)
-        self._publish(Unregistered(entry.namespace, entry.service, entry.actor_ref, LOST))
+        self._changed(entry, None, LOST)
         if holder is not None:
-            self._publish(Registered(holder.namespace, holder.service, holder.actor_ref,
-                                     holder.metadata))
+            self._changed(None, holder)
 
     def _note_own_write(self, kjson: str, seq: int) -> None:
         """Remember an own write until the feed has passed it (server thread)."""
@@ -1163,7 +1177,7 @@ class RedisBackend(LocalTables, Backend):
                 del pending[kjson]
                 self._own_writes_at.pop(kjson, None)
 
-    def _apply_events(self, batch: list[tuple[int, Record]], upto: int, state: Any) -> None:
+    def _apply_events(self, batch: list[tuple[int, Record]], upto: int) -> None:
         """Apply checked feed events (server thread), each on its own (one that
         fails is logged and skipped, the others still apply), then forget own
         writes the feed has passed (``upto``: the last sequence number read)."""
@@ -1196,14 +1210,14 @@ class RedisBackend(LocalTables, Backend):
                 self._lose(current, claim)
                 return False
             self._put(claim)
-            self._publish_change(current, claim)
+            self._changed(current, claim)
             return False
         # del
         if current is None or current.token != record.token or current.node != record.node or \
                 (current.node != self.node_id and current.inc != record.inc):
             return False
         why = record.why
-        if current.node == self.node_id and why == "expired":
+        if current.node == self.node_id and why == KIND_EXPIRED:
             # Our lease lapsed and another node cleared our names: claim them
             # again (if still free) instead of dropping them.
             self._put(attrs.evolve(current, inc=""))
@@ -1213,13 +1227,13 @@ class RedisBackend(LocalTables, Backend):
             # Before the drop: a reader who sees the name gone must also see
             # the remote ref dead.
             link = actor_ref._link
-            if why == "expired":
+            if why == KIND_EXPIRED:
                 link.node.lapsed = True
-            elif why in ("stopped", "crashed", "node_stopped"):
+            elif why in (KIND_STOPPED, KIND_CRASHED, KIND_NODE_STOPPED):
                 link.mark_dead()
         self._drop(current)
-        error = RemoteActorError(record.error) if why == "crashed" else None
-        self._publish(Unregistered(key[0], key[1], actor_ref, UnregisterReason(why, error)))
+        error = RemoteActorError(record.error) if why == KIND_CRASHED else None
+        self._changed(current, None, UnregisterReason(why, error))
         return False
 
     def _adopt(self, record: Record, seq: int, current: Optional[Claim]) -> None:
@@ -1230,13 +1244,13 @@ class RedisBackend(LocalTables, Backend):
         if actor_ref is not None and record.inc == self._inc:
             claim = self._own_claim(key, actor_ref, record.metadata, record.token, seq)
             self._put(claim)
-            self._publish_change(current, claim)
+            self._changed(current, claim)
             return
         orphan = Claim(key[0], key[1], _Urn(record.urn), {}, True, node=self.node_id,
                        inc=record.inc, token=record.token, rev=seq)
-        self._queue_release([(orphan, "stopped", "")])
+        self._queue_release([(orphan, KIND_STOPPED, "")])
 
-    def _recover(self, state: Any = None) -> None:
+    def _recover(self) -> None:
         """Take a new lease if ours lapsed, claim again every name of a live
         local actor whose claim is not current, report those taken by others,
         retry deletes that failed. Server thread; idempotent."""
@@ -1300,7 +1314,7 @@ class RedisBackend(LocalTables, Backend):
                 if still:
                     self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
                 else:
-                    self._queue_release([(attrs.evolve(entry, token=seq), "stopped", "")])
+                    self._queue_release([(attrs.evolve(entry, token=seq), KIND_STOPPED, "")])
             elif tag == "held":
                 holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
                 if not still:
@@ -1318,7 +1332,7 @@ class RedisBackend(LocalTables, Backend):
     def _submit_recover(self) -> None:
         if not self._recover_queued and not self._closed:
             self._recover_queued = True
-            self._ctx.submit(self._recover)
+            self._ctx.submit(self._submitted(self._recover))
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -1347,7 +1361,7 @@ class RedisBackend(LocalTables, Backend):
         self._feed_seq = snapshot.seq
         self._feed_id = snapshot.feed_id
 
-    def _apply_snapshot(self, snapshot: _Snapshot, lost: bool, state: Any) -> None:
+    def _apply_snapshot(self, snapshot: _Snapshot, lost: bool) -> None:
         """Make the local copy equal to ``snapshot`` (server thread): publish
         the differences, report own names taken by others, claim again own
         names that vanished.
@@ -1382,8 +1396,7 @@ class RedisBackend(LocalTables, Backend):
                           else attrs.evolve(entry, inc=""))
                 recover = True
             elif self._drop(entry):
-                self._publish(Unregistered(key[0], key[1], entry.actor_ref,
-                                           UnregisterReason("expired")))
+                self._changed(entry, None)
         for key, row in rows.items():
             if key in protected:
                 continue
@@ -1422,7 +1435,7 @@ class RedisBackend(LocalTables, Backend):
             self._put(claim)  # the same claim, renumbered: no event
             return False
         self._put(claim)
-        self._publish_change(current, claim)
+        self._changed(current, claim)
         return False
 
     # -- threads -----------------------------------------------------------------------------
@@ -1623,7 +1636,8 @@ class RedisBackend(LocalTables, Backend):
         if self._feed_seq == first:
             return
         if batch or len(self._pending_order) > 256:
-            self._ctx.submit(functools.partial(self._apply_events, batch, self._feed_seq))
+            self._ctx.submit(self._submitted(
+                functools.partial(self._apply_events, batch, self._feed_seq)))
 
     def _check_and_resync(self, force: bool) -> None:
         """After an error or a request: re-read everything if Redis lost data
@@ -1669,7 +1683,7 @@ class RedisBackend(LocalTables, Backend):
             self._epoch = snapshot.epoch
         self._feed_seq = snapshot.seq
         self._feed_id = snapshot.feed_id
-        self._ctx.submit(functools.partial(self._apply_snapshot, snapshot, lost))
+        self._ctx.submit(self._submitted(functools.partial(self._apply_snapshot, snapshot, lost)))
         self._reap_nodes(snapshot.dead_nodes)
 
 

@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 import attrs
 
 from pykka_registry._errors import InvalidMetadataError
+from pykka_registry._events import KIND_LEFT, KIND_LOST, KIND_UNREGISTERED, KINDS
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -275,8 +276,8 @@ class Record:
 
 
 _OPS = ("set", "upd", "del")
-_WHYS = frozenset({"unregistered", "stopped", "crashed", "namespace_stopped", "expired",
-                   "node_stopped"})
+#: The reasons a delete event may carry (every kind but those no delete has).
+_WHYS = KINDS - {KIND_LEFT, KIND_LOST}
 
 
 def _field(raw: Mapping[str, Any], name: str, default: Optional[str] = None) -> str:
@@ -331,7 +332,7 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
     record_rev = rev if rev is not None and "rev" not in raw else _number(raw, "rev")
     inc, urn = _field(raw, "inc", ""), _field(raw, "urn", "")
     if op == "del":
-        why = _field(raw, "why", "unregistered") or "unregistered"
+        why = _field(raw, "why", KIND_UNREGISTERED) or KIND_UNREGISTERED
         if why not in _WHYS:
             raise ValueError(f"unknown reason {_brief(why)}")
         return Record(key, text, op, node, inc, token, record_rev, urn, "", {}, why,
