@@ -49,10 +49,13 @@ __all__ = [
     "Key",
     "Layout",
     "Record",
+    "Snapshot",
     "checked",
+    "holder_record",
     "key_from_json",
     "key_json",
     "parse_record",
+    "parse_snapshot",
     "safe_url",
 ]
 
@@ -365,9 +368,39 @@ def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
 _HOLDER = ("node", "inc", "tok", "urn", "cls", "meta", "rev")
 
 
-def _holder(result: Any) -> dict[str, str]:
-    """The holder fields a script returned after its tag."""
-    return dict(zip(_HOLDER, (_text(v) for v in result[1:])))
+def holder_record(result: Any, kjson: str) -> Optional[Record]:
+    """The checked record of the holder of name ``kjson`` that a script
+    returned after its tag (``result[1:]``), or None (logged) if it cannot
+    be read."""
+    raw = dict(zip(_HOLDER, (_text(v) for v in result[1:])))
+    return _checked(raw, "the holder of a name", kjson=kjson)
+
+
+@attrs.define(frozen=True)
+class Snapshot:
+    """Every live name record read at once, with the counter, epoch and
+    stream position they are current at. Immutable."""
+
+    seq: int
+    epoch: str
+    records: tuple[Record, ...]
+    dead_nodes: tuple[str, ...]
+    feed_id: str  # the change stream's last id when the snapshot was taken
+    writes_before: int  # own writes made before the snapshot was read
+
+
+def parse_snapshot(raw: Any, writes_before: int) -> Snapshot:
+    """The ``SNAPSHOT`` script's answer, every row checked (a malformed one
+    is skipped with a warning)."""
+    flat = raw[2]
+    width = len(ROW_FIELDS)
+    records = []
+    for i in range(0, len(flat) - width + 1, width):
+        record = _checked(dict(zip(ROW_FIELDS, flat[i:i + width])), "a name record")
+        if record is not None:
+            records.append(record)
+    return Snapshot(_counter(raw[0]), _text(raw[1]), tuple(records),
+                    tuple(_text(n) for n in raw[3]), _text(raw[4]) or "0-0", writes_before)
 
 
 def _counter(value: Any) -> int:
@@ -386,6 +419,5 @@ key_problem = _key_problem
 json_object = _json_object
 dumps = _dumps
 checked = _checked
-holder = _holder
 counter = _counter
 number = _number
