@@ -36,6 +36,10 @@ Guarantees
   either raises :class:`ActorNotAliveError` or stores the entry before the
   clean-up, which then removes it: the server checks :func:`death_seen` under
   the write lock, and the dying thread marks the death before it takes the lock.
+* **One event producer.** Events are built and published here and in the
+  server (:mod:`pykka_registry._server`) only, under the write lock: a
+  backend reports its own changes as ``Change`` values
+  (:meth:`RegistryState.publish_changes`), never on the bus.
 * A death notice names an actor, never a key, so a late or repeated notice
   never removes a newer holder.
 * The state the server works on (:class:`RegistryState`: the backend, queued

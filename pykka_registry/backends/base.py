@@ -18,6 +18,12 @@ Who calls what
   re-checks afterwards what the wait may have changed (the actor being
   registered may have died: then store nothing and raise
   :class:`~pykka_registry.ActorNotAliveError`).
+* A backend never publishes events. What it changes on its own account
+  (another process's claim learnt from a change feed or while writing, a
+  name of its own lost) it reports as :class:`Change` values: a function
+  given to :meth:`BackendContext.submit` returns them, a write keeps them
+  for :meth:`Backend.take_changes`. The registry turns them into events
+  under the write lock, in order with every other event.
 * **Reads** (:meth:`Backend.get`, :meth:`Backend.services`,
   :meth:`Backend.entries`, :meth:`Backend.match`, :meth:`Backend.count`,
   :meth:`Backend.keys_of`, :meth:`Backend.namespaces`) are called from any

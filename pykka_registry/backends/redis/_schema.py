@@ -50,6 +50,7 @@ __all__ = [
     "Layout",
     "Record",
     "Snapshot",
+    "as_text",
     "checked",
     "holder_record",
     "key_from_json",
@@ -57,6 +58,7 @@ __all__ = [
     "parse_record",
     "parse_snapshot",
     "safe_url",
+    "tuples",
 ]
 
 logger = logging.getLogger("pykka_registry.redis")
@@ -409,6 +411,18 @@ def _counter(value: Any) -> int:
         return max(0, int(_text(value) or 0))
     except ValueError:
         return 0
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded as UTF-8 (bad bytes replaced),
+    ``None`` as ``""``."""
+    return _text(value)
+
+
+def tuples(value: Any) -> Any:
+    """A JSON value with every array turned into a tuple, nested (how a
+    name part is read back from its JSON text)."""
+    return _untuple(value)
 
 
 # The helpers the backend's other modules share (private to the package).
