@@ -278,8 +278,8 @@ class RegistryState:
             self._remove_function = function
             self._remove_takes_reason = _takes_two(method)
         if self._remove_takes_reason:
-            return list(method(actor_ref, why))
-        return list(method(actor_ref))
+            return method(actor_ref, why)
+        return method(actor_ref)
 
     # -- changes a backend reports (server thread, write lock held) -----------------
 
