@@ -53,11 +53,25 @@ __all__ = [
 logger = logging.getLogger("pykka_registry")
 
 
+#: The kinds of :class:`UnregisterReason`, each spelt here only (see its docstring).
+KIND_UNREGISTERED = "unregistered"
+KIND_LEFT = "left"
+KIND_STOPPED = "stopped"
+KIND_CRASHED = "crashed"
+KIND_NAMESPACE_STOPPED = "namespace_stopped"
+KIND_LOST = "lost"
+KIND_EXPIRED = "expired"
+KIND_NODE_STOPPED = "node_stopped"
+#: Every kind an :class:`UnregisterReason` may have.
+KINDS = frozenset({KIND_UNREGISTERED, KIND_LEFT, KIND_STOPPED, KIND_CRASHED,
+                   KIND_NAMESPACE_STOPPED, KIND_LOST, KIND_EXPIRED, KIND_NODE_STOPPED})
+
+
 @attrs.define(frozen=True)
 class UnregisterReason:
     """Why a name went away.
 
-    ``kind`` is one of:
+    ``kind`` is one of (the ``KIND_*`` constants of this module):
 
     * ``"unregistered"``: an explicit :meth:`Registry.unregister`;
     * ``"left"``: (a :class:`Left` event) an explicit :meth:`Registry.leave`;
@@ -80,19 +94,22 @@ class UnregisterReason:
     @property
     def crashed(self) -> bool:
         """True when the actor died of an exception (``kind == "crashed"``)."""
-        return self.kind == "crashed"
+        return self.kind == KIND_CRASHED
 
     @classmethod
     def from_death(cls, exception: Optional[BaseException]) -> UnregisterReason:
         """The reason for an actor's death: ``"stopped"`` without an exception,
         ``"crashed"`` with it."""
-        return STOPPED if exception is None else cls("crashed", exception)
+        return STOPPED if exception is None else cls(KIND_CRASHED, exception)
 
 
-UNREGISTERED = UnregisterReason("unregistered")
-LEFT = UnregisterReason("left")
-STOPPED = UnregisterReason("stopped")
-NAMESPACE_STOPPED = UnregisterReason("namespace_stopped")
+UNREGISTERED = UnregisterReason(KIND_UNREGISTERED)
+LEFT = UnregisterReason(KIND_LEFT)
+STOPPED = UnregisterReason(KIND_STOPPED)
+NAMESPACE_STOPPED = UnregisterReason(KIND_NAMESPACE_STOPPED)
+LOST = UnregisterReason(KIND_LOST)
+EXPIRED = UnregisterReason(KIND_EXPIRED)
+NODE_STOPPED = UnregisterReason(KIND_NODE_STOPPED)
 
 
 def _frozen(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:

@@ -18,6 +18,15 @@ A record this version cannot read (a stray key, another version's format)
 is skipped with a warning on stderr naming its key; the others are listed.
 
 Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
+
+Guarantees
+----------
+* Reads only: no key is written, no lease taken.
+* The key layout and the record format are the backend's own
+  (:mod:`pykka_registry.backends.redis._schema`: ``Layout``,
+  ``parse_record``), so ``ls`` lists exactly the names other processes see;
+  it uses no private helper of the backend.
+* A record that cannot be read is skipped alone, never fatal.
 """
 
 from __future__ import annotations
@@ -39,9 +48,9 @@ def parse_namespace(text: str) -> Any:
         return text
     if isinstance(value, bool) or not isinstance(value, (int, list)):
         return text
-    from pykka_registry.backends.redis._schema import untuple
+    from pykka_registry.backends.redis._schema import tuples
 
-    return untuple(value)
+    return tuples(value)
 
 
 def list_names(client: Any, prefix: str, namespace: Any = None,
@@ -51,7 +60,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
 
     A record that cannot be read is skipped and reported to ``warn`` (default:
     a warning on the ``pykka_registry.redis`` logger)."""
-    from pykka_registry.backends.redis._schema import ROW_FIELDS, Layout, parse_record, text
+    from pykka_registry.backends.redis._schema import ROW_FIELDS, Layout, as_text, parse_record
 
     layout = Layout(prefix)
     report = warn or (lambda message: logger.warning("%s", message))
@@ -61,7 +70,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
         pipe.hmget(name_key, *ROW_FIELDS)
     records = []
     for name_key, row in zip(name_keys, pipe.execute(raise_on_error=False)):
-        where = text(name_key)
+        where = as_text(name_key)
         if isinstance(row, Exception):
             report(f"skipped {where!r}: {row}")
             continue
@@ -85,7 +94,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
     answers = pipe.execute()
     leases: dict[str, tuple[str, Optional[float]]] = {}
     for i, node in enumerate(nodes):
-        inc, pttl, info = text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        inc, pttl, info = as_text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
         age: Optional[float] = None
         try:
             ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None

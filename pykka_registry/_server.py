@@ -97,8 +97,10 @@ class RegistryServer(pykka.ThreadingActor):
         try:
             return handler(self, message)
         except RegistryError:
+            state.publish_backend_changes()  # a conflict may have taught it a claim
             raise
         except BaseException as error:  # user code: a key's __hash__ or __eq__
+            state.publish_backend_changes()
             # Never let it reach Pykka raw: a BaseException would make it
             # stop every actor of the process.
             raise InvalidKeyError(
@@ -117,6 +119,7 @@ class RegistryServer(pykka.ThreadingActor):
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
+        self.state.publish_backend_changes()
         if self.events.active:
             self._publish_registered(entry, replaced)
         if _deathwatch.death_seen(actor_ref):
@@ -139,6 +142,7 @@ class RegistryServer(pykka.ThreadingActor):
                    for service, actor_ref, metadata in msg.items]
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)
+        self.state.publish_backend_changes()
         if self.events.active:
             for entry, previous in zip(entries, replaced):
                 self._publish_registered(entry, previous)
@@ -164,8 +168,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _unregister(self, msg: Unregister) -> None:
         removed = self.backend.unregister(msg.namespace, msg.service)
-        if removed is not None:
-            self._published_unregistered([removed])
+        self._published_unregistered([] if removed is None else [removed])
 
     def _unregister_many(self, msg: UnregisterMany) -> None:
         self._published_unregistered(
@@ -174,6 +177,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _published_unregistered(self, removed: list[Entry]) -> None:
         self.state.unregistrations += len(removed)
+        self.state.publish_backend_changes()
         if self.events.active:
             for entry in removed:
                 self.events.publish(
@@ -182,6 +186,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _update_metadata(self, msg: UpdateMetadata) -> None:
         entry = self.backend.update_metadata(msg.namespace, msg.service, msg.metadata)
+        self.state.publish_backend_changes()
         if self.events.active:
             self.events.publish(
                 MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
@@ -219,17 +224,14 @@ class RegistryServer(pykka.ThreadingActor):
                 self.state.remove_dead(actor_ref, reason)
             calls = self.state.pending_calls
             while calls:
-                function = calls.popleft()
-                try:
-                    function(self.state)
-                except Exception:
-                    logger.exception("%s: submitted call %r failed", self.state.name, function)
+                self.state.run_submitted(calls.popleft())
         finally:
             self.state.release_write()
 
     def _clear_namespace(self, msg: ClearNamespace) -> tuple[list[Entry], list[Member]]:
         removed = self.backend.clear_namespace(msg.namespace)
         self.state.unregistrations += len(removed)
+        self.state.publish_backend_changes()
         left: list[Member] = []
         if getattr(self.backend, "supports_groups", False) is True:
             left = self._backend_clear_groups(msg.namespace)

@@ -36,6 +36,10 @@ Guarantees
   either raises :class:`ActorNotAliveError` or stores the entry before the
   clean-up, which then removes it: the server checks :func:`death_seen` under
   the write lock, and the dying thread marks the death before it takes the lock.
+* **One event producer.** Events are built and published here and in the
+  server (:mod:`pykka_registry._server`) only, under the write lock: a
+  backend reports its own changes as ``Change`` values
+  (:meth:`RegistryState.publish_changes`), never on the bus.
 * A death notice names an actor, never a key, so a late or repeated notice
   never removes a newer holder.
 * The state the server works on (:class:`RegistryState`: the backend, queued
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -57,9 +62,16 @@ from typing import TYPE_CHECKING, Any, Optional
 import pykka
 
 from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError
-from pykka_registry._events import EventBus, Left, Unregistered, UnregisterReason
+from pykka_registry._events import (
+    EventBus,
+    Left,
+    MetadataUpdated,
+    Registered,
+    Unregistered,
+    UnregisterReason,
+)
 from pykka_registry._messages import ReapDeaths
-from pykka_registry.backends.base import Backend, Member, group_method
+from pykka_registry.backends.base import Backend, Change, Member, group_method
 
 if TYPE_CHECKING:
     from pykka_registry._server_child import ServerOwner
@@ -82,6 +94,9 @@ class RegistryState:
         # Resolved once: a duck-typed backend written before groups gets the
         # Backend default (no memberships, nothing to remove).
         self._leave_all = group_method(backend, "leave_all")
+        self._take_changes = group_method(backend, "take_changes")
+        self._remove_function: Any = None  # remove_actor's function, when last looked at
+        self._remove_takes_reason = True
         self.call_timeout = call_timeout
         self.name = name
         self.started_at = time.monotonic()
@@ -191,10 +206,12 @@ class RegistryState:
         """Run ``function(state)`` in the server thread, under the write lock,
         after the writes already queued, without waiting. For backends whose
         data also changes from elsewhere (a change feed): apply those changes
-        here so that they are serialised with local writes and can publish
-        events (``if state.events.active: state.events.publish(...)``). An
-        exception in ``function`` is logged; the server lives on. Never blocks;
-        if no server runs, ``function`` waits for the next one."""
+        here so that they are serialised with local writes; ``function``
+        returns what it changed (a sequence of
+        :class:`~pykka_registry.backends.base.Change`, or ``None``) and
+        :meth:`run_submitted` publishes their events. An exception in
+        ``function`` is logged; the server lives on. Never blocks; if no
+        server runs, ``function`` waits for the next one."""
         self.pending_calls.append(function)
         self._wake_server()
 
@@ -230,8 +247,9 @@ class RegistryState:
         """Remove every name and every group membership of a dead actor and
         publish their events (names first). The caller holds the write lock.
         Never raises."""
+        why = UnregisterReason.from_death(reason)
         try:
-            removed = self.backend.remove_actor(actor_ref)
+            removed = self._remove_actor(actor_ref, why)
         except BaseException:  # a dying thread must not fail here
             logger.exception("%s: backend %s failed to remove the names of %s", self.name,
                              self.backend.name, actor_ref)
@@ -245,7 +263,6 @@ class RegistryState:
         if removed or left:
             self.deaths_reaped += 1
             if self.events.active:
-                why = UnregisterReason.from_death(reason)
                 for entry in removed:
                     self.events.publish(
                         Unregistered(entry.namespace, entry.service, entry.actor_ref, why)
@@ -254,3 +271,76 @@ class RegistryState:
                     self.events.publish(
                         Left(member.namespace, member.group, member.actor_ref, why)
                     )
+
+    def _remove_actor(self, actor_ref: Any, why: UnregisterReason) -> list[Any]:
+        """``backend.remove_actor(actor_ref, why)``, or ``(actor_ref)`` alone
+        for a backend written before the reason existed (its signature is
+        looked at once per method: an identity check per death)."""
+        method = self.backend.remove_actor
+        function = getattr(method, "__func__", method)
+        if function is not self._remove_function:
+            self._remove_function = function
+            self._remove_takes_reason = _takes_two(method)
+        if self._remove_takes_reason:
+            return method(actor_ref, why)
+        return method(actor_ref)
+
+    # -- changes a backend reports (server thread, write lock held) -----------------
+
+    def publish_changes(self, changes: Any) -> None:
+        """Publish the events of the :class:`~pykka_registry.backends.base.Change`
+        values ``changes`` (a sequence, or ``None``), in order. The one place
+        where a backend's own changes become events. Never raises for a
+        backend's bad value: it is logged and skipped."""
+        if not changes or not self.events.active:
+            return
+        publish = self.events.publish
+        for change in changes:
+            if not isinstance(change, Change):
+                logger.error("%s: backend %s reported %r, not a Change; ignored", self.name,
+                             self.backend.name, change)
+                continue
+            old, new = change.old, change.new
+            if old is not None and new is not None and \
+                    old.actor_ref.actor_urn == new.actor_ref.actor_urn:
+                publish(MetadataUpdated(new.namespace, new.service, new.actor_ref,
+                                        new.metadata))
+                continue
+            if old is not None:
+                publish(Unregistered(old.namespace, old.service, old.actor_ref, change.reason))
+            if new is not None:
+                publish(Registered(new.namespace, new.service, new.actor_ref, new.metadata))
+
+    def publish_backend_changes(self) -> None:
+        """Publish what the backend changed on its own during the last write
+        (``Backend.take_changes``). Server thread, write lock held."""
+        try:
+            changes = self._take_changes()
+        except Exception:
+            logger.exception("%s: backend %s failed to report its changes", self.name,
+                             self.backend.name)
+            return
+        self.publish_changes(changes)
+
+    def run_submitted(self, function: Any) -> None:
+        """Run a function a backend gave to :meth:`submit` and publish the
+        changes it returns. Server thread, write lock held; never raises."""
+        try:
+            changes = function(self)
+        except Exception:
+            logger.exception("%s: submitted call %r failed", self.name, function)
+            return
+        self.publish_changes(changes)
+
+
+def _takes_two(method: Any) -> bool:
+    """True if ``method`` can be called with ``(actor_ref, reason)``."""
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):  # a builtin or a C callable: assume the current rule
+        return True
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return False
+    return True

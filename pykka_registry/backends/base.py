@@ -18,6 +18,12 @@ Who calls what
   re-checks afterwards what the wait may have changed (the actor being
   registered may have died: then store nothing and raise
   :class:`~pykka_registry.ActorNotAliveError`).
+* A backend never publishes events. What it changes on its own account
+  (another process's claim learnt from a change feed or while writing, a
+  name of its own lost) it reports as :class:`Change` values: a function
+  given to :meth:`BackendContext.submit` returns them, a write keeps them
+  for :meth:`Backend.take_changes`. The registry turns them into events
+  under the write lock, in order with every other event.
 * **Reads** (:meth:`Backend.get`, :meth:`Backend.services`,
   :meth:`Backend.entries`, :meth:`Backend.match`, :meth:`Backend.count`,
   :meth:`Backend.keys_of`, :meth:`Backend.namespaces`) are called from any
@@ -71,9 +77,10 @@ from pykka_registry._errors import (
     InvalidKeyError,
     safe_repr,
 )
+from pykka_registry._events import EXPIRED, UnregisterReason
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
 
-__all__ = ["Backend", "BackendContext", "Entry", "Member", "validate_backend"]
+__all__ = ["Backend", "BackendContext", "Change", "Entry", "Member", "validate_backend"]
 
 
 class BackendContext(Protocol):
@@ -87,16 +94,18 @@ class BackendContext(Protocol):
     name: str
     #: How long a registry call may take, in seconds: bound your own waits by it.
     call_timeout: float
-    #: The event bus: ``events.active`` is true while anyone listens; then
-    #: ``events.publish(event)`` (a :class:`~pykka_registry.Registered`,
-    #: :class:`~pykka_registry.MetadataUpdated` or
-    #: :class:`~pykka_registry.Unregistered`), from the server thread only.
+    #: The event bus. A backend does not publish on it: it reports what it
+    #: changed as :class:`Change` values (returned by submitted functions,
+    #: or handed over by :meth:`Backend.take_changes`) and the registry
+    #: turns them into events. (``events.active`` says whether anyone
+    #: listens, for a backend that wants to skip work nobody would see.)
     events: Any
 
     def submit(self, function: Callable[[Any], Any]) -> None:
         """Run ``function(context)`` in the server thread, under the write
-        lock, serialised with every write, without waiting; exceptions are
-        logged."""
+        lock, serialised with every write, without waiting. What it returns
+        (a sequence of :class:`Change`, or ``None``) is published as events
+        right after, still under the lock. Exceptions are logged."""
 
     def unlocked(self) -> AbstractContextManager[None]:
         """A context manager that releases the write lock (when this thread
@@ -162,6 +171,28 @@ class Member(_OwnMetadata):
     ) -> Member:
         """A membership for metadata that is already the registry's own copy."""
         return cls(namespace, group, actor_ref, metadata, is_flat(metadata))
+
+
+@attrs.define(frozen=True)
+class Change:
+    """A change to one name that a backend made on its own account rather
+    than as the answer to a write: learnt from another process (a change
+    feed, a holder found while writing), or a name this process lost.
+    Immutable; built in the server thread.
+
+    The registry turns it into events: ``old`` and ``new`` of one actor: a
+    :class:`~pykka_registry.MetadataUpdated`; else an
+    :class:`~pykka_registry.Unregistered` for ``old`` (if any) with
+    ``reason``, then a :class:`~pykka_registry.Registered` for ``new`` (if any).
+    """
+
+    #: What held the name before (``None``: it was free).
+    old: Optional[Entry]
+    #: What holds it now (``None``: it went away).
+    new: Optional[Entry]
+    #: Why ``old`` went away (when it did): by default ``"expired"`` (its
+    #: holder's lease lapsed, or the name vanished from the store).
+    reason: UnregisterReason = EXPIRED
 
 
 def _no_groups(backend: Any) -> GroupsNotSupportedError:
@@ -305,8 +336,16 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def remove_actor(self, actor_ref: Any) -> list[Entry]:
+    def remove_actor(self, actor_ref: Any,
+                     reason: Optional[UnregisterReason] = None) -> list[Entry]:
         """Remove every name ``actor_ref`` holds; return the removed entries.
+
+        ``reason`` is why the actor died (``"stopped"``, or ``"crashed"``
+        with the exception); the registry publishes it with the removed
+        entries' events, and a networked backend passes it on to the other
+        processes. ``None`` (a direct call): the death's own record, if any.
+        A backend written before the reason existed, whose ``remove_actor``
+        takes only the ref, is still called with the ref alone.
 
         Called in the dying actor's thread (under the registry's write lock):
         quick, no I/O, no waiting, and it should not raise (an exception is
@@ -322,6 +361,17 @@ class Backend(abc.ABC):
             if gone is not None:
                 removed.append(gone)
         return removed
+
+    def take_changes(self) -> Sequence[Change]:
+        """The :class:`Change` values the last write made besides its own
+        (a networked backend that learnt another process's claim while it
+        wrote, or found a name of its own lost), oldest first, and forget
+        them. Called by the server thread, under the write lock, right after
+        every write (also one that raised: a conflict can teach a backend
+        another process's claim, and a write that raises returns nothing);
+        they are published before the write's own events. The default:
+        none."""
+        return ()
 
     # -- reads (any thread) ---------------------------------------------------
 
@@ -457,7 +507,9 @@ def supports_groups(backend: Any) -> bool:
 
 def group_method(backend: Any, name: str) -> Callable[..., Any]:
     """The backend's group method ``name``, or the :class:`Backend` default
-    bound to it (a duck-typed backend written before groups)."""
+    bound to it (a duck-typed backend written before groups). Also for the
+    other methods with defaults that a duck-typed backend may lack
+    (``take_changes``)."""
     method = getattr(backend, name, None)
     if callable(method):
         return method

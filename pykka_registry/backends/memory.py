@@ -26,6 +26,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from pykka_registry._errors import NotRegisteredError
+from pykka_registry._events import UnregisterReason
 from pykka_registry.backends.base import Backend, Entry, Member, refuse_if_held
 
 __all__ = ["LocalGroups", "LocalTables", "MemoryBackend"]
@@ -365,7 +366,8 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
             self._put(updated)
             return updated
 
-    def remove_actor(self, actor_ref: Any) -> list[Entry]:
+    def remove_actor(self, actor_ref: Any,
+                     reason: Optional[UnregisterReason] = None) -> list[Entry]:
         urn = actor_ref.actor_urn
         if urn not in self._by_urn:  # most deaths: an actor that holds nothing here
             return []

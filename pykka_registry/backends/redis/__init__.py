@@ -68,19 +68,27 @@ Threads
   serialised with local writes) and messages to local actors.
 * The messenger's *outbox thread* sends replies to remote asks.
 All three are joined by :meth:`RedisBackend.close` (``registry.stop()``).
+
+Layers
+------
+``_schema`` (key layout, JSON codec, records) and ``_scripts`` (the Lua
+scripts) are data; :mod:`._store` talks to Redis (clients, lease, blobs,
+the one error map); :mod:`._replica` is the local copy and its ordering
+rules, without I/O; :mod:`._node` runs the lease and receiver threads; this
+module composes them into the :class:`Backend` methods. Changes the backend
+makes on its own account (learnt from the feed, names lost) are
+:class:`~pykka_registry.backends.base.Change` values that the registry
+publishes: writes hand them over by :meth:`RedisBackend.take_changes`,
+submitted functions return them.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import functools
-import json
 import logging
-import math
 import os
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -100,58 +108,37 @@ from pykka_registry._errors import (
     NotHeldHereError,
     NotRegisteredError,
     RegistryUnavailableError,
-    RemoteActorError,
     UnsignedMessagesWarning,
 )
 from pykka_registry._events import (
-    MetadataUpdated,
-    Registered,
-    Unregistered,
+    KIND_NAMESPACE_STOPPED,
+    KIND_STOPPED,
+    KIND_UNREGISTERED,
     UnregisterReason,
 )
 from pykka_registry._metadata import is_flat
-from pykka_registry._remote import (
-    WAKE,
-    ActorLink,
-    Codec,
-    Messenger,
-    NodeLink,
-    RemoteActorRef,
-    secret_key,
-)
-from pykka_registry.backends.base import Backend, BackendContext, Entry
+from pykka_registry._remote import WAKE, Codec, Messenger, RemoteActorRef, secret_key
+from pykka_registry.backends.base import Backend, BackendContext, Change, Entry
 from pykka_registry.backends.memory import LocalTables
+from pykka_registry.backends.redis._node import Node
+from pykka_registry.backends.redis._replica import Claim, Release, Replica
 from pykka_registry.backends.redis._schema import (
     MAX_KEY_DEPTH,
     MAX_METADATA_DEPTH,
-    Key,
     Layout,
     Record,
-    key_from_json,
+    Snapshot,
+    holder_record,
     key_json,
     safe_url,
 )
-from pykka_registry.backends.redis._schema import ROW_FIELDS as _ROW_FIELDS
 from pykka_registry.backends.redis._schema import brief as _brief
-from pykka_registry.backends.redis._schema import checked as _checked
-from pykka_registry.backends.redis._schema import counter as _counter
 from pykka_registry.backends.redis._schema import dumps as _dumps
-from pykka_registry.backends.redis._schema import holder as _holder
 from pykka_registry.backends.redis._schema import json_object as _json_object
 from pykka_registry.backends.redis._schema import key_problem as _key_problem
-from pykka_registry.backends.redis._schema import number as _number
 from pykka_registry.backends.redis._schema import parse_record as parse_record
 from pykka_registry.backends.redis._schema import text as _text
-from pykka_registry.backends.redis._scripts import Scripts
-
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as _error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
-    ) from _error
+from pykka_registry.backends.redis._store import BLOCK_MS, RedisError, Store
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -166,38 +153,7 @@ __all__ = [
 
 logger = logging.getLogger("pykka_registry.redis")
 
-LOST = UnregisterReason("lost")
 _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
-_BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
-_REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
-
-_EMPTY: dict[Hashable, Any] = {}  # never written
-
-# -- the local copy's entries ----------------------------------------------------------
-
-
-@attrs.define(frozen=True, eq=False)
-class Claim(Entry):
-    """An :class:`Entry` plus what this backend knows of its claim in Redis:
-    the holder's node and lease incarnation, the fencing ``token`` and the
-    sequence number ``rev`` of the last change applied. Immutable."""
-
-    node: str = ""
-    inc: str = ""
-    token: int = 0
-    rev: int = 0
-    actor_class: str = ""
-
-
-
-@attrs.define(frozen=True)
-class _Snapshot:
-    seq: int
-    epoch: str
-    records: tuple[Record, ...]
-    dead_nodes: tuple[str, ...]
-    feed_id: str  # the change stream's last id when the snapshot was taken
-    writes_before: int  # own writes made before the snapshot was read
 
 
 class RedisBackend(LocalTables, Backend):
@@ -267,66 +223,37 @@ class RedisBackend(LocalTables, Backend):
         self.feed_maxlen = int(feed_maxlen)
         self.inbox_maxlen = int(inbox_maxlen)
         self.max_message_age = float(max_message_age)
-        self._redis_kwargs = dict(redis_kwargs or {})
-        if self._redis_kwargs.get("decode_responses"):
+        redis_opts = dict(redis_kwargs or {})
+        if redis_opts.get("decode_responses"):
             raise ValueError("redis_kwargs: decode_responses must stay False (messages are bytes)")
-
-        # the local copy (written by the server thread, or start(); read anywhere)
-        LocalTables.__init__(self)  # the local copy: _lock, _names, _by_urn, _total
-        self._local_refs: dict[str, Any] = {}  # urn -> pykka.ActorRef (own entries)
-        self._named_urns: set[str] = set()  # local actors named here once, until they die
-        self._node_refs: dict[tuple[str, str], int] = {}  # remote (node, inc) -> entries
-        self._node_links: dict[tuple[str, str], NodeLink] = {}
-        self._actor_links: dict[str, ActorLink] = {}
-        self._remote_refs: dict[str, RemoteActorRef] = {}
-        # Own writes the feed has not shown yet: name text -> seq of our latest
-        # write (server thread writes; the receiver reads it to skip own events),
-        # and the same in write order, to forget them once the feed has passed.
-        self._own_pending: dict[str, int] = {}
-        self._pending_order: collections.deque[tuple[int, str]] = collections.deque()
-        self._own_writes_at: dict[str, int] = {}  # name text -> number of its own write
-        self._write_count = 0  # own writes so far (server thread)
-        self._orphans: list[tuple[Claim, str, str]] = []  # deletes that failed: retried
+        self._store = Store(url, self._layout, self.node_id, self.lease_ttl, self.feed_maxlen,
+                            self.inbox_maxlen, redis_opts)
+        self._messenger: Optional[Messenger] = None
+        self._replica = Replica(self.node_id, None, self._find_actor)
+        # Reads go straight to the replica's tables (never rebound, only
+        # changed in place): the registry's lock-free lookup path for
+        # LocalTables applies. Every write goes through the replica.
+        replica = self._replica
+        self._lock, self._names, self._by_urn = replica._lock, replica._names, replica._by_urn
+        self._node = Node(self._store, self._replica, None, self, self._RESYNC_INTERVAL_S,
+                          self._STALL_S)
+        # The scripts a write runs (bound in start(); plain attributes so that
+        # a test can stand in for one).
+        self._claim: Any = None
+        self._claim_many: Any = None
+        self._release: Any = None
+        self._update: Any = None
+        self._orphans: list[Release] = []  # deletes that failed: retried
         # Deletes queued by dying actors' threads (remove_actor does no I/O),
         # sent by the server thread.
-        self._releases: collections.deque[tuple[Claim, str, str]] = collections.deque()
+        self._releases: collections.deque[Release] = collections.deque()
         self._release_queued = False
-
-        # connection and lease state
-        self._state: Optional[BackendContext] = None
-        self._messenger: Optional[Messenger] = None
-        self._r: Any = None
-        self._rx: Any = None
-        self._rb: Any = None
-        self._inc = ""
-        self._epoch = ""
-        self._feed_seq = 0
-        self._lease_ok_at = 0.0
-        self._lapsed = False
-        self._needs_recover = False
         self._recover_queued = False
-        self._resync_requested = False
-        self._data_lost = False  # set when Redis lost data, until the next re-read
-        self._suspect = ""  # a feed oddity that is a problem unless Redis lost data
-        self._connected = False
-        self._last_error = ""
-        self._write_error = ""  # the last error reply to a write, until one succeeds
-        self._nodeinfo = ""
-        self._feed_id: Union[str, bytes] = "0-0"  # the change stream's last id read
-        self._last_resync = 0.0
-        self._resync_times: collections.deque[float] = collections.deque(maxlen=64)
-        self._feed_problem = ""  # why the feed needed attention lately (for health)
-        self._feed_problem_at = -math.inf
-        self._stalled_at_seq = -1  # lease thread: the feed position at the last refresh
-        self._stalled_since = 0.0  # ...and since when it has not moved
-        self._resyncing = False  # the receiver is re-reading (or waiting to)
+        self._changes: list[Change] = []  # made on our own account, not yet handed over
+        self._state: Optional[BackendContext] = None
         self._started = False
         self._closed = False
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-        #: counters, for health() and tests
-        self.resyncs = 0
-        self.lost_names = 0
+        #: counter, for health() and tests
         self.recoveries = 0
 
     @property
@@ -335,6 +262,21 @@ class RedisBackend(LocalTables, Backend):
         if self._state is None:
             raise RuntimeError("the backend has not been started")
         return self._state
+
+    @property
+    def _inc(self) -> str:
+        """This node's current lease incarnation."""
+        return self._store.inc
+
+    @property
+    def resyncs(self) -> int:
+        """Full re-reads of the name space so far."""
+        return self._replica.resyncs
+
+    @property
+    def lost_names(self) -> int:
+        """Own names found taken by another process so far."""
+        return self._replica.lost_names
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -388,45 +330,35 @@ class RedisBackend(LocalTables, Backend):
         call_timeout = float(context.call_timeout)
         io_timeout = self._io_timeout or min(1.0, call_timeout / 4)
         self._io_timeout = io_timeout
-        options: dict[str, Any] = {
-            "socket_timeout": io_timeout,
-            "socket_connect_timeout": io_timeout,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        options.update(self._redis_kwargs)
-        self._r = redis.Redis.from_url(self.url, **options)
-        blocking = dict(options, socket_timeout=_BLOCK_MS / 1000 + io_timeout)
-        self._rx = redis.Redis.from_url(self.url, **blocking)  # the receiver's XREAD
-        self._rb = redis.Redis.from_url(self.url, **blocking)  # askers' BLPOP
-        scripts = Scripts(self._r)
+        store = self._store
+        store.connect(io_timeout)
+        scripts = store.scripts
         self._claim, self._update = scripts.claim, scripts.update
-        self._acquire, self._refresh = scripts.acquire, scripts.refresh
-        self._reap, self._snapshot = scripts.reap, scripts.snapshot
-        self._leave, self._claim_many = scripts.leave, scripts.claim_many
-        self._release, self._send = scripts.release, scripts.send
+        self._claim_many, self._release = scripts.claim_many, scripts.release
         name = str(context.name)
         self._messenger = Messenger(
-            self.node_id, Codec(self._secret), call_timeout, self._send_blob,
-            self._send_many, self._wait_reply, self._k("reply", ""), self._find_named,
+            self.node_id, Codec(self._secret), call_timeout, store.send_blob,
+            store.send_many, store.wait_reply, self._k("reply", ""), self._find_named,
             self.max_message_age, name,
         )
+        self._replica.messenger = self._node.messenger = self._messenger
         try:
             self._take_lease(first=True)
-            self._r.delete(self._k("inbox", self.node_id))
-            snapshot = self._read_snapshot()
-            self._install_snapshot(snapshot)
-            self._last_resync = time.monotonic()
+            store.r.delete(store.inbox())
+            snapshot = store.read_snapshot(self._replica.write_count)
+            self._replica.install(snapshot)
+            self._node.last_resync = time.monotonic()
             # also our own node's names of an earlier incarnation (a reused node_id)
-            self._reap_nodes(snapshot.dead_nodes, include_self=True)
-        except redis.RedisError as error:
-            self._close_clients()
+            store.reap_nodes(snapshot.dead_nodes, include_self=True)
+        except RedisError as error:
+            store.close_clients()
             raise RegistryUnavailableError(
                 f"cannot reach Redis at {safe_url(self.url)}: {error}"
             ) from error
         except BaseException:
-            self._close_clients()
+            store.close_clients()
             raise
-        self._connected = True
+        store.connected = True
         if self._secret is None:
             message = (
                 f"{name}: no secret set (backend_opts 'secret' or {_SECRET_ENV}): messages "
@@ -438,11 +370,7 @@ class RedisBackend(LocalTables, Backend):
             # application configures logging, and this one must be seen.
             warnings.warn(message, UnsignedMessagesWarning, stacklevel=2)
         self._messenger.start()
-        for target, role in ((self._lease_loop, "lease"), (self._receive_loop, "receiver")):
-            thread = threading.Thread(target=target, name=f"pykka-registry-redis-{role}-{name}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        self._node.start(name)
 
     def close(self) -> None:
         """Stop the threads (joined, bounded), release this node's names and
@@ -451,239 +379,95 @@ class RedisBackend(LocalTables, Backend):
             self._closed = True
             return
         self._closed = True
-        self._stopping.set()
+        self._node.stopping.set()
         io_timeout = self._io_timeout or 1.0
-        reachable = self._connected
+        reachable = self._store.connected
         if reachable:
             try:
-                self._wake_receiver()
+                self.wake_receiver()
             except Exception:
                 reachable = False
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(_BLOCK_MS / 1000 + 2 * io_timeout + 1.0)
+        self._node.stop(BLOCK_MS / 1000 + 2 * io_timeout + 1.0)
         if self._messenger is not None:
             self._messenger.close(2 * io_timeout + 1.0)
         try:
             if not reachable:
                 raise RegistryUnavailableError("Redis was out of reach")
-            # No key of this node is left behind: its lease, info, names (one
-            # node_stopped event each), held set and inbox; and if it was the
-            # last live node of the prefix, the prefix's shared keys too.
-            self._r.delete(self._k("node", self.node_id), self._k("nodeinfo", self.node_id))
-            self._reap(keys=self._reap_keys(self.node_id),
-                       args=[self.node_id, self.feed_maxlen, "node_stopped", self.prefix])
-            self._r.delete(self._k("inbox", self.node_id), self._k("held", self.node_id))
-            self._leave(keys=[self._k("nodes"), self._k("names"), self._k("events"),
-                              self._k("seq"), self._k("epoch")],
-                        args=[self.prefix, self.node_id])
+            self._store.leave()
         except Exception as error:
             logger.info("%s: could not release names at stop (%r); they expire with the "
                         "lease", self.node_id, error)
-        self._close_clients()
-        alive = [t.name for t in self._threads if t.is_alive()]
+        self._store.close_clients()
+        alive = [t.name for t in self._node.threads if t.is_alive()]
         if alive:  # pragma: no cover - only with a hung socket
             logger.warning("%s: threads still running after close: %s", self.node_id, alive)
 
-    def _close_clients(self) -> None:
-        for client in (self._r, self._rx, self._rb):
-            try:
-                if client is not None:
-                    client.close()
-            except Exception:
-                pass
-
-    # -- Redis calls -------------------------------------------------------------------------
-
-    def _unavailable(self, error: BaseException, what: str) -> RegistryUnavailableError:
-        """The error a failed write raises. An error *reply* (OOM at
-        ``maxmemory``, a read-only replica, an ACL refusal...) means Redis
-        answered: it is reported as a refusal, not as Redis being out of reach,
-        and makes ``health()`` degraded until a write succeeds again."""
-        if isinstance(error, redis.ResponseError):
-            self._note_write_error(error)
-            return RegistryUnavailableError(
-                f"{what}: Redis at {safe_url(self.url)} refused the write ({error})")
-        self._note_error(error)
-        return RegistryUnavailableError(
-            f"{what}: Redis at {safe_url(self.url)} is out of reach ({error})"
-        )
-
-    def _note_error(self, error: BaseException) -> None:
-        if isinstance(error, redis.ResponseError):
-            self._note_write_error(error)
-            return
-        self._connected = False
-        self._last_error = f"{type(error).__name__}: {error}"
-
-    def _note_write_error(self, error: BaseException) -> None:
-        self._write_error = f"{type(error).__name__}: {error}"
-
-    def _note_write_ok(self) -> None:
-        if self._write_error:
-            self._write_error = ""
-
     def _take_lease(self, first: bool = False) -> None:
-        inc = os.urandom(8).hex()
-        ttl_ms = int(self.lease_ttl * 1000)
-        info = json.dumps({"inc": inc, "ttl_ms": ttl_ms, "host": socket.gethostname(),
-                           "pid": os.getpid(), "since": time.time()})
-        result = self._acquire(
-            keys=[self._k("node", self.node_id), self._k("nodeinfo", self.node_id),
-                  self._k("epoch"), self._k("nodes")],
-            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id],
-        )
-        if _text(result[0]) == "taken":
-            raise ValueError(f"node_id {self.node_id!r} is in use by a live node")
-        epoch = _text(result[1])
-        self._nodeinfo = info
+        """A new lease incarnation, known to the messenger and the copy."""
+        lost = self._store.take_lease(first)
         if self._messenger is not None:
-            self._messenger.add_incarnation(inc)
-        self._inc = inc
-        self._lease_ok_at = time.monotonic()
-        self._lapsed = False
-        if self._epoch and epoch != self._epoch:
-            self._data_lost = True  # Redis lost data: the next re-read starts afresh
-            self._resync_requested = True
-        self._epoch = epoch
+            self._messenger.add_incarnation(self._store.inc)
+        self._replica.inc = self._store.inc
+        if lost:
+            self._node.data_loss()  # the next re-read starts afresh
 
-    def _reap_keys(self, node_id: str) -> list[str]:
-        return [self._k("node", node_id), self._k("held", node_id), self._k("names"),
-                self._k("events"), self._k("seq"), self._k("nodes")]
+    # -- what the threads ask (see _node.Host) ---------------------------------------------
 
-    def _reap_nodes(self, nodes: Any, include_self: bool = False) -> None:
-        """Delete the names of lapsed nodes (each a script: one ``del`` event
-        per name, reason ``expired``)."""
-        for node in nodes:
-            node_id = _text(node)
-            if include_self or node_id != self.node_id:
-                self._reap(keys=self._reap_keys(node_id),
-                           args=[node_id, self.feed_maxlen, "expired", self.prefix])
-
-    def _inbox_ttl_ms(self) -> int:
-        return int(max(60.0, 10 * self.lease_ttl) * 1000)
-
-    def _send_blob(self, node_id: str, blob: bytes) -> bool:
-        """Append ``blob`` to ``node_id``'s inbox; False if that node has no lease."""
-        try:
-            sent = self._send(
-                keys=[self._k("node", node_id), self._k("inbox", node_id)],
-                args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()],
-            )
-        except redis.RedisError as error:
-            raise self._unavailable(error, "send") from error
-        return bool(sent)
-
-    def _send_many(self, items: list[tuple[str, str, bytes]]) -> None:
-        """Send replies (outbox thread): one round trip for the batch."""
-        pipe = self._r.pipeline(transaction=False)
-        for node_id, reply_key, blob in items:
-            if reply_key:
-                pipe.lpush(reply_key, blob)
-                pipe.pexpire(reply_key, _REPLY_TTL_MS)
-            else:
-                self._send(keys=[self._k("node", node_id), self._k("inbox", node_id)],
-                           args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()], client=pipe)
-        pipe.execute(raise_on_error=False)
-
-    def _wait_reply(self, reply_key: str, timeout: float) -> Optional[bytes]:
-        """Pop a reply (caller's thread), waiting at most ``timeout`` (<= 0.5 s)."""
-        try:
-            popped = self._rb.blpop([reply_key], timeout=max(0.01, min(timeout,
-                                                                      _BLOCK_MS / 1000)))
-        except redis.RedisError as error:
-            raise self._unavailable(error, "ask") from error
-        return None if popped is None else popped[1]
-
-    def _wake_receiver(self) -> None:
+    def wake_receiver(self) -> None:
         """Make the receiver's blocking XREAD return (a signed no-op message)."""
         if self._messenger is None:
             return
         blob = self._messenger.codec.encode(
             {"k": WAKE, "id": "", "src": self.node_id, "dst": self.node_id, "to": "",
              "t": time.time(), "ttl": 0}, b"")
-        inbox = self._k("inbox", self.node_id)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.xadd(inbox, {"m": blob}, maxlen=self.inbox_maxlen, approximate=True)
-        pipe.pexpire(inbox, self._inbox_ttl_ms())
-        pipe.execute()
+        self._store.post_own(blob)
 
-    # -- the local copy (writers: server thread, or start() before any thread) -------------
+    def has_orphans(self) -> bool:
+        return bool(self._orphans)
 
-    def _put(self, entry: Claim) -> Optional[Claim]:
-        """Store ``entry`` in the local copy (takes the lock); return what it replaced."""
-        with self._lock:
-            return LocalTables._put(self, entry)
+    def submit_recover(self) -> None:
+        if not self._recover_queued and not self._closed:
+            self._recover_queued = True
+            self._ctx.submit(self._submitted(self._recover))
 
-    def _drop(self, entry: Claim) -> bool:
-        """Remove ``entry`` if it is still the one stored under its name."""
-        with self._lock:
-            if self._names.get(entry.namespace, _EMPTY).get(entry.service) is not entry:
-                return False
-            self._forget(entry)
-            return True
+    def submit_events(self, batch: tuple[tuple[int, Record], ...], upto: int) -> None:
+        def apply_events() -> None:
+            if self._replica.apply_events(batch, upto):
+                self._recover()
+        self._ctx.submit(self._submitted(apply_events))
 
-    def _on_added(self, entry: Claim) -> None:
-        if entry.node == self.node_id:
-            self._local_refs[entry.actor_ref.actor_urn] = entry.actor_ref
-            self._named_urns.add(entry.actor_ref.actor_urn)
-        else:
-            node_key = (entry.node, entry.inc)
-            self._node_refs[node_key] = self._node_refs.get(node_key, 0) + 1
+    def submit_snapshot(self, snapshot: Snapshot, lost: bool) -> None:
+        def apply_snapshot() -> None:
+            if self._replica.apply_snapshot(snapshot, lost) or self._node.needs_recover:
+                self._recover()
+        self._ctx.submit(self._submitted(apply_snapshot))
 
-    def _on_removed(self, entry: Claim) -> None:
-        urn = entry.actor_ref.actor_urn
-        if urn not in self._by_urn:  # that actor holds no other name here
-            self._local_refs.pop(urn, None)
-            if entry.node != self.node_id:
-                self._actor_links.pop(urn, None)
-                self._remote_refs.pop(urn, None)
-        if entry.node != self.node_id:
-            node_key = (entry.node, entry.inc)
-            left = self._node_refs.get(node_key, 0) - 1
-            if left > 0:
-                self._node_refs[node_key] = left
-            else:
-                self._node_refs.pop(node_key, None)
-                self._node_links.pop(node_key, None)
+    # -- changes for the registry (server thread) ------------------------------------------
 
-    def _remote_ref(self, urn: str, actor_class: str, node: str, inc: str) -> RemoteActorRef:
-        assert self._messenger is not None
-        node_key = (node, inc)
-        with self._lock:
-            node_link = self._node_links.get(node_key)
-            if node_link is None:
-                node_link = self._node_links[node_key] = NodeLink(node, inc)
-            link = self._actor_links.get(urn)
-            ref = self._remote_refs.get(urn)
-            if link is None or ref is None:
-                link = self._actor_links[urn] = ActorLink(urn, node_link, self._messenger)
-                ref = self._remote_refs[urn] = RemoteActorRef(urn, actor_class, node, link)
-            elif link.node is not node_link:
-                link.node = node_link
-                if link.dead:
-                    link.dead = False
-                    link.stopped.clear()
-            return ref
+    def take_changes(self) -> list[Change]:
+        """The changes made on this backend's own account since the last
+        call (server thread, write lock held); queues the deletes the copy
+        found to make."""
+        releases = self._replica.take_releases()
+        if releases:
+            self._queue_release(releases)
+        return self._replica.take_changes()
 
-    def _remote_claim(self, record: Record, rev: Optional[int] = None) -> Claim:
-        """The local copy's entry for a (checked) record of another node."""
-        ref = self._remote_ref(record.urn, record.actor_class, record.node, record.inc)
-        metadata = record.metadata
-        return Claim(record.key[0], record.key[1], ref, metadata, is_flat(metadata),
-                     node=record.node, inc=record.inc, token=record.token,
-                     rev=record.rev if rev is None else rev, actor_class=record.actor_class)
+    def _submitted(self, function: Callable[[], Any]) -> Callable[[Any], list[Change]]:
+        """``function`` as a call for ``context.submit`` that returns the
+        changes it made."""
+        def call(state: Any) -> list[Change]:
+            function()
+            return self.take_changes()
+        call.__qualname__ = getattr(function, "__qualname__", "call")
+        return call
 
-    def _own_claim(self, key: Key, actor_ref: Any, metadata: Mapping[str, Any], token: int,
-                   rev: int) -> Claim:
-        return Claim(key[0], key[1], actor_ref, metadata, is_flat(metadata), node=self.node_id,
-                     inc=self._inc, token=token, rev=rev,
-                     actor_class=actor_ref.actor_class.__qualname__)
+    # -- actors ---------------------------------------------------------------------------
 
     def _find_actor(self, urn: str) -> Optional[Any]:
         """A live local actor by URN, named here or not (server thread: a
         claim of this node that the local copy does not know)."""
-        ref = self._local_refs.get(urn)
+        ref = self._replica.local_refs.get(urn)
         if ref is None:
             ref = pykka.ActorRegistry.get_by_urn(urn)
         if ref is None or _deathwatch.is_dead(ref):
@@ -696,17 +480,12 @@ class RedisBackend(LocalTables, Backend):
         reach actors named here only, never any actor of the process by its
         URN. (An actor that lost its name stays reachable until it dies, so
         that ``stop_namespace`` from another process can still stop it.)"""
-        ref = self._local_refs.get(urn)
-        if ref is None and urn in self._named_urns:
+        ref = self._replica.local_refs.get(urn)
+        if ref is None and urn in self._replica.named_urns:
             ref = pykka.ActorRegistry.get_by_urn(urn)
         if ref is None or _deathwatch.is_dead(ref):
             return None
         return ref
-
-    def _publish(self, event: Any) -> None:
-        events = self._ctx.events
-        if events.active:
-            events.publish(event)
 
     # -- writes (server thread) ------------------------------------------------------------
 
@@ -717,67 +496,20 @@ class RedisBackend(LocalTables, Backend):
     # checked again (the actor died, the entry was dropped) before the local
     # copy is touched.
 
-    def _io(self) -> Any:
-        """The context in which a write waits for Redis (the lock released)."""
-        return self._ctx.unlocked()
-
-    def _pre_claim(self, entry: Entry, is_alive: Callable[[Any], bool],
-                   check: bool = True) -> str:
-        """The token of an own dead claim ``entry`` may replace ("" if none).
-
-        Raises:
-            AlreadyRegisteredError: (with ``check``) another live actor of
-                this node holds it. Without ``check`` the claim script finds
-                that holder (a batch reports the first conflict in its order).
-        """
-        current = self.get(entry.namespace, entry.service)
-        if current is not None and current.node == self.node_id and \
-                current.actor_ref.actor_urn != entry.actor_ref.actor_urn:
-            if is_alive(current.actor_ref):
-                if check:
-                    raise AlreadyRegisteredError(entry.namespace, entry.service,
-                                                 current.actor_ref)
-                return ""
-            return str(current.token)
-        return ""
-
-    def _claimed(self, entry: Entry, seq: int) -> Optional[Entry]:
-        """Store the claim ``entry`` got (token ``seq``) in the local copy; return
-        what :meth:`register` returns for it."""
-        key = (entry.namespace, entry.service)
-        kjson = key_json(*key)
-        claim = self._own_claim(key, entry.actor_ref, entry.metadata, seq, seq)
-        previous = self._put(claim)
-        self._note_own_write(kjson, seq)
-        if previous is None or previous.node == self.node_id:
-            return previous
-        self._publish(Unregistered(key[0], key[1], previous.actor_ref,
-                                   UnregisterReason("expired")))
-        return None
-
-    def _own_holder(self, holder: Record, is_alive: Callable[[Any], bool]) -> str:
-        """A claim of this node holds the name in Redis: the token to replace
-        if its actor is dead.
-
-        Raises:
-            AlreadyRegisteredError: its actor lives.
-        """
-        local = self._find_actor(holder.urn)
-        if local is not None and is_alive(local):
-            raise AlreadyRegisteredError(holder.key[0], holder.key[1], local)
-        return str(holder.token)
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """Wait for Redis with the write lock released; a Redis error
+        becomes the registry's (:meth:`Store.failure`)."""
+        try:
+            with self._ctx.unlocked():
+                yield
+        except RedisError as error:
+            raise self._store.failure(error, what) from error
 
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
-        key = (entry.namespace, entry.service)
-        actor_ref = entry.actor_ref
-        urn = actor_ref.actor_urn
-        kjson = key_json(*key)
-        meta = _dumps(entry.metadata)
-        replace_token = self._pre_claim(entry, is_alive)
-        actor_class = actor_ref.actor_class.__qualname__
-        with self._being_named([urn]):
-            return self._register_claim(entry, key, kjson, meta, replace_token, actor_class,
-                                        is_alive)
+        replace_token = self._replica.pre_claim(entry, is_alive)
+        with self._being_named([entry.actor_ref.actor_urn]):
+            return self._register_claim(entry, replace_token, is_alive)
 
     @contextlib.contextmanager
     def _being_named(self, urns: list[str]) -> Iterator[None]:
@@ -785,60 +517,47 @@ class RedisBackend(LocalTables, Backend):
         claim's feed event can reach another process (which may then message
         the actor) before this process has stored the claim locally. Undone
         if the claim fails and the actor holds no other name here."""
-        added = [urn for urn in urns if urn not in self._named_urns]
-        self._named_urns.update(added)
+        named = self._replica.named_urns
+        added = [urn for urn in urns if urn not in named]
+        named.update(added)
         try:
             yield
         except BaseException:
             for urn in added:
-                if urn not in self._local_refs:
-                    self._named_urns.discard(urn)
+                if urn not in self._replica.local_refs:
+                    named.discard(urn)
             raise
 
-    def _register_claim(self, entry: Entry, key: Key, kjson: str, meta: str,
-                        replace_token: str, actor_class: str,
+    def _claim_args(self, kjson: str, urn: str, actor_class: str, meta: str,
+                    replace_token: Any) -> dict[str, list[Any]]:
+        """The ``CLAIM`` script's keys and arguments for one name."""
+        return {
+            "keys": [self._name_key(kjson), self._k("names"), self._k("events"),
+                     self._k("seq"), self._k("node", self.node_id),
+                     self._k("held", self.node_id)],
+            "args": [self.prefix, self.node_id, self._inc, urn, actor_class, meta, kjson,
+                     replace_token, self.feed_maxlen],
+        }
+
+    def _register_claim(self, entry: Entry, replace_token: str,
                         is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         actor_ref = entry.actor_ref
-        urn = actor_ref.actor_urn
+        kjson = key_json(entry.namespace, entry.service)
+        meta = _dumps(entry.metadata)
+        actor_class = actor_ref.actor_class.__qualname__
         for _attempt in range(3):
-            try:
-                with self._io():
-                    result = self._claim(
-                        keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                              self._k("seq"), self._k("node", self.node_id),
-                              self._k("held", self.node_id)],
-                        args=[self.prefix, self.node_id, self._inc, urn, actor_class, meta,
-                              kjson, replace_token, self.feed_maxlen],
-                    )
-            except redis.RedisError as error:
-                raise self._unavailable(error, "register") from error
+            with self._io("register"):
+                result = self._claim(**self._claim_args(kjson, actor_ref.actor_urn,
+                                                        actor_class, meta, replace_token))
             tag = _text(result[0])
             if tag == "ok":
-                self._note_write_ok()
-                seq = int(result[1])
-                if _deathwatch.death_seen(actor_ref):
-                    # It died while we waited for Redis: its clean-up may have
-                    # run already. Keep nothing; release the claim in Redis
-                    # (and let the feed not bring it back meanwhile).
-                    self._note_own_write(kjson, seq)
-                    self._queue_release([(self._own_claim(key, actor_ref, {}, seq, seq),
-                                          "stopped", "")])
-                    raise ActorNotAliveError(f"{actor_ref} died while it was being registered")
-                return self._claimed(entry, seq)
+                return self._claims_made([entry], [int(result[1])])[0]
             if tag == "nolease":
                 self._recover()
                 continue
-            holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
-            if holder is None:
-                raise RegistryUnavailableError(
-                    f"could not claim {_brief(key)}: a live node holds it with a record this "
-                    "version cannot read (see the warning in the log)")
-            if holder.node == self.node_id:
-                replace_token = self._own_holder(holder, is_alive)  # dead: take its place
-                continue
-            existing = self._learn(holder)
-            raise AlreadyRegisteredError(key[0], key[1], existing)
-        raise RegistryUnavailableError(f"could not claim {key!r}: the lease keeps lapsing")
+            replace_token = self._conflict(entry, holder_record(result, kjson), is_alive)
+        raise RegistryUnavailableError(
+            f"could not claim {(entry.namespace, entry.service)!r}: the lease keeps lapsing")
 
     def register_many(self, entries: Sequence[Entry],
                       is_alive: Callable[[Any], bool]) -> list[Optional[Entry]]:
@@ -853,7 +572,7 @@ class RedisBackend(LocalTables, Backend):
 
     def _register_many_claim(self, entries: Sequence[Entry],
                              is_alive: Callable[[Any], bool]) -> list[Optional[Entry]]:
-        replace = [self._pre_claim(entry, is_alive, check=False) for entry in entries]
+        replace = [self._replica.pre_claim(entry, is_alive, check=False) for entry in entries]
         texts = [key_json(e.namespace, e.service) for e in entries]
         keys = [self._k("names"), self._k("events"), self._k("seq"),
                 self._k("node", self.node_id), self._k("held", self.node_id),
@@ -864,86 +583,93 @@ class RedisBackend(LocalTables, Backend):
             for entry, text, token in zip(entries, texts, replace):
                 args += [entry.actor_ref.actor_urn, entry.actor_ref.actor_class.__qualname__,
                          _dumps(entry.metadata), text, token]
-            try:
-                with self._io():
-                    result = self._claim_many(keys=keys, args=args)
-            except redis.RedisError as error:
-                raise self._unavailable(error, "register_many") from error
+            with self._io("register_many"):
+                result = self._claim_many(keys=keys, args=args)
             tag = _text(result[0])
             if tag == "ok":
-                self._note_write_ok()
-                tokens = [int(t) for t in result[1:]]
-                dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
-                if dead:  # as in register: keep nothing, release everything
-                    for text, seq in zip(texts, tokens):
-                        self._note_own_write(text, seq)
-                    self._queue_release([
-                        (self._own_claim((e.namespace, e.service), e.actor_ref, {}, t, t),
-                         "stopped", "") for e, t in zip(entries, tokens)])
-                    raise ActorNotAliveError(
-                        f"{dead[0].actor_ref} (for {dead[0].service!r}) died while it was being "
-                        "registered; nothing was registered", service=dead[0].service)
-                return [self._claimed(e, t) for e, t in zip(entries, tokens)]
+                return self._claims_made(entries, [int(t) for t in result[1:]])
             if tag == "nolease":
                 self._recover()
                 continue
             index = int(result[1]) - 1
-            entry, text = entries[index], texts[index]
-            holder = _checked(_holder(result[1:]), "the holder of a name", kjson=text)
-            if holder is None:
-                raise RegistryUnavailableError(
-                    f"could not claim {_brief((entry.namespace, entry.service))}: a live node "
-                    "holds it with a record this version cannot read")
-            if holder.node == self.node_id:
-                replace[index] = self._own_holder(holder, is_alive)
-                continue
-            raise AlreadyRegisteredError(entry.namespace, entry.service, self._learn(holder))
+            replace[index] = self._conflict(entries[index],
+                                            holder_record(result[1:], texts[index]), is_alive)
         raise RegistryUnavailableError("could not claim the batch: the lease keeps lapsing")
 
-    def _learn(self, record: Record) -> RemoteActorRef:
-        """Apply a remote holder's record read from Redis (if newer than ours)."""
-        key = record.key
-        current = self.get(*key)
-        if current is not None and current.rev >= record.rev and \
-                isinstance(current.actor_ref, RemoteActorRef):
-            return current.actor_ref
-        claim = self._remote_claim(record)
-        if current is not None and current.node == self.node_id:
-            self._lose(current, claim)
-        elif current is None or current.rev < record.rev:
-            self._put(claim)
-            self._publish_change(current, claim)
-        assert isinstance(claim.actor_ref, RemoteActorRef)
-        return claim.actor_ref
+    def _claims_made(self, entries: Sequence[Entry], tokens: list[int]) -> list[Optional[Entry]]:
+        """Redis granted every claim of ``entries`` (tokens ``tokens``):
+        store them, and return what ``register`` returns for each.
+
+        Raises:
+            ActorNotAliveError: an actor died while we waited for Redis (its
+                clean-up may have run already): nothing is kept, every claim
+                is released in Redis (and the feed does not bring them back
+                meanwhile).
+        """
+        self._store.write_ok()
+        dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
+        if not dead:
+            return [self._replica.claimed(e, t) for e, t in zip(entries, tokens)]
+        replica = self._replica
+        for entry, seq in zip(entries, tokens):
+            replica.note_own_write(key_json(entry.namespace, entry.service), seq)
+        self._queue_release([
+            (replica.own_claim((e.namespace, e.service), e.actor_ref, {}, t, t), KIND_STOPPED,
+             "") for e, t in zip(entries, tokens)])
+        if len(entries) == 1:
+            raise ActorNotAliveError(f"{dead[0].actor_ref} died while it was being registered")
+        raise ActorNotAliveError(
+            f"{dead[0].actor_ref} (for {dead[0].service!r}) died while it was being "
+            "registered; nothing was registered", service=dead[0].service)
+
+    def _conflict(self, entry: Entry, holder: Optional[Record],
+                  is_alive: Callable[[Any], bool]) -> str:
+        """A claim found ``entry``'s name held by ``holder``: the token to
+        replace if it is an own claim of a dead actor.
+
+        Raises:
+            AlreadyRegisteredError: a live actor holds it (another process's
+                is learnt into the copy).
+            RegistryUnavailableError: its record cannot be read.
+        """
+        if holder is None:
+            raise RegistryUnavailableError(
+                f"could not claim {_brief((entry.namespace, entry.service))}: a live node "
+                "holds it with a record this version cannot read (see the warning in the log)")
+        if holder.node == self.node_id:
+            return self._replica.own_holder(holder, is_alive)  # dead: take its place
+        raise AlreadyRegisteredError(entry.namespace, entry.service,
+                                     self._replica.learn(holder))
 
     def unregister(
         self, namespace: Hashable, service: Hashable, actor_ref: Any = None
     ) -> Optional[Entry]:
-        current = self.get(namespace, service)
+        current = self._replica.get(namespace, service)
         if current is None or (
             actor_ref is not None and current.actor_ref.actor_urn != actor_ref.actor_urn
         ):
             return None
-        removed = self._unregister_entries([current], "unregistered")
+        removed = self._unregister_entries([current], KIND_UNREGISTERED)
         return removed[0] if removed else None
 
     def unregister_many(self, namespace: Hashable, services: Sequence[Hashable]) -> list[Entry]:
         """Every name of ``services`` that is held (missing ones skipped), in
         one Lua call (``_RELEASE``); the removed entries in the order given."""
-        found = [self.get(namespace, service) for service in services]
-        return self._unregister_entries([e for e in found if e is not None], "unregistered")
+        found = [self._replica.get(namespace, service) for service in services]
+        return self._unregister_entries([e for e in found if e is not None], KIND_UNREGISTERED)
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:
-        return self._unregister_entries(self.entries(namespace), "namespace_stopped")
+        return self._unregister_entries(self._replica.entries(namespace),
+                                        KIND_NAMESPACE_STOPPED)
 
     def _unregister_entries(self, entries: list[Claim], why: str) -> list[Entry]:
         """Fenced deletes in Redis, then the local copy: the entries still
         stored (a death clean-up during the wait may have removed some: those
         are not returned, their events are out already)."""
         self._delete_in_redis([(entry, why, "") for entry in entries])
-        return [entry for entry in entries if self._drop(entry)]
+        return [entry for entry in entries if self._replica.drop(entry)]
 
-    def _delete_in_redis(self, items: list[tuple[Claim, str, str]]) -> None:
+    def _delete_in_redis(self, items: list[Release]) -> None:
         """Fenced delete of each ``(entry, why, error text)``'s claim, in one
         Lua call: a claim that changed hands since (another token, or another
         node) is left alone. The write lock is released during the call.
@@ -958,18 +684,15 @@ class RedisBackend(LocalTables, Backend):
         args: list[Any] = [self.prefix, self.feed_maxlen, len(items)]
         for (entry, why, err), text in zip(items, texts):
             args += [text, entry.token, entry.node, why, err]
-        try:
-            with self._io():
-                results = self._release(
-                    keys=[self._k("names"), self._k("events"), self._k("seq"),
-                          *(self._name_key(text) for text in texts)],
-                    args=args)
-        except redis.RedisError as error:
-            raise self._unavailable(error, "unregister") from error
-        self._note_write_ok()
+        with self._io("unregister"):
+            results = self._release(
+                keys=[self._k("names"), self._k("events"), self._k("seq"),
+                      *(self._name_key(text) for text in texts)],
+                args=args)
+        self._store.write_ok()
         for text, seq in zip(texts, results):
             if int(seq):
-                self._note_own_write(text, int(seq))
+                self._replica.note_own_write(text, int(seq))
 
     def update_metadata(
         self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
@@ -978,81 +701,75 @@ class RedisBackend(LocalTables, Backend):
         of this process, under this node's live lease. A name held by another
         process raises :class:`NotHeldHereError` (the token this node learnt
         from the feed is never used to write)."""
-        key = (namespace, service)
-        kjson = key_json(*key)
+        replica = self._replica
+        kjson = key_json(namespace, service)
         meta = _dumps(metadata)
         for _attempt in range(3):
-            found = self.get(namespace, service)
+            found = replica.get(namespace, service)
             if found is None:
                 raise NotRegisteredError(namespace, service)
             current: Claim = found
             if current.node != self.node_id:
                 raise NotHeldHereError(namespace, service, current.node)
-            try:
-                with self._io():
-                    result = self._update(
-                        keys=[self._name_key(kjson), self._k("events"), self._k("seq")],
-                        args=[self.prefix, current.token, meta, self.feed_maxlen, kjson,
-                              self.node_id, current.inc],
-                    )
-            except redis.RedisError as error:
-                raise self._unavailable(error, "update_metadata") from error
+            with self._io("update_metadata"):
+                result = self._update(
+                    keys=[self._name_key(kjson), self._k("events"), self._k("seq")],
+                    args=[self.prefix, current.token, meta, self.feed_maxlen, kjson,
+                          self.node_id, current.inc],
+                )
             tag = _text(result[0])
             if tag == "ok":
-                self._note_write_ok()
+                self._store.write_ok()
                 seq = int(result[1])
-                self._note_own_write(kjson, seq)
-                if self.get(namespace, service) is not current:
+                replica.note_own_write(kjson, seq)
+                if replica.get(namespace, service) is not current:
                     # its actor died (or the copy changed) while we waited
                     raise NotRegisteredError(namespace, service, "its actor stopped meanwhile")
                 updated = attrs.evolve(current, metadata=metadata, flat=is_flat(metadata),
                                        rev=seq)
-                self._put(updated)
+                replica.put(updated)
                 return updated
             if tag == "gone":
-                if self._drop(current):
-                    self._publish(Unregistered(namespace, service, current.actor_ref,
-                                               UnregisterReason("expired")))
+                replica.gone(current)
                 raise NotRegisteredError(namespace, service, "it is no longer held")
             if tag == "lapsed":  # our claim is of an older lease: claim again, retry
                 self._recover()
                 continue
             # moved: another claim holds the name now
-            holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
+            holder = holder_record(result, kjson)
             if holder is None:
                 raise NotRegisteredError(namespace, service,
                                          "its record in Redis cannot be read")
             if holder.node == self.node_id:  # another claim of ours: the copy was stale
-                self._adopt(holder, holder.rev, self.get(namespace, service))
+                replica.adopt(holder, holder.rev, replica.get(namespace, service))
                 continue
-            self._learn(holder)
+            replica.learn(holder)
             raise NotRegisteredError(namespace, service,
                                      f"this process lost it to node {holder.node}")
         raise NotRegisteredError(namespace, service, "the name keeps changing hands")
 
-    def remove_actor(self, actor_ref: Any) -> list[Entry]:
-        """A local actor died: drop its names from the local copy at once.
+    def remove_actor(self, actor_ref: Any,
+                     reason: Optional[UnregisterReason] = None) -> list[Entry]:
+        """A local actor died (``reason``: why; ``None``: from its death
+        record): drop its names from the local copy at once.
 
         Runs in the dying actor's thread, under the registry's write lock: no
-        I/O, no waiting. The deletes in Redis are queued and sent by the
-        server thread (:meth:`_flush_releases`, through ``context.submit``);
-        if Redis is out of reach they are retried with the lease thread's
-        recovery. Returns only this node's entries (another registry's names
-        of the same actor are that registry's business). Never raises."""
-        urn = actor_ref.actor_urn
-        self._named_urns.discard(urn)
-        if urn not in self._local_refs:
+        I/O, no waiting. The deletes in Redis (carrying the reason to the
+        other processes) are queued and sent by the server thread
+        (:meth:`_flush_releases`, through ``context.submit``); if Redis is
+        out of reach they are retried with the lease thread's recovery.
+        Returns only this node's entries (another registry's names of the
+        same actor are that registry's business). Never raises."""
+        entries = self._replica.remove_local(actor_ref)
+        if not entries:
             return []
-        with self._lock:
-            entries = [e for e in self._held_by(urn) if e.node == self.node_id]
-            for entry in entries:
-                self._forget(entry)
-        reason = _deathwatch.death_reason(actor_ref)
-        why, err = ("crashed", _brief(reason)[:500]) if reason is not None else ("stopped", "")
-        self._queue_release([(entry, why, err) for entry in entries])
-        return entries
+        if reason is None:
+            reason = UnregisterReason.from_death(_deathwatch.death_reason(actor_ref))
+        err = _brief(reason.exception)[:500] if reason.exception is not None else ""
+        self._queue_release([(entry, reason.kind, err) for entry in entries])
+        return list(entries)
 
-    def _queue_release(self, items: list[tuple[Claim, str, str]]) -> None:
+    def _queue_release(self, items: list[Release]) -> None:
         """Delete these claims in Redis soon, from the server thread. Any
         thread; never blocks."""
         if not items:
@@ -1060,9 +777,9 @@ class RedisBackend(LocalTables, Backend):
         self._releases.extend(items)
         if not self._release_queued and not self._closed:
             self._release_queued = True
-            self._ctx.submit(self._flush_releases)
+            self._ctx.submit(self._submitted(self._flush_releases))
 
-    def _flush_releases(self, state: Any = None) -> None:
+    def _flush_releases(self) -> None:
         """Send the queued deletes (server thread, write lock held; released
         for the round trip). What fails waits in ``_orphans`` for recovery."""
         self._release_queued = False
@@ -1075,178 +792,20 @@ class RedisBackend(LocalTables, Backend):
             self._delete_in_redis(items)
         except RegistryUnavailableError:
             self._orphans.extend(items)
-            self._needs_recover = True
+            self._node.needs_recover = True
 
-    # -- reads (any thread) ------------------------------------------------------------------
-
-    def owns(self, actor_ref: Any) -> bool:
-        return actor_ref.actor_urn in self._local_refs
-
-    def health(self) -> Mapping[str, Any]:
-        now = time.monotonic()
-        lease_age = now - self._lease_ok_at
-        problems = []
-        if not self._connected:
-            problems.append(f"Redis out of reach ({self._last_error})")
-        if self._lapsed or lease_age > self.lease_ttl:
-            problems.append("this node's lease lapsed or is not confirmed")
-        if self._write_error:
-            problems.append(f"Redis refuses writes ({self._write_error})")
-        if self._orphans:
-            problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
-        if now - self._feed_problem_at < self._FEED_ALERT_S:
-            problems.append(f"change feed: {self._feed_problem} (someone else writes to "
-                            f"{self._k('events')}?)")
-        if self._closed:
-            problems.append("closed")
-        return {
-            "status": "degraded" if problems else "healthy",
-            "problems": problems,
-            "node_id": self.node_id,
-            "url": safe_url(self.url),
-            "prefix": self.prefix,
-            "connected": self._connected,
-            "lease_age_s": round(lease_age, 3),
-            "entries": self._total,
-            "namespaces": len(self._names),
-            "feed_seq": self._feed_seq,
-            "resyncs": self.resyncs,
-            "recoveries": self.recoveries,
-            "lost_names": self.lost_names,
-            "signed": self._secret is not None,
-            "writable": not self._write_error,
-            "messages_delivered": self._messenger.delivered if self._messenger else 0,
-            "messages_dropped": self._messenger.dropped if self._messenger else 0,
-        }
-
-    # -- applying remote changes (server thread, through context.submit) -------------------
-
-    def _publish_change(self, old: Optional[Claim], new: Claim) -> None:
-        key = (new.namespace, new.service)
-        if old is not None and old.actor_ref.actor_urn == new.actor_ref.actor_urn:
-            self._publish(MetadataUpdated(key[0], key[1], new.actor_ref, new.metadata))
-            return
-        if old is not None:
-            self._publish(Unregistered(key[0], key[1], old.actor_ref,
-                                       UnregisterReason("expired")))
-        self._publish(Registered(key[0], key[1], new.actor_ref, new.metadata))
-
-    def _lose(self, entry: Claim, holder: Optional[Claim]) -> None:
-        """``entry`` (ours) is held by another node now: report it lost."""
-        logger.warning(
-            "%s: lost the name %r in namespace %r (held by %s) to node %s",
-            self.node_id, entry.service, entry.namespace, entry.actor_ref,
-            holder.node if holder else "?")
-        self.lost_names += 1
-        if holder is not None:
-            self._put(holder)
-        else:
-            self._drop(entry)
-        self._publish(Unregistered(entry.namespace, entry.service, entry.actor_ref, LOST))
-        if holder is not None:
-            self._publish(Registered(holder.namespace, holder.service, holder.actor_ref,
-                                     holder.metadata))
-
-    def _note_own_write(self, kjson: str, seq: int) -> None:
-        """Remember an own write until the feed has passed it (server thread)."""
-        self._write_count += 1
-        self._own_pending[kjson] = seq
-        self._own_writes_at[kjson] = self._write_count
-        self._pending_order.append((seq, kjson))
-
-    def _forget_own_writes(self, upto: int) -> None:
-        """The feed has passed ``upto``: own writes up to there need no guard."""
-        order, pending = self._pending_order, self._own_pending
-        while order and order[0][0] <= upto:
-            seq, kjson = order.popleft()
-            if pending.get(kjson) == seq:
-                del pending[kjson]
-                self._own_writes_at.pop(kjson, None)
-
-    def _apply_events(self, batch: list[tuple[int, Record]], upto: int, state: Any) -> None:
-        """Apply checked feed events (server thread), each on its own (one that
-        fails is logged and skipped, the others still apply), then forget own
-        writes the feed has passed (``upto``: the last sequence number read)."""
-        recover = False
-        for seq, record in batch:
-            try:
-                recover = self._apply_event(seq, record) or recover
-            except Exception:  # a bug must not drop the other changes of the batch
-                logger.exception("%s: could not apply change %d of %r; skipped", self.node_id,
-                                 seq, record.key)
-        self._forget_own_writes(upto)
-        if recover:
-            self._recover()
-
-    def _apply_event(self, seq: int, record: Record) -> bool:
-        """Apply one change; True if this node must claim names again."""
-        key = record.key
-        pending = self._own_pending.get(record.kjson)
-        if pending is not None and seq <= pending:
-            return False  # our own write, or older than it
-        current = self.get(*key)
-        if current is not None and current.rev >= seq:
-            return False
-        if record.op in ("set", "upd"):
-            if record.node == self.node_id:
-                self._adopt(record, seq, current)
-                return False
-            claim = self._remote_claim(record, seq)
-            if current is not None and current.node == self.node_id:
-                self._lose(current, claim)
-                return False
-            self._put(claim)
-            self._publish_change(current, claim)
-            return False
-        # del
-        if current is None or current.token != record.token or current.node != record.node or \
-                (current.node != self.node_id and current.inc != record.inc):
-            return False
-        why = record.why
-        if current.node == self.node_id and why == "expired":
-            # Our lease lapsed and another node cleared our names: claim them
-            # again (if still free) instead of dropping them.
-            self._put(attrs.evolve(current, inc=""))
-            return True
-        actor_ref = current.actor_ref
-        if isinstance(actor_ref, RemoteActorRef):
-            # Before the drop: a reader who sees the name gone must also see
-            # the remote ref dead.
-            link = actor_ref._link
-            if why == "expired":
-                link.node.lapsed = True
-            elif why in ("stopped", "crashed", "node_stopped"):
-                link.mark_dead()
-        self._drop(current)
-        error = RemoteActorError(record.error) if why == "crashed" else None
-        self._publish(Unregistered(key[0], key[1], actor_ref, UnregisterReason(why, error)))
-        return False
-
-    def _adopt(self, record: Record, seq: int, current: Optional[Claim]) -> None:
-        """A claim by this node that the local copy does not know (a write whose
-        answer was lost): keep it if its actor lives, else delete it."""
-        key = record.key
-        actor_ref = self._find_actor(record.urn)
-        if actor_ref is not None and record.inc == self._inc:
-            claim = self._own_claim(key, actor_ref, record.metadata, record.token, seq)
-            self._put(claim)
-            self._publish_change(current, claim)
-            return
-        orphan = Claim(key[0], key[1], _Urn(record.urn), {}, True, node=self.node_id,
-                       inc=record.inc, token=record.token, rev=seq)
-        self._queue_release([(orphan, "stopped", "")])
-
-    def _recover(self, state: Any = None) -> None:
+    def _recover(self) -> None:
         """Take a new lease if ours lapsed, claim again every name of a live
         local actor whose claim is not current, report those taken by others,
         retry deletes that failed. Server thread; idempotent."""
         self._recover_queued = False
         if self._closed:
             return
+        store = self._store
         try:
-            with self._io():
-                if _text(self._r.get(self._k("node", self.node_id))) != self._inc:
-                    if self._inc:
+            with self._io("recover"):
+                if not store.lease_current():
+                    if store.inc:
                         logger.warning("%s: the lease lapsed (paused, or Redis lost it): "
                                        "taking a new one and claiming our names again",
                                        self.node_id)
@@ -1256,430 +815,83 @@ class RedisBackend(LocalTables, Backend):
                 orphans = list(self._orphans)
                 self._delete_in_redis(orphans)
                 del self._orphans[:len(orphans)]
-            with self._lock:
-                todo = [entry for services in self._names.values()
-                        for entry in services.values()
-                        if entry.node == self.node_id and entry.inc != self._inc]
+            todo = self._replica.stale_own()
             if todo:
                 self._reclaim(todo)
-            self._needs_recover = False
-            self._connected = True
-        except (redis.RedisError, RegistryUnavailableError) as error:
-            if isinstance(error, redis.RedisError):
-                self._note_error(error)
-            self._needs_recover = True
+            self._node.needs_recover = False
+            store.connected = True
+        except RegistryUnavailableError:
+            self._node.needs_recover = True
 
     def _reclaim(self, todo: list[Claim]) -> None:
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._store.r.pipeline(transaction=False)
         for entry in todo:
             kjson = key_json(entry.namespace, entry.service)
-            self._claim(
-                keys=[self._name_key(kjson), self._k("names"), self._k("events"),
-                      self._k("seq"), self._k("node", self.node_id),
-                      self._k("held", self.node_id)],
-                args=[self.prefix, self.node_id, self._inc, entry.actor_ref.actor_urn,
-                      entry.actor_class, _dumps(entry.metadata), kjson, entry.token,
-                      self.feed_maxlen],
-                client=pipe,
-            )
-        with self._io():
+            self._claim(**self._claim_args(kjson, entry.actor_ref.actor_urn, entry.actor_class,
+                                           _dumps(entry.metadata), entry.token), client=pipe)
+        with self._io("recover"):
             results = pipe.execute(raise_on_error=False)
         for entry, result in zip(todo, results):
             if isinstance(result, Exception):
-                self._note_error(result)
-                self._needs_recover = True
+                self._store.note(result)
+                self._node.needs_recover = True
                 continue
             tag = _text(result[0])
-            key = (entry.namespace, entry.service)
-            kjson = key_json(*key)
-            still = self.get(*key) is entry  # else its actor died during the round trip
             if tag == "ok":
-                self._note_write_ok()
-                seq = int(result[1])
-                self._note_own_write(kjson, seq)
-                if still:
-                    self._put(attrs.evolve(entry, inc=self._inc, token=seq, rev=seq))
-                else:
-                    self._queue_release([(attrs.evolve(entry, token=seq), "stopped", "")])
+                self._store.write_ok()
+                self._replica.reclaimed(entry, int(result[1]))
             elif tag == "held":
-                holder = _checked(_holder(result), "the holder of a name", kjson=kjson)
-                if not still:
-                    if holder is not None and holder.node != self.node_id:
-                        self._learn(holder)
-                elif holder is None:
-                    self._lose(entry, None)
-                elif holder.node == self.node_id:
-                    self._drop(entry)
-                else:
-                    self._lose(entry, self._remote_claim(holder))
+                kjson = key_json(entry.namespace, entry.service)
+                self._replica.not_reclaimed(entry, holder_record(result, kjson))
             else:
-                self._needs_recover = True
+                self._node.needs_recover = True
 
-    def _submit_recover(self) -> None:
-        if not self._recover_queued and not self._closed:
-            self._recover_queued = True
-            self._ctx.submit(self._recover)
+    # -- reads (any thread) ------------------------------------------------------------------
 
-    # -- snapshots -------------------------------------------------------------------------
+    # get, services, entries, keys_of, namespaces: LocalTables's, over the
+    # replica's tables (see __init__).
 
-    def _read_snapshot(self) -> _Snapshot:
-        """Every live name record (malformed ones skipped with a warning),
-        with the counter, epoch and stream position they are current at."""
-        writes_before = self._write_count
-        raw = self._snapshot(keys=[self._k("names"), self._k("seq"), self._k("epoch"),
-                                   self._k("events")], args=[self.prefix])
-        flat = raw[2]
-        width = len(_ROW_FIELDS)
-        records = []
-        for i in range(0, len(flat) - width + 1, width):
-            record = _checked(dict(zip(_ROW_FIELDS, flat[i:i + width])), "a name record")
-            if record is not None:
-                records.append(record)
-        return _Snapshot(_counter(raw[0]), _text(raw[1]), tuple(records),
-                         tuple(_text(n) for n in raw[3]), _text(raw[4]) or "0-0",
-                         writes_before)
+    def count(self, namespace: Optional[Hashable] = None) -> int:
+        return self._replica.count(namespace)
 
-    def _install_snapshot(self, snapshot: _Snapshot) -> None:
-        """At start: fill the empty local copy (no server, no listeners yet)."""
-        for record in snapshot.records:
-            if record.node != self.node_id:
-                self._put(self._remote_claim(record))
-        self._feed_seq = snapshot.seq
-        self._feed_id = snapshot.feed_id
+    def owns(self, actor_ref: Any) -> bool:
+        return actor_ref.actor_urn in self._replica.local_refs
 
-    def _apply_snapshot(self, snapshot: _Snapshot, lost: bool, state: Any) -> None:
-        """Make the local copy equal to ``snapshot`` (server thread): publish
-        the differences, report own names taken by others, claim again own
-        names that vanished.
+    def health(self) -> Mapping[str, Any]:
+        store, node, replica = self._store, self._node, self._replica
+        now = time.monotonic()
+        lease_age = now - store.lease_ok_at
+        problems = []
+        if not store.connected:
+            problems.append(f"Redis out of reach ({store.last_error})")
+        if store.lapsed or lease_age > self.lease_ttl:
+            problems.append("this node's lease lapsed or is not confirmed")
+        if store.write_error:
+            problems.append(f"Redis refuses writes ({store.write_error})")
+        if self._orphans:
+            problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
+        if now - node.feed_problem_at < self._FEED_ALERT_S:
+            problems.append(f"change feed: {node.feed_problem} (someone else writes to "
+                            f"{self._k('events')}?)")
+        if self._closed:
+            problems.append("closed")
+        return {
+            "status": "degraded" if problems else "healthy",
+            "problems": problems,
+            "node_id": self.node_id,
+            "url": safe_url(self.url),
+            "prefix": self.prefix,
+            "connected": store.connected,
+            "lease_age_s": round(lease_age, 3),
+            "entries": replica.count(),
+            "namespaces": len(replica.namespaces()),
+            "feed_seq": replica.feed_seq,
+            "resyncs": replica.resyncs,
+            "recoveries": self.recoveries,
+            "lost_names": replica.lost_names,
+            "signed": self._secret is not None,
+            "writable": not store.write_error,
+            "messages_delivered": self._messenger.delivered if self._messenger else 0,
+            "messages_dropped": self._messenger.dropped if self._messenger else 0,
+        }
 
-        ``lost``: Redis lost data (restart without persistence, flush, failover
-        that lost writes): the counter restarted, so every token, revision and
-        own-write guard from before means nothing in the new numbering and is
-        discarded here; only own writes made after the snapshot was read stay
-        protected."""
-        self.resyncs += 1
-        if lost:
-            fresh = {kjson for kjson, w in self._own_writes_at.items()
-                     if w > snapshot.writes_before}
-            self._own_pending = {k: v for k, v in self._own_pending.items() if k in fresh}
-            self._own_writes_at = {k: v for k, v in self._own_writes_at.items() if k in fresh}
-            self._pending_order = collections.deque(
-                (seq, k) for seq, k in self._pending_order if k in fresh)
-            protected = {key_from_json(kjson) for kjson in fresh}
-        else:
-            self._forget_own_writes(snapshot.seq)
-            protected = {key_from_json(kjson) for kjson in self._own_pending}
-        rows = {record.key: record for record in snapshot.records}
-        with self._lock:
-            local = [entry for services in self._names.values() for entry in services.values()]
-        recover = False
-        for entry in local:
-            key = (entry.namespace, entry.service)
-            if key in rows or key in protected:
-                continue
-            if entry.node == self.node_id:
-                self._put(attrs.evolve(entry, inc="", token=0, rev=0) if lost
-                          else attrs.evolve(entry, inc=""))
-                recover = True
-            elif self._drop(entry):
-                self._publish(Unregistered(key[0], key[1], entry.actor_ref,
-                                           UnregisterReason("expired")))
-        for key, row in rows.items():
-            if key in protected:
-                continue
-            try:
-                recover = self._apply_row(row, lost) or recover
-            except Exception:  # one record must not stop the others
-                logger.exception("%s: could not apply the record of %r; skipped",
-                                 self.node_id, key)
-        if recover or self._needs_recover:
-            self._recover()
-
-    def _apply_row(self, row: Record, lost: bool) -> bool:
-        """Make one name equal to its snapshot record; True if this node must
-        claim names again."""
-        key = row.key
-        current = self.get(*key)
-        if row.node == self.node_id:
-            if current is not None and current.node == self.node_id and \
-                    current.actor_ref.actor_urn == row.urn and \
-                    (lost or current.token == row.token):
-                if (current.inc, current.token, current.rev) != (row.inc, row.token, row.rev):
-                    self._put(attrs.evolve(current, inc=row.inc, token=row.token, rev=row.rev))
-                return row.inc != self._inc
-            self._adopt(row, row.rev, current)
-            return False
-        if current is not None and (current.node, current.inc, current.token, current.rev,
-                                    current.actor_ref.actor_urn) == \
-                (row.node, row.inc, row.token, row.rev, row.urn):
-            return False  # (the incarnation tells claims apart across a data loss)
-        claim = self._remote_claim(row)
-        if current is not None and current.node == self.node_id:
-            self._lose(current, claim)
-            return False
-        if lost and current is not None and current.node == row.node and \
-                current.actor_ref.actor_urn == row.urn and current.metadata == row.metadata:
-            self._put(claim)  # the same claim, renumbered: no event
-            return False
-        self._put(claim)
-        self._publish_change(current, claim)
-        return False
-
-    # -- threads -----------------------------------------------------------------------------
-
-    def _lease_loop(self) -> None:
-        """Refresh the lease every ``lease_ttl / 3`` (and check that Redis
-        accepts writes); watch other nodes' leases every
-        ``min(lease_ttl / 3, 0.5)`` s; ask the server to recover when needed."""
-        tick = min(self.lease_ttl / 3, 0.5)
-        every = self.lease_ttl / 3
-        ttl_ms = int(self.lease_ttl * 1000)
-        next_refresh = time.monotonic() + every
-        while not self._stopping.wait(max(0.0, min(tick, next_refresh - time.monotonic()))):
-            try:
-                now = time.monotonic()
-                if now >= next_refresh:
-                    next_refresh = now + every
-                    self._refresh_lease(now, ttl_ms)
-                self._watch_nodes()
-                self._connected = True
-            except redis.RedisError as error:
-                self._note_error(error)
-                self._needs_recover = True
-                continue
-            except Exception:  # pragma: no cover - a bug must not kill the lease
-                logger.exception("%s: lease thread error", self.node_id)
-                continue
-            if self._needs_recover or self._orphans:
-                self._submit_recover()
-
-    def _refresh_lease(self, now: float, ttl_ms: int) -> None:
-        ok, epoch, seq = self._refresh(
-            keys=[self._k("node", self.node_id), self._k("nodeinfo", self.node_id),
-                  self._k("epoch"), self._k("seq")],
-            args=[self._inc, ttl_ms],
-        )
-        counter = _counter(seq)
-        if _text(epoch) != self._epoch or counter < self._feed_seq:
-            # Redis lost data (restart, failover, flush): re-read, re-assert.
-            self._data_lost = True
-            self._resync_requested = True
-            self._needs_recover = True
-            self._wake_receiver()
-            return
-        if not ok:
-            if not self._lapsed:
-                logger.warning("%s: this node's lease lapsed", self.node_id)
-            self._lapsed = True
-            self._needs_recover = True
-            return
-        self._lease_ok_at = now
-        self._lapsed = False
-        # The refresh only extends keys, which Redis allows even when it
-        # refuses writes (at maxmemory, say): probe with a real write.
-        try:
-            self._r.set(self._k("nodeinfo", self.node_id), self._nodeinfo, xx=True, px=ttl_ms)
-        except redis.ResponseError as error:
-            self._note_write_error(error)
-        else:
-            self._note_write_ok()
-        # A feed that does not advance for a while although the counter is
-        # ahead (its reader is stuck behind an entry someone else appended):
-        # re-read everything. Not while a re-read is due or running (the
-        # reader does not advance then, by design).
-        feed_seq = self._feed_seq
-        if counter <= feed_seq or feed_seq != self._stalled_at_seq or \
-                self._resync_requested or self._resyncing:
-            self._stalled_at_seq = feed_seq if counter > feed_seq else -1
-            self._stalled_since = now
-        elif now - self._stalled_since >= self._STALL_S:
-            self._note_feed_problem("the change feed stopped advancing")
-            self._resync_requested = True
-            self._stalled_since = now
-            self._wake_receiver()
-
-    def _note_feed_problem(self, what: str) -> None:
-        self._feed_problem = what
-        self._feed_problem_at = time.monotonic()
-
-    def _watch_nodes(self) -> None:
-        with self._lock:
-            nodes = list(self._node_refs)
-        if not nodes:
-            return
-        values = self._r.mget([self._k("node", node) for node, _ in nodes])
-        lapsed = set()
-        for (node, inc), value in zip(nodes, values):
-            if _text(value) != inc:
-                link = self._node_links.get((node, inc))
-                if link is not None:
-                    link.lapsed = True
-                lapsed.add(node)
-        for node in lapsed:
-            assert self._messenger is not None
-            self._messenger.node_lapsed(node)
-        self._reap_nodes(lapsed)
-
-    def _receive_loop(self) -> None:
-        """Read the change stream and this node's inbox until close()."""
-        assert self._messenger is not None
-        messenger = self._messenger
-        events_key = self._k("events")
-        inbox_key = self._k("inbox", self.node_id)
-        inbox_id: Union[str, bytes] = "0-0"
-        check = False
-        backoff = 0.05
-        while not self._stopping.is_set():
-            try:
-                if check or self._resync_requested:
-                    self._check_and_resync(force=self._resync_requested)
-                    check = False
-                reply = self._rx.xread({events_key: self._feed_id, inbox_key: inbox_id},
-                                       count=1000, block=_BLOCK_MS)
-                backoff = 0.05
-            except redis.RedisError as error:
-                if self._stopping.is_set():
-                    break
-                check = True
-                if isinstance(error, redis.ResponseError):
-                    # the stream key is not a stream (or another refusal): re-read
-                    self._note_feed_problem(f"reading the change feed failed: {error}")
-                    self._resync_requested = True
-                else:
-                    self._note_error(error)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 0.5)
-                continue
-            except Exception:  # pragma: no cover - a bug must not kill the receiver
-                logger.exception("%s: receiver error", self.node_id)
-                check = True
-                self._stopping.wait(0.5)
-                continue
-            streams = reply.items() if isinstance(reply, dict) else (reply or ())
-            for stream, entries in streams:
-                if _text(stream) == events_key:
-                    self._take_events(entries)
-                else:
-                    done = []
-                    for entry_id, fields in entries:
-                        inbox_id = entry_id
-                        done.append(entry_id)
-                        blob = fields.get(b"m")
-                        if blob is not None:
-                            messenger.handle(blob)
-                    if done:
-                        try:
-                            self._rx.xdel(inbox_key, *done)
-                        except redis.RedisError:
-                            check = True
-            messenger.sweep()
-
-    def _take_events(self, entries: Any) -> None:
-        """Check the sequence of feed entries, parse and validate each, and
-        pass the good ones to the server thread; own writes it has applied
-        already are dropped here (receiver thread). A malformed entry is
-        skipped alone, with a warning."""
-        batch: list[tuple[int, Record]] = []
-        first = self._feed_seq
-        own_pending = self._own_pending
-        for entry_id, fields in entries:
-            try:
-                seq = _number({"s": fields.get(b"s")}, "s")
-            except ValueError:
-                self._feed_id = entry_id
-                self._note_feed_problem("skipped a change feed entry without a sequence number")
-                logger.warning("%s: ignoring a foreign entry %s in the change feed", self.node_id,
-                               _text(entry_id))
-                continue
-            if seq <= self._feed_seq:
-                # Redis lost data (the counter restarted), or a foreign entry:
-                # the check that follows tells which.
-                self._feed_id = entry_id
-                self._suspect = "skipped a change feed entry out of sequence"
-                self._resync_requested = True
-                continue
-            if seq != self._feed_seq + 1:
-                logger.info("%s: change feed gap (%d -> %d): re-reading every name",
-                            self.node_id, self._feed_seq, seq)
-                self._resync_requested = True
-                break
-            self._feed_id = entry_id
-            self._feed_seq = seq
-            try:
-                raw = json.loads(fields[b"e"])
-            except (KeyError, TypeError, ValueError, RecursionError):
-                raw = None
-            if not isinstance(raw, dict):
-                self._note_feed_problem(f"skipped a malformed change event ({seq})")
-                logger.warning("%s: ignoring a malformed change event %d", self.node_id, seq)
-                continue
-            if own_pending.get(str(raw.get("k"))) == seq:
-                continue  # our own write, applied when it was made
-            record = _checked(raw, "a change event", rev=seq, event=True)
-            if record is None:
-                self._note_feed_problem(f"skipped a malformed change event ({seq})")
-                continue
-            batch.append((seq, record))
-        if self._feed_seq == first:
-            return
-        if batch or len(self._pending_order) > 256:
-            self._ctx.submit(functools.partial(self._apply_events, batch, self._feed_seq))
-
-    def _check_and_resync(self, force: bool) -> None:
-        """After an error or a request: re-read everything if Redis lost data
-        (epoch changed, counter went back) or a gap was seen (receiver thread).
-        Re-reads are rate-limited (``_RESYNC_INTERVAL_S`` apart): a feed that
-        keeps needing them degrades ``health()`` instead of burning CPU."""
-        self._resync_requested = False
-        self._resyncing = True
-        try:
-            self._resync(force)
-        finally:
-            self._resyncing = False
-
-    def _resync(self, force: bool) -> None:
-        if force:
-            now = time.monotonic()
-            times = self._resync_times
-            times.append(now)
-            recent = sum(1 for t in times if now - t < 10.0)
-            if recent >= 10:  # a pair after a Redis restart is normal; a stream is not
-                self._note_feed_problem(f"{recent} re-reads of every name in 10 s "
-                                        f"(rate-limited to one per {self._RESYNC_INTERVAL_S} s)")
-            wait = self._last_resync + self._RESYNC_INTERVAL_S - now
-            if wait > 0 and self._stopping.wait(wait):
-                return
-        # Checked after the wait: what Redis holds now is what the snapshot reads.
-        epoch = _text(self._r.get(self._k("epoch")))
-        seq = _counter(self._r.get(self._k("seq")))
-        lost = self._data_lost or not epoch or epoch != self._epoch or seq < self._feed_seq
-        if self._suspect and not lost:
-            self._note_feed_problem(self._suspect)
-        self._suspect = ""
-        self._connected = True
-        if not (force or lost):
-            return
-        if lost:
-            self._needs_recover = True
-        self._data_lost = False
-        self._last_resync = time.monotonic()
-        snapshot = self._read_snapshot()
-        lost = lost or snapshot.epoch != epoch or snapshot.seq < seq
-        if snapshot.epoch and snapshot.epoch != self._epoch:
-            self._epoch = snapshot.epoch
-        self._feed_seq = snapshot.seq
-        self._feed_id = snapshot.feed_id
-        self._ctx.submit(functools.partial(self._apply_snapshot, snapshot, lost))
-        self._reap_nodes(snapshot.dead_nodes)
-
-
-class _Urn:
-    """Stands in for an actor ref when only its URN is known (an orphan claim)."""
-
-    __slots__ = ("actor_urn",)
-
-    def __init__(self, urn: str) -> None:
-        self.actor_urn = urn
-
-    def is_alive(self) -> bool:
-        return False

@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 import attrs
 
 from pykka_registry._errors import InvalidMetadataError
+from pykka_registry._events import KIND_LEFT, KIND_LOST, KIND_UNREGISTERED, KINDS
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -48,11 +49,16 @@ __all__ = [
     "Key",
     "Layout",
     "Record",
+    "Snapshot",
+    "as_text",
     "checked",
+    "holder_record",
     "key_from_json",
     "key_json",
     "parse_record",
+    "parse_snapshot",
     "safe_url",
+    "tuples",
 ]
 
 logger = logging.getLogger("pykka_registry.redis")
@@ -275,8 +281,8 @@ class Record:
 
 
 _OPS = ("set", "upd", "del")
-_WHYS = frozenset({"unregistered", "stopped", "crashed", "namespace_stopped", "expired",
-                   "node_stopped"})
+#: The reasons a delete event may carry (every kind but those no delete has).
+_WHYS = KINDS - {KIND_LEFT, KIND_LOST}
 
 
 def _field(raw: Mapping[str, Any], name: str, default: Optional[str] = None) -> str:
@@ -331,7 +337,7 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
     record_rev = rev if rev is not None and "rev" not in raw else _number(raw, "rev")
     inc, urn = _field(raw, "inc", ""), _field(raw, "urn", "")
     if op == "del":
-        why = _field(raw, "why", "unregistered") or "unregistered"
+        why = _field(raw, "why", KIND_UNREGISTERED) or KIND_UNREGISTERED
         if why not in _WHYS:
             raise ValueError(f"unknown reason {_brief(why)}")
         return Record(key, text, op, node, inc, token, record_rev, urn, "", {}, why,
@@ -364,9 +370,39 @@ def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
 _HOLDER = ("node", "inc", "tok", "urn", "cls", "meta", "rev")
 
 
-def _holder(result: Any) -> dict[str, str]:
-    """The holder fields a script returned after its tag."""
-    return dict(zip(_HOLDER, (_text(v) for v in result[1:])))
+def holder_record(result: Any, kjson: str) -> Optional[Record]:
+    """The checked record of the holder of name ``kjson`` that a script
+    returned after its tag (``result[1:]``), or None (logged) if it cannot
+    be read."""
+    raw = dict(zip(_HOLDER, (_text(v) for v in result[1:])))
+    return _checked(raw, "the holder of a name", kjson=kjson)
+
+
+@attrs.define(frozen=True)
+class Snapshot:
+    """Every live name record read at once, with the counter, epoch and
+    stream position they are current at. Immutable."""
+
+    seq: int
+    epoch: str
+    records: tuple[Record, ...]
+    dead_nodes: tuple[str, ...]
+    feed_id: str  # the change stream's last id when the snapshot was taken
+    writes_before: int  # own writes made before the snapshot was read
+
+
+def parse_snapshot(raw: Any, writes_before: int) -> Snapshot:
+    """The ``SNAPSHOT`` script's answer, every row checked (a malformed one
+    is skipped with a warning)."""
+    flat = raw[2]
+    width = len(ROW_FIELDS)
+    records = []
+    for i in range(0, len(flat) - width + 1, width):
+        record = _checked(dict(zip(ROW_FIELDS, flat[i:i + width])), "a name record")
+        if record is not None:
+            records.append(record)
+    return Snapshot(_counter(raw[0]), _text(raw[1]), tuple(records),
+                    tuple(_text(n) for n in raw[3]), _text(raw[4]) or "0-0", writes_before)
 
 
 def _counter(value: Any) -> int:
@@ -377,6 +413,18 @@ def _counter(value: Any) -> int:
         return 0
 
 
+def as_text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded as UTF-8 (bad bytes replaced),
+    ``None`` as ``""``."""
+    return _text(value)
+
+
+def tuples(value: Any) -> Any:
+    """A JSON value with every array turned into a tuple, nested (how a
+    name part is read back from its JSON text)."""
+    return _untuple(value)
+
+
 # The helpers the backend's other modules share (private to the package).
 brief = _brief
 text = _text
@@ -385,6 +433,5 @@ key_problem = _key_problem
 json_object = _json_object
 dumps = _dumps
 checked = _checked
-holder = _holder
 counter = _counter
 number = _number

@@ -1,0 +1,291 @@
+"""The Redis backend's side of the wire: its Redis clients, its scripts, the
+node's lease, sending and receiving message blobs, reading snapshots, and
+the one map from Redis errors to registry errors.
+
+Every method here talks to Redis (or closes the clients); none touches the
+local copy (:mod:`._replica`).
+
+Guarantees
+----------
+* **Bounded calls.** Every client has the socket timeout ``io_timeout``
+  (the blocking clients of ``XREAD`` and ``BLPOP``: one block of
+  :data:`BLOCK_MS` more) and no retries of its own: a call fails within its
+  timeout.
+* **One error map.** :meth:`Store.failure` is the only place where a Redis
+  error becomes a :class:`RegistryUnavailableError`: an error *reply*
+  (``maxmemory``, a read-only replica, an ACL refusal) is reported as a
+  refusal and keeps ``health()`` degraded until a write succeeds
+  (:meth:`Store.write_ok`); any other error means Redis is out of reach.
+  :meth:`Store.note` records an error for ``health()`` the same way, for
+  the threads that do not raise.
+* **Leases.** :meth:`Store.take_lease` takes a new incarnation (refused if
+  another live node uses the node id) and tells whether Redis lost data
+  since the last one (the epoch changed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any, Optional
+
+from pykka_registry._errors import RegistryUnavailableError
+from pykka_registry._events import KIND_EXPIRED, KIND_NODE_STOPPED
+from pykka_registry.backends.redis._schema import Layout, Snapshot, parse_snapshot, safe_url
+from pykka_registry.backends.redis._schema import counter as _counter
+from pykka_registry.backends.redis._schema import text as _text
+from pykka_registry.backends.redis._scripts import Scripts
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as _error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
+    ) from _error
+
+__all__ = ["BLOCK_MS", "RedisError", "Store"]
+
+BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
+_REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
+
+#: What every Redis call may raise (re-exported so that callers need not import redis).
+RedisError = redis.RedisError
+
+
+class Store:
+    """One node's connection to Redis. Written by the thread that calls it
+    (the flags below are plain attributes, read by ``health()`` anywhere)."""
+
+    def __init__(self, url: str, layout: Layout, node_id: str, lease_ttl: float,
+                 feed_maxlen: int, inbox_maxlen: int, redis_kwargs: dict[str, Any]) -> None:
+        self.url = url
+        self.layout = layout
+        self.prefix = layout.prefix
+        self.node_id = node_id
+        self.lease_ttl = lease_ttl
+        self.feed_maxlen = feed_maxlen
+        self.inbox_maxlen = inbox_maxlen
+        self.redis_kwargs = redis_kwargs
+        self.io_timeout = 1.0
+        self.r: Any = None  # every call but the two blocking ones
+        self.rx: Any = None  # the receiver's XREAD
+        self.rb: Any = None  # askers' BLPOP
+        self.scripts: Any = None
+        self.inc = ""  # the lease's incarnation
+        self.epoch = ""
+        self.nodeinfo = ""
+        self.lease_ok_at = 0.0
+        self.lapsed = False
+        self.connected = False
+        self.last_error = ""
+        self.write_error = ""  # the last error reply to a write, until one succeeds
+
+    def k(self, *parts: str) -> str:
+        return self.layout.key(*parts)
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def connect(self, io_timeout: float) -> None:
+        """Make the clients and register the scripts (no round trip yet)."""
+        self.io_timeout = io_timeout
+        options: dict[str, Any] = {
+            "socket_timeout": io_timeout,
+            "socket_connect_timeout": io_timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        options.update(self.redis_kwargs)
+        self.r = redis.Redis.from_url(self.url, **options)
+        blocking = dict(options, socket_timeout=BLOCK_MS / 1000 + io_timeout)
+        self.rx = redis.Redis.from_url(self.url, **blocking)
+        self.rb = redis.Redis.from_url(self.url, **blocking)
+        self.scripts = Scripts(self.r)
+
+    def close_clients(self) -> None:
+        for client in (self.r, self.rx, self.rb):
+            try:
+                if client is not None:
+                    client.close()
+            except Exception:
+                pass
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def failure(self, error: BaseException, what: str) -> RegistryUnavailableError:
+        """The error a failed call raises (see the module docstring), noted
+        for ``health()``."""
+        self.note(error)
+        if isinstance(error, redis.ResponseError):
+            return RegistryUnavailableError(
+                f"{what}: Redis at {safe_url(self.url)} refused the write ({error})")
+        return RegistryUnavailableError(
+            f"{what}: Redis at {safe_url(self.url)} is out of reach ({error})"
+        )
+
+    def note(self, error: BaseException) -> None:
+        """Record ``error`` for ``health()``: a refused write, or Redis out of reach."""
+        if isinstance(error, redis.ResponseError):
+            self.write_error = f"{type(error).__name__}: {error}"
+            return
+        self.connected = False
+        self.last_error = f"{type(error).__name__}: {error}"
+
+    def write_ok(self) -> None:
+        """A write succeeded: Redis accepts writes again."""
+        if self.write_error:
+            self.write_error = ""
+
+    # -- the lease ----------------------------------------------------------------------------
+
+    def take_lease(self, first: bool = False) -> bool:
+        """Take a new lease incarnation; True if Redis lost data since the
+        last one (its epoch changed).
+
+        Raises:
+            ValueError: another live node uses this node id.
+            redis.RedisError: as any call.
+        """
+        inc = os.urandom(8).hex()
+        ttl_ms = int(self.lease_ttl * 1000)
+        info = json.dumps({"inc": inc, "ttl_ms": ttl_ms, "host": socket.gethostname(),
+                           "pid": os.getpid(), "since": time.time()})
+        result = self.scripts.acquire(
+            keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
+                  self.k("epoch"), self.k("nodes")],
+            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id],
+        )
+        if _text(result[0]) == "taken":
+            raise ValueError(f"node_id {self.node_id!r} is in use by a live node")
+        epoch = _text(result[1])
+        self.nodeinfo = info
+        self.inc = inc
+        self.lease_ok_at = time.monotonic()
+        self.lapsed = False
+        lost = bool(self.epoch) and epoch != self.epoch
+        self.epoch = epoch
+        return lost
+
+    def lease_current(self) -> bool:
+        """True if Redis holds this node's current lease."""
+        return _text(self.r.get(self.k("node", self.node_id))) == self.inc
+
+    def refresh_lease(self, ttl_ms: int) -> tuple[bool, str, int]:
+        """Extend the lease: ``(extended, epoch, counter)``."""
+        ok, epoch, seq = self.scripts.refresh(
+            keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
+                  self.k("epoch"), self.k("seq")],
+            args=[self.inc, ttl_ms],
+        )
+        return bool(ok), _text(epoch), _counter(seq)
+
+    def probe_write(self, ttl_ms: int) -> None:
+        """A real write (the refresh only extends keys, which Redis allows
+        even when it refuses writes): notes whether Redis accepts writes."""
+        try:
+            self.r.set(self.k("nodeinfo", self.node_id), self.nodeinfo, xx=True, px=ttl_ms)
+        except redis.ResponseError as error:
+            self.note(error)
+        else:
+            self.write_ok()
+
+    def live_incarnations(self, node_ids: list[str]) -> list[str]:
+        """The current lease incarnation of each node ("" if none)."""
+        return [_text(v) for v in self.r.mget([self.k("node", node) for node in node_ids])]
+
+    def epoch_and_seq(self) -> tuple[str, int]:
+        return _text(self.r.get(self.k("epoch"))), _counter(self.r.get(self.k("seq")))
+
+    def _reap_keys(self, node_id: str) -> list[str]:
+        return [self.k("node", node_id), self.k("held", node_id), self.k("names"),
+                self.k("events"), self.k("seq"), self.k("nodes")]
+
+    def reap_nodes(self, nodes: Any, include_self: bool = False) -> None:
+        """Delete the names of lapsed nodes (each a script: one ``del`` event
+        per name, reason ``expired``)."""
+        for node in nodes:
+            node_id = _text(node)
+            if include_self or node_id != self.node_id:
+                self.scripts.reap(keys=self._reap_keys(node_id),
+                                  args=[node_id, self.feed_maxlen, KIND_EXPIRED, self.prefix])
+
+    def leave(self) -> None:
+        """Delete every key of this node: its lease, info, names (one
+        ``node_stopped`` event each), held set and inbox; and if it was the
+        last live node of the prefix, the prefix's shared keys too."""
+        self.r.delete(self.k("node", self.node_id), self.k("nodeinfo", self.node_id))
+        self.scripts.reap(keys=self._reap_keys(self.node_id),
+                          args=[self.node_id, self.feed_maxlen, KIND_NODE_STOPPED, self.prefix])
+        self.r.delete(self.k("inbox", self.node_id), self.k("held", self.node_id))
+        self.scripts.leave(keys=[self.k("nodes"), self.k("names"), self.k("events"),
+                                 self.k("seq"), self.k("epoch")],
+                           args=[self.prefix, self.node_id])
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def read_snapshot(self, writes_before: int) -> Snapshot:
+        """Every live name record (malformed ones skipped with a warning),
+        with the counter, epoch and stream position they are current at."""
+        raw = self.scripts.snapshot(keys=[self.k("names"), self.k("seq"), self.k("epoch"),
+                                          self.k("events")], args=[self.prefix])
+        return parse_snapshot(raw, writes_before)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def inbox(self, node_id: Optional[str] = None) -> str:
+        return self.k("inbox", node_id or self.node_id)
+
+    def _inbox_ttl_ms(self) -> int:
+        return int(max(60.0, 10 * self.lease_ttl) * 1000)
+
+    def send_blob(self, node_id: str, blob: bytes) -> bool:
+        """Append ``blob`` to ``node_id``'s inbox; False if that node has no lease."""
+        try:
+            sent = self.scripts.send(
+                keys=[self.k("node", node_id), self.inbox(node_id)],
+                args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()],
+            )
+        except redis.RedisError as error:
+            raise self.failure(error, "send") from error
+        return bool(sent)
+
+    def send_many(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Send replies (outbox thread): one round trip for the batch."""
+        pipe = self.r.pipeline(transaction=False)
+        for node_id, reply_key, blob in items:
+            if reply_key:
+                pipe.lpush(reply_key, blob)
+                pipe.pexpire(reply_key, _REPLY_TTL_MS)
+            else:
+                self.scripts.send(keys=[self.k("node", node_id), self.inbox(node_id)],
+                                  args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()],
+                                  client=pipe)
+        pipe.execute(raise_on_error=False)
+
+    def wait_reply(self, reply_key: str, timeout: float) -> Optional[bytes]:
+        """Pop a reply (caller's thread), waiting at most ``timeout`` (<= 0.5 s)."""
+        try:
+            popped = self.rb.blpop([reply_key], timeout=max(0.01, min(timeout,
+                                                                     BLOCK_MS / 1000)))
+        except redis.RedisError as error:
+            raise self.failure(error, "ask") from error
+        return None if popped is None else popped[1]
+
+    def post_own(self, blob: bytes) -> None:
+        """Append ``blob`` to this node's own inbox (wakes its receiver)."""
+        inbox = self.inbox()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(inbox, {"m": blob}, maxlen=self.inbox_maxlen, approximate=True)
+        pipe.pexpire(inbox, self._inbox_ttl_ms())
+        pipe.execute()
+
+    def read_streams(self, feed_id: Any, inbox_id: Any) -> Any:
+        """One blocking ``XREAD`` of the change stream and this node's inbox."""
+        return self.rx.xread({self.k("events"): feed_id, self.inbox(): inbox_id},
+                             count=1000, block=BLOCK_MS)
+
+    def done_with(self, entry_ids: list[Any]) -> None:
+        """Delete handled messages from this node's inbox."""
+        self.rx.xdel(self.inbox(), *entry_ids)
