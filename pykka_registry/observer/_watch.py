@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from pykka_registry._events import KIND_CRASHED
 from pykka_registry.observer._convert import actor_info, exception_info, jsonable, label
 
 __all__ = ["EventLog", "Watch"]
@@ -158,7 +159,7 @@ class Watch:
             "exception": exception_info(getattr(reason, "exception", None)),
             "metadata": jsonable(getattr(event, "metadata", None)),
         }
-        item["crash"] = item["reason"] == "crashed"
+        item["crash"] = item["reason"] == KIND_CRASHED
         if not is_group:
             try:
                 with self._held_lock:
