@@ -121,6 +121,7 @@ from pykka_registry._remote import (
 )
 from pykka_registry.backends.base import Backend, BackendContext, Entry
 from pykka_registry.backends.memory import LocalTables
+from pykka_registry.backends.redis._groups import RedisGroups, RedisGroupsMixin  # groups:
 from pykka_registry.backends.redis._schema import (
     MAX_KEY_DEPTH,
     MAX_METADATA_DEPTH,
@@ -200,7 +201,7 @@ class _Snapshot:
     writes_before: int  # own writes made before the snapshot was read
 
 
-class RedisBackend(LocalTables, Backend):
+class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     """Names shared through Redis; see the module docstring.
 
     Options (``backend_opts``):
@@ -291,6 +292,8 @@ class RedisBackend(LocalTables, Backend):
         # sent by the server thread.
         self._releases: collections.deque[tuple[Claim, str, str]] = collections.deque()
         self._release_queued = False
+        # groups: every node's memberships (backends/redis/_groups.py)
+        self._groups = RedisGroups(self.prefix, self.node_id, self.lease_ttl, self.feed_maxlen)
 
         # connection and lease state
         self._state: Optional[BackendContext] = None
@@ -443,6 +446,8 @@ class RedisBackend(LocalTables, Backend):
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
+        self._groups.start(context, self._r, self._rx, self._messenger,  # groups:
+                           lambda: self._inc, lambda: self._epoch)
 
     def close(self) -> None:
         """Stop the threads (joined, bounded), release this node's names and
@@ -480,6 +485,7 @@ class RedisBackend(LocalTables, Backend):
         except Exception as error:
             logger.info("%s: could not release names at stop (%r); they expire with the "
                         "lease", self.node_id, error)
+        self._groups.close(reachable)  # groups: after the lease and LEAVE
         self._close_clients()
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:  # pragma: no cover - only with a hung socket
@@ -693,13 +699,17 @@ class RedisBackend(LocalTables, Backend):
     def _find_named(self, urn: str) -> Optional[Any]:
         """The live local actor ``urn`` if it holds, or held, a name in this
         registry, else None (receiver thread): messages from other processes
-        reach actors named here only, never any actor of the process by its
-        URN. (An actor that lost its name stays reachable until it dies, so
-        that ``stop_namespace`` from another process can still stop it.)"""
+        reach actors named here only (or members of a group here, and the
+        groups' fan-out endpoints: ``_groups.RedisGroups.find``), never any
+        actor of the process by its URN. (An actor that lost its name stays
+        reachable until it dies, so that ``stop_namespace`` from another
+        process can still stop it.)"""
         ref = self._local_refs.get(urn)
         if ref is None and urn in self._named_urns:
             ref = pykka.ActorRegistry.get_by_urn(urn)
-        if ref is None or _deathwatch.is_dead(ref):
+        if ref is None:  # groups: a group's fan-out endpoint, or a member here
+            return self._groups.find(urn)
+        if _deathwatch.is_dead(ref):
             return None
         return ref
 
