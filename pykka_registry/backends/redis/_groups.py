@@ -377,6 +377,10 @@ class RedisGroups:
         self._releases: collections.deque[tuple[str, str, str, str, str, str]] = \
             collections.deque()
         self._release_queued = False
+        # Local actors that joined a group here, until they die: reachable
+        # from other processes (as actors named here are), so that a
+        # stop_namespace elsewhere can stop one that has just been removed.
+        self._joined_urns: set[str] = set()
         self._feed_seq = 0
         self._feed_id: Any = "0-0"
         self._written_inc = ""  # the incarnation own records were last written with
@@ -537,6 +541,7 @@ class RedisGroups:
             raise ActorNotAliveError(f"{actor_ref} died while it was joining a group")
         stored = GroupMember(member.namespace, member.group, actor_ref, member.metadata,
                              member.flat, node=self.node_id, inc=inc, order=order, seq=seq)
+        self._joined_urns.add(urn)
         return self.replica.put(stored)
 
     def _gjoin(self, kjson: str, urn: str, actor_class: str, meta: str, inc: str,
@@ -576,6 +581,7 @@ class RedisGroups:
         """A local actor died: drop its memberships from the copy at once and
         queue their deletion in Redis. Dying actor's thread, write lock held:
         no I/O. Never raises."""
+        self._joined_urns.discard(actor_ref.actor_urn)
         gone = self.replica.remove_actor(actor_ref.actor_urn)
         if not gone:
             return []
@@ -632,8 +638,8 @@ class RedisGroups:
 
     def find(self, urn: str) -> Optional[Any]:
         """For the messenger's ``find_actor`` (receiver thread): the endpoint
-        of a group's pseudo-URN, or a live local actor that is a member of a
-        group here, else None."""
+        of a group's pseudo-URN, or a live local actor that is (or was, until
+        it dies) a member of a group here, else None."""
         if urn.startswith(GROUP_URN):
             try:
                 key = key_from_json(urn[len(GROUP_URN):])
@@ -641,6 +647,8 @@ class RedisGroups:
                 return None
             return _Endpoint(self, key)
         ref = self.replica.own_member(urn)
+        if ref is None and urn in self._joined_urns:
+            ref = pykka.ActorRegistry.get_by_urn(urn)
         if ref is None or _deathwatch.is_dead(ref):
             return None
         return ref
