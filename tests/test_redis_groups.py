@@ -17,12 +17,12 @@ from typing import Any, Callable
 import pykka
 import pytest
 from redis_helpers import GATE, Factory, recorders, redis_nodes, wait_for
-from redis_server import RedisServer, redis_server, redis_url, unique_prefix
+from redis_server import RedisServer, fresh_redis, redis_server, redis_url, unique_prefix
 
 from pykka_registry import Joined, Left, RegistryTimeoutError
 from pykka_registry._remote import RemoteActorError, RemoteActorRef
 
-__all__ = ["redis_server", "redis_url"]  # fixtures used here
+__all__ = ["fresh_redis", "redis_server", "redis_url"]  # fixtures used here
 
 SECRET = "a group-suite secret, long enough"
 
@@ -285,3 +285,35 @@ def test_a_lapsed_node_is_dropped_and_its_records_reaped(
         wait_for(lambda: not client.exists(f"{prefix}:gmem:{a_id}"), message="reaped")
     finally:
         client.close()
+
+
+def test_members_come_back_after_redis_loses_its_data(fresh_redis: RedisServer,
+                                                      actors: Any) -> None:
+    with redis_nodes(fresh_redis.url, unique_prefix("gl"), secret=SECRET) as make:
+        a, b = make(), make()
+        ref, mine = actors("r"), actors("m")
+        a.join("ns", "g", ref, {"k": 1})
+        b.join("ns", "g", mine)
+        wait_for(lambda: b.count_members("ns", "g") == 2, message="seen")
+        client = fresh_redis.client()
+        try:
+            client.flushall()
+
+            def rewritten(node: Any) -> bool:
+                backend = node.backend
+                lease = client.get(f"{backend.prefix}:node:{backend.node_id}")
+                records = client.hvals(f"{backend.prefix}:gmem:{backend.node_id}")
+                return lease is not None and len(records) == 1 and \
+                    json.loads(records[0])["inc"] == lease.decode()
+
+            # every node writes its own members again (with its new lease)
+            wait_for(lambda: rewritten(a) and rewritten(b), 10.0, "members written again")
+        finally:
+            client.close()
+        both = sorted(_urns([ref, mine]))  # (the order of the rewrites is not fixed)
+        wait_for(lambda: sorted(_urns(b.members("ns", "g"))) == both and
+                 sorted(_urns(a.members("ns", "g"))) == both and
+                 {"k": 1} in [m for _, m in b.members_with_metadata("ns", "g")], 10.0,
+                 "both members back everywhere")
+        c = make()  # a newcomer reads them from Redis
+        assert sorted(_urns(c.members("ns", "g"))) == sorted(_urns([ref, mine]))
