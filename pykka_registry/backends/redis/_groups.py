@@ -46,8 +46,10 @@ Guarantees
   node deletes its own records (``"node_stopped"``); the last node of a
   prefix deletes every group key.
 * **Ordered events.** Remote changes are applied and published in the
-  server thread (``context.submit``), in the stream's order, so ``Joined``
-  and ``Left`` of one group arrive in the order Redis applied them.
+  server thread (``context.submit``), in the stream's order, each with its
+  change of the copy (own changes are published by the server when made),
+  so a group's ``Joined`` and ``Left`` follow the order of the copy's
+  changes.
 * **Hostile data.** Every record and event is validated field by field
   (:func:`._schema.parse_member`); a bad one is skipped alone with a warning.
 * ``dispatch`` returns how many members the message was sent to: local
