@@ -20,6 +20,10 @@ loopback port, no persistence).
 * near the wire: ``register`` and ``unregister`` vs the backend's own claim
   and release scripts run raw by EVALSHA; target <= 1.3x each. The change
   visible in another process has a second target: <= 1.5x raw XADD -> XREAD.
+* groups: ``registry.dispatch`` to a group of 3 child processes x 100 members
+  (one message per node, told there to its members) vs 300 single remote
+  tells to the same members (``RemoteActorRef.tell`` each); both timed in
+  the caller (sending, not delivery).
 
 Run ``python benchmarks/bench_redis.py [--quick]`` (or ``benchmarks/run.py``).
 Cross-process times use ``time.perf_counter_ns`` (CLOCK_MONOTONIC, shared by
@@ -230,9 +234,100 @@ def main(quick: bool = False) -> list[h.Result]:
     rounds = 150 if quick else 600
     with redis_server() as url:
         try:
-            return _run(url, rounds, quick)
+            results = _run(url, rounds, quick)
+            results += _group_rows(url, 20 if quick else 100)
+            return results
         finally:
             pykka.ActorRegistry.stop_all(timeout=10)
+
+
+# -- groups across processes ---------------------------------------------------------------
+
+GROUP_NODES = 3
+GROUP_MEMBERS = 100
+
+
+class Sink(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        return None
+
+
+def group_child_main(conn: Any, url: str, count: int) -> None:
+    """Join ``count`` members to ("bench", "fan"); serve until told to exit."""
+    from pykka_registry import Registry
+    from pykka_registry.backends.redis import RedisBackend
+
+    registry = Registry.start(backend=RedisBackend, backend_opts={
+        "url": url, "prefix": PREFIX + "-groups", "secret": "bench-secret-0123456789"})
+    try:
+        for _ in range(count):
+            registry.join("bench", "fan", Sink.start())
+        conn.send("ready")
+        while conn.recv() != "exit":
+            pass
+    finally:
+        registry.stop()
+        pykka.ActorRegistry.stop_all(timeout=5)
+        conn.send("bye")
+
+
+def _group_rows(url: str, rounds: int) -> list[h.Result]:
+    """dispatch to 3 nodes x 100 members vs 300 single remote tells."""
+    from pykka_registry import Registry
+    from pykka_registry.backends.redis import RedisBackend
+
+    registry = Registry.start(backend=RedisBackend, backend_opts={
+        "url": url, "prefix": PREFIX + "-groups", "secret": "bench-secret-0123456789"})
+    children = []
+    try:
+        for _ in range(GROUP_NODES):
+            conn, child_conn = SPAWN.Pipe()
+            child = SPAWN.Process(target=group_child_main,
+                                  args=(child_conn, url, GROUP_MEMBERS), daemon=True)
+            child.start()
+            children.append((conn, child))
+        for conn, _child in children:
+            if not conn.poll(60):
+                raise RuntimeError("a group child process did not start")
+            conn.recv()
+        total = GROUP_NODES * GROUP_MEMBERS
+        deadline = time.monotonic() + 10
+        while registry.count_members("bench", "fan") < total and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        members = registry.members("bench", "fan")
+        assert len(members) == total, len(members)
+
+        def dispatch() -> float:
+            t0 = time.perf_counter_ns()
+            sent = registry.dispatch("bench", "fan", "m")
+            elapsed = (time.perf_counter_ns() - t0) / 1e9
+            assert sent == total
+            return elapsed
+
+        def tells() -> float:
+            t0 = time.perf_counter_ns()
+            for ref in members:
+                ref.tell("m")
+            return (time.perf_counter_ns() - t0) / 1e9
+
+        mine = f"registry.dispatch ({GROUP_NODES} nodes x {GROUP_MEMBERS} members)"
+        base = f"{total} single remote tells (RemoteActorRef.tell)"
+        timed = h.time_samples(SUITE, "dispatch to a group across processes", [
+            h.Sampler(mine, dispatch), h.Sampler(base, tells)], rounds=rounds)
+        r = h.compare(timed[mine], timed[base])
+        r.note = "one signed message per node, told there to its members; the caller's time"
+        return [r, timed[base]]
+    finally:
+        for conn, child in children:
+            try:
+                conn.send("exit")
+                conn.poll(10)
+            except (OSError, BrokenPipeError):
+                pass
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+        registry.stop()
 
 
 def _run(url: str, rounds: int, quick: bool) -> list[h.Result]:

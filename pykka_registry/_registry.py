@@ -148,6 +148,8 @@ class Registry:
         )
         if local_groups:
             self.members = self._fast_members()  # type: ignore[method-assign,assignment]
+        # groups: a backend with members in other processes sends to them itself
+        self._fan_out: Any = getattr(state.backend, "group_fan_out", None)
 
     # -- starting and stopping ------------------------------------------------------
 
@@ -734,7 +736,7 @@ class Registry:
         if not self._groups_ok:
             raise GroupsNotSupportedError(
                 f"{self._state.name}: backend {self._backend.name} keeps no groups "
-                "(use MemoryBackend or IndexedBackend for groups in one process)"
+                "(MemoryBackend, IndexedBackend and RedisBackend keep groups)"
             )
 
     def _generic_member_refs(self, namespace: Hashable, group: Hashable) -> list[Any]:
@@ -888,7 +890,11 @@ class Registry:
         """``tell`` ``message`` to every live member, in join order, in the
         caller's thread; return how many were sent (a member that died after
         the read is skipped). The local pub/sub: Elixir's
-        ``Registry.dispatch``."""
+        ``Registry.dispatch``. (On a backend with members in other processes,
+        one message per remote node, told there to its members.)"""
+        if self._fan_out is not None:  # groups: one message per remote node
+            return int(self._fan_out.dispatch(namespace, group,
+                                              self.members(namespace, group), message))
         sent = 0
         for ref in self.members(namespace, group):
             try:
@@ -914,6 +920,8 @@ class Registry:
         """
         timeout = optional_timeout(timeout, self._state.call_timeout)
         refs = self.members(namespace, group)
+        if self._fan_out is not None:  # groups: one ask per remote node
+            return list(self._fan_out.ask_all(namespace, group, refs, message, timeout))
         deadline = time.monotonic() + timeout
         asked: list[tuple[Any, Any]] = []
         for ref in refs:

@@ -64,6 +64,7 @@ import pykka
 from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError
 from pykka_registry._events import (
     EventBus,
+    Joined,
     Left,
     MetadataUpdated,
     Registered,
@@ -71,7 +72,7 @@ from pykka_registry._events import (
     UnregisterReason,
 )
 from pykka_registry._messages import ReapDeaths
-from pykka_registry.backends.base import Backend, Change, Member, group_method
+from pykka_registry.backends.base import Backend, Change, Member, MemberChange, group_method
 
 if TYPE_CHECKING:
     from pykka_registry._server_child import ServerOwner
@@ -289,13 +290,24 @@ class RegistryState:
 
     def publish_changes(self, changes: Any) -> None:
         """Publish the events of the :class:`~pykka_registry.backends.base.Change`
-        values ``changes`` (a sequence, or ``None``), in order. The one place
-        where a backend's own changes become events. Never raises for a
+        and :class:`~pykka_registry.backends.base.MemberChange` values
+        ``changes`` (a sequence, or ``None``), in order. The one place where a
+        backend's own changes become events. Never raises for a
         backend's bad value: it is logged and skipped."""
         if not changes or not self.events.active:
             return
         publish = self.events.publish
         for change in changes:
+            if isinstance(change, MemberChange):
+                if change.new is not None:
+                    member = change.new
+                    publish(Joined(member.namespace, member.group, member.actor_ref,
+                                   member.metadata))
+                elif change.old is not None:
+                    member = change.old
+                    publish(Left(member.namespace, member.group, member.actor_ref,
+                                 change.reason))
+                continue
             if not isinstance(change, Change):
                 logger.error("%s: backend %s reported %r, not a Change; ignored", self.name,
                              self.backend.name, change)

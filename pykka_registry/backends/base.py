@@ -195,6 +195,25 @@ class Change:
     reason: UnregisterReason = EXPIRED
 
 
+@attrs.define(frozen=True)
+class MemberChange:
+    """A group membership a backend changed on its own account (learnt from
+    another process, or a node whose lease lapsed): the :class:`Change` of
+    groups. Immutable; built in the server thread.
+
+    The registry turns it into events: ``new`` (a member joined, or its
+    metadata was replaced): a :class:`~pykka_registry.Joined`; else a
+    :class:`~pykka_registry.Left` for ``old`` with ``reason``.
+    """
+
+    #: The membership before (``None``: the actor was not a member).
+    old: Optional[Member]
+    #: The membership now (``None``: it left).
+    new: Optional[Member]
+    #: Why ``old`` left (when it did): by default ``"expired"``.
+    reason: UnregisterReason = EXPIRED
+
+
 def _no_groups(backend: Any) -> GroupsNotSupportedError:
     return GroupsNotSupportedError(
         f"backend {getattr(backend, 'name', type(backend).__name__)!s} keeps no groups "

@@ -194,6 +194,24 @@ class _Node:
         if command == "sync":
             registry.sync()
             return None
+        # groups
+        if command == "join":
+            namespace, group, label, metadata = args
+            registry.join(namespace, group, self.actor(label), metadata)
+            return self.actor(label).actor_urn
+        if command == "leave":
+            namespace, group, label = args
+            registry.leave(namespace, group, self.actor(label))
+            return None
+        if command == "members":
+            return [describe(ref) for ref in registry.members(*args)]
+        if command == "dispatch":
+            return registry.dispatch(*args)
+        if command == "ask_all":
+            namespace, group, message, timeout = args
+            return [(describe(ref), value if not isinstance(value, BaseException)
+                     else ("error", type(value).__name__))
+                    for ref, value in registry.ask_all(namespace, group, message, timeout)]
         raise ValueError(f"unknown command {command!r}")
 
 

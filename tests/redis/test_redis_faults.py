@@ -4,7 +4,7 @@ Redis that refuses writes, replayed messages after a restart, stale owners,
 bad input, and what a stopped node leaves behind.
 
 Every test starts from a real redis-server on a free loopback port
-(``tests/redis_server.py``); those that flush, reconfigure or fill Redis get a
+(``tests/redis/conftest.py``); those that flush, reconfigure or fill Redis get a
 server of their own.
 """
 

@@ -67,14 +67,19 @@ Threads
   node's inbox; it hands changes to the server thread (``context.submit``:
   serialised with local writes) and messages to local actors.
 * The messenger's *outbox thread* sends replies to remote asks.
-All three are joined by :meth:`RedisBackend.close` (``registry.stop()``).
+* The *group thread* (:mod:`._groups`) reads the group change stream and
+  watches the leases of nodes with members here; like the receiver, it hands
+  changes to the server thread.
+All four are joined by :meth:`RedisBackend.close` (``registry.stop()``).
 
 Layers
 ------
 ``_schema`` (key layout, JSON codec, records) and ``_scripts`` (the Lua
 scripts) are data; :mod:`._store` talks to Redis (clients, lease, blobs,
 the one error map); :mod:`._replica` is the local copy and its ordering
-rules, without I/O; :mod:`._node` runs the lease and receiver threads; this
+rules, without I/O; :mod:`._node` runs the lease and receiver threads;
+:mod:`._groups` keeps every node's group members (its own copy, scripts and
+thread, and the fan-out of ``dispatch``/``ask_all``); this
 module composes them into the :class:`Backend` methods. Changes the backend
 makes on its own account (learnt from the feed, names lost) are
 :class:`~pykka_registry.backends.base.Change` values that the registry
@@ -120,6 +125,7 @@ from pykka_registry._metadata import is_flat
 from pykka_registry._remote import WAKE, Codec, Messenger, RemoteActorRef, secret_key
 from pykka_registry.backends.base import Backend, BackendContext, Change, Entry
 from pykka_registry.backends.memory import LocalTables
+from pykka_registry.backends.redis._groups import RedisGroups, RedisGroupsMixin  # groups:
 from pykka_registry.backends.redis._node import Node
 from pykka_registry.backends.redis._replica import Claim, Release, Replica
 from pykka_registry.backends.redis._schema import (
@@ -156,7 +162,7 @@ logger = logging.getLogger("pykka_registry.redis")
 _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
 
 
-class RedisBackend(LocalTables, Backend):
+class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     """Names shared through Redis; see the module docstring.
 
     Options (``backend_opts``):
@@ -248,6 +254,8 @@ class RedisBackend(LocalTables, Backend):
         # sent by the server thread.
         self._releases: collections.deque[Release] = collections.deque()
         self._release_queued = False
+        # groups: every node's memberships (backends/redis/_groups.py)
+        self._groups = RedisGroups(self.prefix, self.node_id, self.lease_ttl, self.feed_maxlen)
         self._recover_queued = False
         self._changes: list[Change] = []  # made on our own account, not yet handed over
         self._state: Optional[BackendContext] = None
@@ -371,6 +379,9 @@ class RedisBackend(LocalTables, Backend):
             warnings.warn(message, UnsignedMessagesWarning, stacklevel=2)
         self._messenger.start()
         self._node.start(name)
+        store = self._store
+        self._groups.start(context, store.r, store.rx, self._messenger,  # groups:
+                           lambda: store.inc, lambda: store.epoch)
 
     def close(self) -> None:
         """Stop the threads (joined, bounded), release this node's names and
@@ -397,6 +408,7 @@ class RedisBackend(LocalTables, Backend):
         except Exception as error:
             logger.info("%s: could not release names at stop (%r); they expire with the "
                         "lease", self.node_id, error)
+        self._groups.close(reachable)  # groups: after the lease and LEAVE
         self._store.close_clients()
         alive = [t.name for t in self._node.threads if t.is_alive()]
         if alive:  # pragma: no cover - only with a hung socket
@@ -477,13 +489,17 @@ class RedisBackend(LocalTables, Backend):
     def _find_named(self, urn: str) -> Optional[Any]:
         """The live local actor ``urn`` if it holds, or held, a name in this
         registry, else None (receiver thread): messages from other processes
-        reach actors named here only, never any actor of the process by its
-        URN. (An actor that lost its name stays reachable until it dies, so
-        that ``stop_namespace`` from another process can still stop it.)"""
+        reach actors named here only (or members of a group here, and the
+        groups' fan-out endpoints: ``_groups.RedisGroups.find``), never any
+        actor of the process by its URN. (An actor that lost its name stays
+        reachable until it dies, so that ``stop_namespace`` from another
+        process can still stop it.)"""
         ref = self._replica.local_refs.get(urn)
         if ref is None and urn in self._replica.named_urns:
             ref = pykka.ActorRegistry.get_by_urn(urn)
-        if ref is None or _deathwatch.is_dead(ref):
+        if ref is None:  # groups: a group's fan-out endpoint, or a member here
+            return self._groups.find(urn)
+        if _deathwatch.is_dead(ref):
             return None
         return ref
 

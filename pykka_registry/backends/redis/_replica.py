@@ -7,7 +7,7 @@ No I/O and no threads of its own: what it decides that needs Redis (a
 claim to release, names to claim again) it hands back to the caller, and
 what it changed it records as :class:`~pykka_registry.backends.base.Change`
 values for the registry to publish. Unit-tested without a Redis server
-(``tests/test_redis_replica.py``).
+(``tests/backends/test_redis_replica.py``).
 
 Guarantees
 ----------

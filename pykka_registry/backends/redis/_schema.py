@@ -435,3 +435,117 @@ dumps = _dumps
 checked = _checked
 counter = _counter
 number = _number
+
+
+# -- groups (see pykka_registry.backends.redis._groups) ---------------------------------
+#
+# Keys (P = the prefix): ``P:gmem:<node>`` (hash: one field per membership of
+# that node, ``"<urn> <json [ns, group]>"``, whose value is the member's JSON
+# record), ``P:gnodes`` (set of node ids that have a ``P:gmem`` hash),
+# ``P:gseq`` (the group counter), ``P:gevents`` (the group change stream:
+# fields ``s``, the counter value, and ``e``, the change as JSON).
+
+
+def group_members_key(prefix: str, node_id: str) -> str:
+    """The hash of ``node_id``'s memberships."""
+    return f"{prefix}:gmem:{node_id}"
+
+
+def group_keys(prefix: str) -> tuple[str, str, str]:
+    """``(P:gnodes, P:gseq, P:gevents)``: the prefix's shared group keys."""
+    return (f"{prefix}:gnodes", f"{prefix}:gseq", f"{prefix}:gevents")
+
+
+def member_field(kjson: str, urn: str) -> str:
+    """The field of one membership in its node's hash."""
+    return f"{urn} {kjson}"
+
+
+@attrs.define(frozen=True)
+class MemberRecord:
+    """A membership record or group change event read from Redis, every
+    field checked (see :func:`parse_member`). Immutable.
+
+    ``op``: ``"join"`` (a record, or a join/rejoin event), ``"leave"`` (one
+    membership gone, ``why`` says why) or ``"drop"`` (every membership of the
+    node's incarnation ``inc`` gone; only ``node``, ``inc``, ``why`` set).
+    ``order`` is the counter value of the first join (the place in join
+    order, kept by a rejoin); ``seq`` the counter value of the last write.
+    """
+
+    op: str
+    node: str
+    inc: str
+    key: Key = ("", "")
+    kjson: str = ""
+    urn: str = ""
+    actor_class: str = ""
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    order: int = 0
+    seq: int = 0
+    why: str = ""
+    error: str = ""
+
+
+_MEMBER_OPS = ("join", "leave", "drop")
+_LEAVE_WHYS = frozenset({"left", "stopped", "crashed", "namespace_stopped", "expired",
+                         "node_stopped"})
+
+
+def parse_member(raw: Any, node: Optional[str] = None, seq: Optional[int] = None) -> MemberRecord:
+    """Check every field of a membership record (``node``: the node whose
+    hash held it; no ``op``) or a group change event (``node`` None: the
+    event names it; ``seq``: its counter value).
+
+    Raises:
+        ValueError: naming the first field that is wrong.
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError("not a JSON object")
+    op = _field(raw, "op", "join" if node is not None else None)
+    if op not in _MEMBER_OPS:
+        raise ValueError(f"unknown op {_brief(op)}")
+    owner = _field(raw, "node", node)
+    if not owner or (node is not None and owner != node):
+        raise ValueError("field 'node' is empty or names another node")
+    inc = _field(raw, "inc")
+    if not inc:
+        raise ValueError("field 'inc' is empty")
+    why = _field(raw, "why", "")
+    if op != "join" and why not in _LEAVE_WHYS:
+        raise ValueError(f"unknown reason {_brief(why)}")
+    record_seq = seq if seq is not None else _number(raw, "s")
+    if op == "drop":
+        return MemberRecord(op, owner, inc, seq=record_seq, why=why)
+    text = _field(raw, "k")
+    key = key_from_json(text)
+    urn = _field(raw, "urn")
+    if not urn or " " in urn:
+        raise ValueError("field 'urn' is empty or has a space")
+    order = _number(raw, "n")
+    if op == "leave":
+        return MemberRecord(op, owner, inc, key, text, urn, order=order, seq=record_seq,
+                            why=why, error=_field(raw, "err", "")[:1000])
+    meta_text = _field(raw, "meta", "")
+    try:
+        metadata = json.loads(meta_text) if meta_text else {}
+    except RecursionError:
+        raise ValueError("metadata nested too deep") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
+    return MemberRecord(op, owner, inc, key, text, urn, _field(raw, "cls", ""), metadata,
+                        order, record_seq)
+
+
+def checked_member(raw: Any, where: str, node: Optional[str] = None,
+                   seq: Optional[int] = None) -> Optional[MemberRecord]:
+    """:func:`parse_member` of JSON text (or a decoded object), or None after
+    a warning: a bad record is skipped alone."""
+    try:
+        if isinstance(raw, (bytes, str)):
+            raw = json.loads(raw)
+        return parse_member(raw, node, seq)
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as error:
+        logger.warning("ignoring a malformed group record (%s) %.200s: %s", where,
+                       _brief(raw), error)
+        return None

@@ -330,3 +330,153 @@ class Scripts:
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
         self.send = client.register_script(SEND)
+
+
+# -- groups (pykka_registry.backends.redis._groups) ------------------------------------
+#
+# Memberships live per node in the hash P:gmem:<node> (field "<urn> <json [ns,
+# group]>", value the member's JSON record: node, inc, k, urn, cls, meta, n =
+# its place in join order, s = the counter value of its last write); P:gnodes
+# is the set of nodes with such a hash. Every change increments P:gseq and is
+# appended to the stream P:gevents as "s" (the counter) and "e" (the change as
+# JSON), as the names' feed does. Entries without "s" (a closing node's wake-up
+# of its own reader) are skipped by readers.
+
+# KEYS: own lease, own P:gmem hash, P:gnodes, P:gseq, P:gevents.
+# ARGV: node id, incarnation, field, group JSON, urn, actor class, metadata
+#       JSON, feed maxlen.
+# A rejoin (same field, same incarnation) keeps its place ("n").
+# Returns {'ok', seq, n} | {'nolease'}.
+GJOIN = FEED + """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {'nolease'} end
+local order = nil
+local old = redis.pcall('HGET', KEYS[2], ARGV[3])
+if type(old) == 'table' and old.err then
+  redis.call('DEL', KEYS[2])  -- not a hash: not ours either; replaced
+  old = false
+end
+if old then
+  local ok, rec = pcall(cjson.decode, old)
+  if ok and type(rec) == 'table' and rec.inc == ARGV[2] then order = tonumber(rec.n) end
+end
+local seq = redis.call('INCR', KEYS[4])
+if not order then order = seq end
+redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({
+  node = ARGV[1], inc = ARGV[2], k = ARGV[4], urn = ARGV[5], cls = ARGV[6], meta = ARGV[7],
+  n = order, s = seq}))
+redis.call('SADD', KEYS[3], ARGV[1])
+feed(KEYS[5], ARGV[8], seq, cjson.encode({
+  op = 'join', node = ARGV[1], inc = ARGV[2], k = ARGV[4], urn = ARGV[5], cls = ARGV[6],
+  meta = ARGV[7], n = order}))
+return {'ok', seq, order}
+"""
+
+# A batch of fenced leaves (leave, deaths, stop_namespace).
+# KEYS: P:gseq, P:gevents, then the N members' P:gmem hashes.
+# ARGV: feed maxlen, N, then 6 per member: node id, group JSON, urn, place
+#       ("n"; '' = any), why, error text.
+# A member goes only if its record still has that place (a later leave and
+# rejoin is left alone). Returns one value per member: the seq of its
+# 'leave' event, or 0 (not there any more).
+GLEAVE = FEED + """
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 1, n do
+  local a = 2 + (i - 1) * 6
+  local field = ARGV[a + 3] .. ' ' .. ARGV[a + 2]
+  local old = redis.pcall('HGET', KEYS[2 + i], field)
+  local rec = nil
+  if type(old) == 'string' then
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' then rec = decoded end
+  end
+  if type(old) ~= 'string' or (ARGV[a + 4] ~= '' and
+      (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) then
+    out[i] = 0
+  else
+    redis.call('HDEL', KEYS[2 + i], field)
+    local seq = redis.call('INCR', KEYS[1])
+    local inc = '?'
+    local order = 0
+    if rec ~= nil then
+      if type(rec.inc) == 'string' and rec.inc ~= '' then inc = rec.inc end
+      order = tonumber(rec.n) or 0
+    end
+    feed(KEYS[2], ARGV[1], seq, cjson.encode({
+      op = 'leave', node = ARGV[a + 1], inc = inc, k = ARGV[a + 2], urn = ARGV[a + 3],
+      n = order, why = ARGV[a + 5], err = ARGV[a + 6]}))
+    out[i] = seq
+  end
+end
+return out
+"""
+
+# KEYS: P:gnodes, P:gseq, P:gevents.  ARGV: prefix.
+# Returns {seq, the stream's last id, then per node of P:gnodes: node id, its
+# lease's incarnation ('' = none), {field, record, ...}}. The reader keeps the
+# records of live incarnations and validates each.
+GSNAPSHOT = """
+local out = {redis.call('GET', KEYS[2]) or '0', '0-0'}
+if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
+  local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if last[1] then out[2] = last[1][1] end
+end
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rows = redis.pcall('HGETALL', ARGV[1] .. ':gmem:' .. node)
+  if type(rows) ~= 'table' or rows.err then rows = {} end
+  out[#out + 1] = node
+  out[#out + 1] = redis.call('GET', ARGV[1] .. ':node:' .. node) or ''
+  out[#out + 1] = rows
+end
+return out
+"""
+
+# KEYS: the node's lease, its P:gmem hash, P:gnodes, P:gseq, P:gevents.
+# ARGV: node id, feed maxlen, why.
+# Deletes every membership of the node that is not of its live incarnation
+# (one 'drop' event per incarnation removed); an empty hash goes, with the
+# node's place in P:gnodes. Returns how many memberships were deleted.
+GREAP = FEED + """
+local live = redis.call('GET', KEYS[1]) or ''
+local rows = redis.pcall('HGETALL', KEYS[2])
+if type(rows) ~= 'table' or rows.err then
+  redis.call('DEL', KEYS[2])
+  rows = {}
+end
+local gone = {}
+local n = 0
+for i = 1, #rows, 2 do
+  local ok, rec = pcall(cjson.decode, rows[i + 1])
+  local inc = nil
+  if ok and type(rec) == 'table' and type(rec.inc) == 'string' then inc = rec.inc end
+  if inc ~= live then
+    redis.call('HDEL', KEYS[2], rows[i])
+    if inc and inc ~= '' then gone[inc] = true end
+    n = n + 1
+  end
+end
+for inc, _ in pairs(gone) do
+  local seq = redis.call('INCR', KEYS[4])
+  feed(KEYS[5], ARGV[2], seq, cjson.encode({op = 'drop', node = ARGV[1], inc = inc,
+                                            why = ARGV[3]}))
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return n
+"""
+
+# KEYS: P:nodes, P:gnodes, P:gseq, P:gevents.  ARGV: prefix.
+# Run by a stopping node after LEAVE: if no node of the prefix holds a live
+# lease, every group key of the prefix goes (the prefix is left empty).
+# Returns 1 if cleared, else 0.
+GCLEAR = """
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
+end
+local nodes = redis.call('SMEMBERS', KEYS[2])
+for _, n in ipairs(nodes) do
+  if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
+end
+for _, n in ipairs(nodes) do redis.call('DEL', ARGV[1] .. ':gmem:' .. n) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return 1
+"""
