@@ -5,9 +5,11 @@ Usage::
     python -m pykka_registry observe --redis URL [--prefix P] [--port N]
                                      [--host H] [--token T]
 
-Shows every node on the prefix (lease age, host, pid, names held) and every
-name, read from Redis with read commands only (as ``ls`` does): it starts no
-node, takes no lease and registers nothing. Serves until Ctrl-C (or SIGTERM).
+Shows every node on the prefix (lease age, host, pid, names held, group
+members), every name and every group with its members of all nodes, read
+from Redis with read commands only (as ``ls`` and ``ls --groups`` do): it
+starts no node, takes no lease, joins no group and registers nothing.
+Serves until Ctrl-C (or SIGTERM).
 
 Exit status: 0 after Ctrl-C, 1 when Redis cannot be read or the port cannot
 be bound, 2 on bad usage.
@@ -47,8 +49,8 @@ def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
         args_list = args_list[1:]
     parser = Parser(
         prog="python -m pykka_registry observe",
-        description="A live web page and metrics for every node and name on a Redis prefix "
-                    "(read-only: joins nothing).",
+        description="A live web page and metrics for every node, name and group on a Redis "
+                    "prefix (read-only: joins nothing).",
     )
     add_arguments(parser)
     try:
