@@ -1,8 +1,9 @@
-"""``python -m pykka_registry ls``: list every name held through a Redis server.
+"""``python -m pykka_registry ls``: list every name (or group member) held
+through a Redis server.
 
 Usage::
 
-    python -m pykka_registry ls --redis URL [--prefix P] [--namespace NS] [--json]
+    python -m pykka_registry ls --redis URL [--prefix P] [--namespace NS] [--groups] [--json]
 
 Reads Redis only (it starts no node and takes no lease). A name is listed if
 its node's lease is alive, which is exactly when other processes can see it.
@@ -14,8 +15,16 @@ Table columns: namespace, service, node, actor class, metadata, lease age
 array of objects with the keys ``namespace``, ``service``, ``node``,
 ``actor_class``, ``metadata``, ``lease_age_s``; tuple keys appear as arrays.
 
-A record this version cannot read (a stray key, another version's format)
-is skipped with a warning on stderr naming its key; the others are listed.
+``--groups`` lists the group memberships instead (:func:`list_groups`):
+columns namespace, group, node, actor class, URN, join order (the member's
+place in its group's join order), metadata, lease age; ``--json`` keys
+``namespace``, ``group``, ``node``, ``urn``, ``actor_class``, ``metadata``,
+``join_order``, ``lease_age_s``. A membership is listed if its record is of
+its node's live lease incarnation.
+
+A record this version cannot read (a stray key or field, another version's
+format) is skipped with a warning on stderr naming its key; the others are
+listed.
 
 Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
 
@@ -24,9 +33,16 @@ Guarantees
 * Reads only: no key is written, no lease taken.
 * The key layout and the record format are the backend's own
   (:mod:`pykka_registry.backends.redis._schema`: ``Layout``,
-  ``parse_record``), so ``ls`` lists exactly the names other processes see;
-  it uses no private helper of the backend.
+  ``parse_record``, ``group_members_key``, ``parse_member``), so ``ls``
+  lists exactly the names and members other processes see; it uses no
+  private helper of the backend.
 * A record that cannot be read is skipped alone, never fatal.
+* Bounded reads: a node's membership hash is read with ``HSCAN`` in pages
+  of :data:`SCAN_COUNT` fields (never one ``HGETALL`` of a huge hash), and
+  :func:`list_groups` stops after ``limit`` records when given one.
+* Values returned by :func:`list_groups` are frozen
+  (:class:`GroupMembership`), read in the caller's thread; any thread may
+  call these functions with its own client.
 """
 
 from __future__ import annotations
@@ -34,9 +50,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Hashable
 from typing import Any, Callable, Optional, TextIO
 
-__all__ = ["format_table", "list_names", "main", "parse_namespace"]
+import attrs
+
+__all__ = ["SCAN_COUNT", "GroupMembership", "format_groups_table", "format_table",
+           "group_rows", "list_groups", "list_names", "main", "parse_namespace"]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -85,24 +105,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
             report(f"skipped {where!r}: its name {record.kjson!r} belongs under another key")
             continue
         records.append(record)
-    nodes = sorted({r.node for r in records})
-    pipe = client.pipeline(transaction=False)
-    for node in nodes:
-        pipe.get(layout.node(node))
-        pipe.pttl(layout.node(node))
-        pipe.get(layout.nodeinfo(node))
-    answers = pipe.execute()
-    leases: dict[str, tuple[str, Optional[float]]] = {}
-    for i, node in enumerate(nodes):
-        inc, pttl, info = as_text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
-        age: Optional[float] = None
-        try:
-            ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None
-        except (ValueError, KeyError, TypeError, OverflowError):
-            ttl_ms = None  # not an info record this tool understands: no age
-        if ttl_ms is not None and isinstance(pttl, int) and pttl >= 0:
-            age = round(max(0, int(ttl_ms) - pttl) / 1000, 3)
-        leases[node] = (inc, age)
+    leases = _leases(client, layout, sorted({r.node for r in records}))
     rows = []
     for record in records:
         inc, age = leases.get(record.node, ("", None))
@@ -121,6 +124,180 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
         })
     rows.sort(key=lambda r: (json.dumps(r["namespace"]), json.dumps(r["service"])))
     return rows
+
+
+def _leases(client: Any, layout: Any,
+            nodes: list[str]) -> dict[str, tuple[str, Optional[float]]]:
+    """``node -> (lease incarnation or "", lease age in seconds or None)``."""
+    from pykka_registry.backends.redis._schema import as_text
+
+    pipe = client.pipeline(transaction=False)
+    for node in nodes:
+        pipe.get(layout.node(node))
+        pipe.pttl(layout.node(node))
+        pipe.get(layout.nodeinfo(node))
+    answers = pipe.execute() if nodes else []
+    leases: dict[str, tuple[str, Optional[float]]] = {}
+    for i, node in enumerate(nodes):
+        inc, pttl, info = as_text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        age: Optional[float] = None
+        try:
+            ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None
+        except (ValueError, KeyError, TypeError, OverflowError):
+            ttl_ms = None  # not an info record this tool understands: no age
+        if ttl_ms is not None and isinstance(pttl, int) and pttl >= 0:
+            age = round(max(0, int(ttl_ms) - pttl) / 1000, 3)
+        leases[node] = (inc, age)
+    return leases
+
+
+#: Fields asked for per ``HSCAN`` call when reading a node's memberships.
+SCAN_COUNT = 500
+
+
+@attrs.define(frozen=True)
+class GroupMembership:
+    """One live group membership read from Redis by :func:`list_groups`.
+    Immutable (``metadata`` is a fresh dict of this read, shared with no
+    one: do not change it).
+
+    ``join_order`` is the member's place in its group's join order (the
+    group counter's value at its first join; a rejoin keeps it); members of
+    one group sort by it. ``lease_age_s``: seconds since the member's node
+    last renewed its lease (None when the node says no lease length)."""
+
+    namespace: Hashable
+    group: Hashable
+    node: str
+    urn: str
+    actor_class: str
+    metadata: dict[str, Any]
+    join_order: int
+    lease_age_s: Optional[float]
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``ls --groups --json`` object (tuple keys become arrays)."""
+        return {
+            "namespace": self.namespace,
+            "group": self.group,
+            "node": self.node,
+            "urn": self.urn,
+            "actor_class": self.actor_class,
+            "metadata": self.metadata,
+            "join_order": self.join_order,
+            "lease_age_s": self.lease_age_s,
+        }
+
+
+def list_groups(client: Any, prefix: str, namespace: Any = None,
+                warn: Optional[Callable[[str], None]] = None,
+                limit: Optional[int] = None) -> list[GroupMembership]:
+    """Every live group membership under ``prefix`` (optionally of one
+    ``namespace``), sorted by namespace, group and join order.
+
+    Reads ``P:gnodes``, each node's lease, and each live node's ``P:gmem``
+    hash with ``HSCAN``; writes nothing. A membership counts when its record
+    is of its node's live lease incarnation (others are leftovers that the
+    nodes reap). A record that cannot be read (not JSON, a field missing or
+    wrong, another node's record, a field that does not name it) is skipped
+    and reported to ``warn`` (default: a warning on the
+    ``pykka_registry.redis`` logger), as is a node's hash that is not a
+    hash. With ``limit``, at most ``limit`` records are read (a warning
+    says so when more were left).
+
+    Raises:
+        redis.RedisError: Redis cannot be read (but not for one key of the
+            wrong type).
+    """
+    from pykka_registry.backends.redis._schema import (
+        Layout,
+        as_text,
+        group_keys,
+        group_members_key,
+        member_field,
+        parse_member,
+    )
+
+    layout = Layout(prefix)
+    report = warn or (lambda message: logger.warning("%s", message))
+    gnodes = group_keys(prefix)[0]
+    nodes = sorted({as_text(n) for n in client.smembers(gnodes)})
+    leases = _leases(client, layout, nodes)
+    members: list[GroupMembership] = []
+    budget = limit
+    for node in nodes:
+        inc, age = leases.get(node, ("", None))
+        if not inc:
+            continue  # the node's lease lapsed: its members are gone
+        key = group_members_key(prefix, node)
+        try:
+            fields, more = _scan_hash(client, key, budget)
+        except _wrong_type_errors() as error:
+            report(f"skipped {key!r}: {error}")
+            continue
+        if budget is not None:
+            budget -= len(fields)
+        for raw_field, raw_value in fields:
+            where = as_text(raw_field)
+            try:
+                if isinstance(raw_value, bytes):
+                    raw_value = raw_value.decode()
+                record = parse_member(json.loads(raw_value), node=node)
+            except (ValueError, TypeError, RecursionError) as error:
+                report(f"skipped the malformed member record {where!r} in {key!r}: "
+                       f"{str(error)[:200]}")
+                continue
+            if where != member_field(record.kjson, record.urn):
+                report(f"skipped {where!r} in {key!r}: its record is of another membership")
+                continue
+            if record.inc != inc:
+                continue  # of a lapsed incarnation of the node: reaped by the nodes
+            ns, group = record.key
+            if namespace is not None and ns != namespace:
+                continue
+            members.append(GroupMembership(ns, group, node, record.urn, record.actor_class,
+                                           record.metadata, record.order, age))
+        if more or (budget is not None and budget <= 0 and node != nodes[-1]):
+            report(f"stopped reading group members after {limit} records")
+            break
+    members.sort(key=lambda m: (json.dumps(m.namespace), json.dumps(m.group), m.join_order,
+                                m.urn))
+    return members
+
+
+def _scan_hash(client: Any, key: str,
+               budget: Optional[int]) -> tuple[list[tuple[Any, Any]], bool]:
+    """The fields of hash ``key`` (at most ``budget``), read with ``HSCAN``
+    pages, and whether some were left unread. (A scan may return a field
+    twice, if the hash is rehashed meanwhile: each is kept once.)"""
+    fields: dict[Any, Any] = {}
+    cursor = 0
+    while True:
+        cursor, page = client.hscan(key, cursor, count=SCAN_COUNT)
+        fields.update(page)
+        if not cursor:
+            break
+        if budget is not None and len(fields) >= budget:
+            return list(fields.items())[:budget], True
+    items = list(fields.items())
+    if budget is not None and len(items) > budget:
+        return items[:max(0, budget)], True
+    return items, False
+
+
+def _wrong_type_errors() -> tuple[type[BaseException], ...]:
+    """The error of a key holding another type (``WRONGTYPE``): one key, not
+    Redis, is wrong."""
+    try:
+        from redis.exceptions import ResponseError
+    except ImportError:  # pragma: no cover - a client of another library
+        return ()
+    return (ResponseError,)
+
+
+def group_rows(members: list[GroupMembership]) -> list[dict[str, Any]]:
+    """The ``ls --groups --json`` objects of ``members``."""
+    return [m.as_json() for m in members]
 
 
 def _cell(value: Any) -> str:
@@ -146,6 +323,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_groups_table(members: list[GroupMembership]) -> str:
+    """The memberships as an aligned text table (``ls --groups``)."""
+    headers = ("NAMESPACE", "GROUP", "NODE", "ACTOR CLASS", "URN", "JOIN ORDER", "METADATA",
+               "LEASE AGE")
+    cells = [
+        (
+            _cell(m.namespace), _cell(m.group), m.node, m.actor_class, m.urn,
+            str(m.join_order), _cell(m.metadata),
+            "-" if m.lease_age_s is None else f"{m.lease_age_s:.1f}s",
+        )
+        for m in members
+    ]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
     """Run ``ls`` with the arguments after ``ls`` (a leading ``"ls"`` is ignored)."""
     from pykka_registry.cli._common import Parser
@@ -156,7 +351,8 @@ def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
         args_list = args_list[1:]
     parser = Parser(
         prog="python -m pykka_registry ls",
-        description="List every name held through a Redis server.",
+        description="List every name (or, with --groups, every group member) held "
+                    "through a Redis server.",
     )
     add_arguments(parser)
     try:

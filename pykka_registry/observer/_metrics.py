@@ -38,6 +38,8 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge", "Seconds since a Redis node last renewed its lease."),
     "pykka_registry_redis_degraded": ("gauge", "1 when a Redis node reports itself degraded."),
     "pykka_registry_redis_node_names": ("gauge", "Names held by a Redis node (standalone view)."),
+    "pykka_registry_redis_node_group_members": (
+        "gauge", "Group members of a Redis node (standalone view)."),
     "pykka_registry_supervisor_restarts_total": (
         "counter", "Restarts made by a supervisor since it started."),
     "pykka_registry_supervisor_restarts_in_window": (
@@ -138,12 +140,27 @@ def render_metrics(snapshotter: Snapshotter) -> str:
                     registry=source.label, node=node["node"])
             out.add("pykka_registry_redis_node_names", node["names"], registry=source.label,
                     node=node["node"])
+            out.add("pykka_registry_redis_node_group_members", node["members"],
+                    registry=source.label, node=node["node"])
         per_ns: dict[str, int] = {}
         for row in data["rows"]:
             key = label(row["namespace"])
             per_ns[key] = per_ns.get(key, 0) + 1
         for ns_label, count in sorted(per_ns.items()):
             out.add("pykka_registry_names", count, registry=source.label, namespace=ns_label)
+        # Groups per namespace, cluster-wide. Two namespaces with one label
+        # (7 and "7") add up: one label set is one sample.
+        groups: dict[str, int] = {}
+        members: dict[str, int] = {}
+        for (ns, _group), group_members in data["groups"].items():
+            key = label(ns)
+            groups[key] = groups.get(key, 0) + 1
+            members[key] = members.get(key, 0) + len(group_members)
+        for ns_label in sorted(groups):
+            out.add("pykka_registry_groups", groups[ns_label], registry=source.label,
+                    namespace=ns_label)
+            out.add("pykka_registry_group_members", members[ns_label], registry=source.label,
+                    namespace=ns_label)
     _supervisor_metrics(out, snapshotter.supervisor_trees())
     for (reg, kind), count in sorted(snapshotter.log.counts_copy().items()):
         out.add("pykka_registry_observer_events_total", count, registry=reg, type=kind)

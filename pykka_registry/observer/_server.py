@@ -263,8 +263,9 @@ class Observer:
             self._watches.append(watch)
 
     def add_redis(self, client: Any, prefix: str = "pykka_registry", url: str = "") -> None:
-        """Show the nodes and names of a Redis prefix, read with ``client``
-        (a ``redis.Redis``) from outside the cluster: nothing is registered."""
+        """Show the nodes, names and groups of a Redis prefix, read with
+        ``client`` (a ``redis.Redis``) from outside the cluster: nothing is
+        registered or joined."""
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the observer is stopped")

@@ -18,11 +18,17 @@ Guarantees
   default size is well under a megabyte.
 * Never raises because of user data; a registry that fails to answer is shown
   with an ``"error"`` and the others still are.
+* A Redis prefix (:class:`ClusterSource`) is read from outside with read
+  commands only (:func:`pykka_registry._inspect.list_names` and
+  :func:`~pykka_registry._inspect.list_groups`: names, group members, leases;
+  at most :data:`MAX_CLUSTER_MEMBERS` member records a read). A record that
+  cannot be read is skipped alone, counted (``"skipped"``) and logged once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import weakref
@@ -38,6 +44,8 @@ from pykka_registry.observer._watch import EventLog, Watch
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ClusterSource", "Snapshotter"]
 
+logger = logging.getLogger("pykka_registry")
+
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 2000
 MAX_NAMESPACES = 200
@@ -48,6 +56,8 @@ SUPERVISOR_TIMEOUT_S = 0.2
 SUPERVISOR_BUDGET_S = 0.4
 SUPERVISOR_CACHE_S = 0.25
 CLUSTER_CACHE_S = 0.5
+MAX_CLUSTER_MEMBERS = 100_000
+MAX_WARNINGS_REMEMBERED = 1000
 
 
 def _asdict(value: Any) -> dict[str, Any]:
@@ -74,9 +84,10 @@ def subscriber_count(registry: Any) -> Optional[int]:
 
 
 class ClusterSource:
-    """A Redis prefix read from outside: nodes (leases) and the names they
-    hold, without joining the cluster. Reads are cached for
-    :data:`CLUSTER_CACHE_S` and made by one thread at a time."""
+    """A Redis prefix read from outside: nodes (leases), the names they hold
+    and their group members, without joining the cluster. Reads are cached
+    for :data:`CLUSTER_CACHE_S` and made by one thread at a time (an HTTP
+    request's); the dict returned is not changed afterwards."""
 
     def __init__(self, client: Any, prefix: str, url: str) -> None:
         self.client = client
@@ -85,6 +96,10 @@ class ClusterSource:
         self._lock = threading.Lock()
         self._cached: Optional[dict[str, Any]] = None
         self._cached_at = 0.0
+        # Warnings already logged: a stray record is read again at every
+        # refresh, and is worth one log line, not two a second.
+        self._warned: set[str] = set()
+        self._skipped = 0
 
     @property
     def label(self) -> str:
@@ -98,22 +113,44 @@ class ClusterSource:
                 self._cached_at = time.monotonic()
             return self._cached
 
-    def _read(self) -> dict[str, Any]:
-        from pykka_registry._inspect import list_names
+    def _warn(self, message: str) -> None:
+        self._skipped += 1
+        if message in self._warned:
+            return
+        if len(self._warned) < MAX_WARNINGS_REMEMBERED:
+            self._warned.add(message)
+        logger.warning("observer (redis prefix %r): %s", self.prefix, message)
 
+    def _read(self) -> dict[str, Any]:
+        from pykka_registry._inspect import list_groups, list_names
+
+        self._skipped = 0
         try:
-            rows = list_names(self.client, self.prefix)
+            rows = list_names(self.client, self.prefix, warn=self._warn)
+            members = list_groups(self.client, self.prefix, warn=self._warn,
+                                  limit=MAX_CLUSTER_MEMBERS)
             nodes = self._nodes()
         except Exception as error:
             return {"prefix": self.prefix, "url": self.url, "error": label(error),
-                    "nodes": [], "rows": []}
+                    "nodes": [], "rows": [], "members": [], "groups": {}, "skipped": 0}
         per_node: dict[str, int] = {}
         for row in rows:
             per_node[row["node"]] = per_node.get(row["node"], 0) + 1
+        groups: dict[tuple[Any, Any], list[Any]] = {}
+        node_members: dict[str, int] = {}
+        node_groups: dict[str, set[tuple[Any, Any]]] = {}
+        for member in members:  # sorted by namespace, group, join order
+            key = (member.namespace, member.group)
+            groups.setdefault(key, []).append(member)
+            node_members[member.node] = node_members.get(member.node, 0) + 1
+            node_groups.setdefault(member.node, set()).add(key)
         for node in nodes:
             node["names"] = per_node.get(node["node"], 0)
+            node["members"] = node_members.get(node["node"], 0)
+            node["groups"] = len(node_groups.get(node["node"], ()))
         return {"prefix": self.prefix, "url": self.url, "error": None, "nodes": nodes,
-                "rows": rows}
+                "rows": rows, "members": members, "groups": groups,
+                "skipped": self._skipped}
 
     def _nodes(self) -> list[dict[str, Any]]:
         from pykka_registry.backends.redis._schema import Layout
@@ -148,6 +185,8 @@ class ClusterSource:
                 "lease_ttl_s": ttl_ms / 1000 if isinstance(ttl_ms, int) else None,
                 "lease_age_s": age,
                 "names": 0,
+                "members": 0,
+                "groups": 0,
             })
         return nodes
 
@@ -196,7 +235,7 @@ class Snapshotter:
             "registries": [self.registry_summary(w) for w in list(self.watches)],
             "clusters": [_cluster_summary(c, data) for c, data in clusters],
             "names": self._names(needle, namespace, offset, limit, clusters),
-            "groups": self._groups(needle, namespace, offset, limit),
+            "groups": self._groups(needle, namespace, offset, limit, clusters),
             "supervisors": self.supervisor_trees(),
             "events_latest": self.log.latest,
         }
@@ -285,10 +324,11 @@ class Snapshotter:
                     continue
                 rows.append((name, ns_label, svc_label, _entry_item, (watch, entry)))
 
-    def _groups(self, needle: str, namespace: Optional[str], offset: int,
-                limit: int) -> Optional[dict[str, Any]]:
+    def _groups(self, needle: str, namespace: Optional[str], offset: int, limit: int,
+                clusters: list[tuple[ClusterSource, dict[str, Any]]],
+                ) -> Optional[dict[str, Any]]:
         watches = [w for w in list(self.watches) if _has_groups(w.registry)]
-        if not watches:
+        if not watches and not clusters:
             return None
         rows: list[_Row] = []
         for watch in watches:
@@ -306,6 +346,15 @@ class Snapshotter:
                                      (registry, ns, group)))
             except Exception:
                 continue
+        for source, data in clusters:
+            for (ns, group), members in data["groups"].items():
+                ns_label, group_label = label(ns), label(group)
+                if namespace is not None and ns_label != namespace:
+                    continue
+                if needle and needle not in group_label.lower():
+                    continue
+                rows.append((source.label, ns_label, group_label, _cluster_group_item,
+                             members))
         rows.sort(key=_sort_key)
         return {"total": len(rows), "offset": offset, "limit": limit,
                 "items": [row[3](row[0], row[1], row[2], row[4])
@@ -426,9 +475,34 @@ def _group_item(registry_name: str, ns_label: str, group_label: str, arg: Any) -
     }
 
 
+def _cluster_group_item(registry: str, ns_label: str, group_label: str,
+                        members: list[Any]) -> dict[str, Any]:
+    """A group of a Redis prefix read from outside: its members (of every
+    node) in join order, as records say (no ref: no mailbox, alive means
+    of a live lease)."""
+    return {
+        "registry": registry,
+        "namespace": ns_label,
+        "group": group_label,
+        "count": len(members),
+        "members": [{
+            "actor_class": label(m.actor_class),
+            "urn": label(m.urn),
+            "alive": True,
+            "mailbox": None,
+            "node": label(m.node),
+            "metadata": jsonable(m.metadata),
+            "join_order": m.join_order,
+            "lease_age_s": m.lease_age_s,
+        } for m in members[:MAX_MEMBERS_SHOWN]],
+    }
+
+
 def _cluster_summary(source: ClusterSource, data: dict[str, Any]) -> dict[str, Any]:
     return {"name": source.label, "prefix": data["prefix"], "url": data["url"],
-            "error": data["error"], "names": len(data["rows"]), "nodes": data["nodes"]}
+            "error": data["error"], "names": len(data["rows"]),
+            "groups": len(data["groups"]), "members": len(data["members"]),
+            "skipped": data["skipped"], "nodes": data["nodes"]}
 
 
 def _supervisor_node(handle: Supervisor,

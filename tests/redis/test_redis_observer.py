@@ -1,12 +1,19 @@
-"""The observer's command line on a real Redis: it shows a cluster and writes nothing."""
+"""The observer on a real Redis: the command line shows a cluster (nodes,
+names, groups of every node) and writes nothing; the embedded observer of a
+Redis registry shows other nodes' group members as remote members."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pykka
 import pytest
 import redis
 from observer_client import get, get_json, interrupt, start_cli
-from redis_server import RedisServer
+from redis_helpers import recorders, redis_nodes, wait_for
+from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import Registry
 from pykka_registry.testing import Echo
@@ -44,3 +51,166 @@ def test_observe_cli_shows_a_redis_cluster_without_joining_it(fresh_redis: Redis
     pykka.ActorRegistry.stop_all()
 
 
+@pytest.fixture
+def actors() -> Iterator[Callable[..., Any]]:
+    with recorders() as start:
+        yield start
+
+
+def _dump(client: Any) -> dict[bytes, Any]:
+    """Every key with its type and content (what "wrote nothing" compares)."""
+    out: dict[bytes, Any] = {}
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+        elif kind == b"string":
+            out[key] = client.get(key)
+        elif kind == b"stream":
+            out[key] = client.xlen(key)
+        else:
+            out[key] = kind
+    return out
+
+
+def _samples(metrics: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in parser.text_string_to_metric_families(metrics)
+            for s in family.samples}
+
+
+def test_observe_cli_shows_the_groups_of_every_node(fresh_redis: RedisServer,
+                                                    actors: Any) -> None:
+    with redis_nodes(fresh_redis.url, "obsg", secret="an observer secret, long enough") as nodes:
+        a, b = nodes(node_id="node-a"), nodes(node_id="node-b")
+        a1, b1, a2 = actors("a1"), actors("b1"), actors("a2")
+        a.join("pool", "workers", a1, {"gpu": "<b>"})
+        b.join("pool", "workers", b1)
+        a.join("jobs", "batch", a2)
+        a.register("ns", "svc", actors("named"))
+        wait_for(lambda: b.count_members("pool", "workers") == 2, message="b sees a's member")
+        client = redis.Redis.from_url(fresh_redis.url)
+        # a record this version cannot read, beside node-a's good ones
+        client.hset("obsg:gmem:node-a", "junk", "not json")
+        before = _dump(client)
+        process, url = start_cli("observe", "--redis", fresh_redis.url, "--prefix", "obsg")
+        try:
+            snapshot = get_json(url + "api/snapshot")
+            cluster = snapshot["clusters"][0]
+            assert (cluster["names"], cluster["groups"], cluster["members"]) == (1, 2, 3)
+            assert cluster["skipped"] == 1
+            per_node = {n["node"]: (n["names"], n["groups"], n["members"])
+                        for n in cluster["nodes"]}
+            assert per_node == {"node-a": (1, 2, 2), "node-b": (0, 1, 1)}
+            groups = snapshot["groups"]
+            assert groups["total"] == 2
+            by_group = {(g["namespace"], g["group"]): g for g in groups["items"]}
+            workers = by_group[("pool", "workers")]
+            assert workers["registry"] == "redis:obsg" and workers["count"] == 2
+            assert [(m["urn"], m["node"]) for m in workers["members"]] == [
+                (a1.actor_urn, "node-a"), (b1.actor_urn, "node-b")]  # join order
+            first = workers["members"][0]
+            assert (first["actor_class"], first["mailbox"], first["alive"]) == (
+                "Recorder", None, True)
+            assert first["metadata"] == {"gpu": "<b>"}
+            assert first["join_order"] < workers["members"][1]["join_order"]
+            assert first["lease_age_s"] is not None
+            assert by_group[("jobs", "batch")]["members"][0]["urn"] == a2.actor_urn
+            # the filters of the page apply to groups too
+            only = get_json(url + "api/snapshot?namespace=jobs")["groups"]
+            assert [g["group"] for g in only["items"]] == ["batch"]
+            assert get_json(url + "api/snapshot?q=WORK")["groups"]["total"] == 1
+
+            samples = _samples(get(url + "metrics")[2].decode())
+            reg = ("registry", "redis:obsg")
+            assert samples[("pykka_registry_group_members", (("namespace", "pool"), reg))] == 2
+            assert samples[("pykka_registry_group_members", (("namespace", "jobs"), reg))] == 1
+            assert samples[("pykka_registry_groups", (("namespace", "pool"), reg))] == 1
+            assert samples[("pykka_registry_redis_node_group_members",
+                            (("node", "node-a"), reg))] == 2
+            assert samples[("pykka_registry_redis_node_group_members",
+                            (("node", "node-b"), reg))] == 1
+            # the page's script renders the groups view for clusters too
+            page = get(url + "static/page.js")[2].decode()
+            assert "cluster.groups" in page and "m.node" in page
+        finally:
+            code, _, err = interrupt(process)
+        assert code == 0, err
+        # said once on stderr, not at every refresh
+        assert [line for line in err.splitlines() if "junk" in line] == [
+            "observe: warning: observer (redis prefix 'obsg'): skipped the malformed member "
+            "record 'junk' in 'obsg:gmem:node-a': Expecting value: line 1 column 1 (char 0)"], err
+        assert _dump(client) == before  # it wrote nothing
+        client.delete("obsg:gmem:node-a")  # (the nodes' own stop deletes it too)
+        client.close()
+    pykka.ActorRegistry.stop_all()
+
+
+def test_embedded_observer_shows_other_nodes_members_as_remote(redis_url: str,
+                                                               actors: Any) -> None:
+    prefix = unique_prefix("obse")
+    with redis_nodes(redis_url, prefix, secret="an observer secret, long enough") as nodes:
+        a, b = nodes(), nodes()
+        a1, b1 = actors("a1"), actors("b1")
+        a.join("pool", "workers", a1, {"n": 1})
+        b.join("pool", "workers", b1, {"n": 2})
+        wait_for(lambda: b.count_members("pool", "workers") == 2, message="b sees a's member")
+        with b.observe() as observer:
+            snapshot = get_json(observer.url + "api/snapshot")
+            summary = snapshot["registries"][0]
+            assert summary["namespaces"] == [{"namespace": "pool", "names": 0, "groups": 1,
+                                              "members": 2}]
+            group = snapshot["groups"]["items"][0]
+            assert (group["namespace"], group["group"], group["count"]) == ("pool", "workers", 2)
+            remote, local = group["members"]  # join order: a1 first
+            assert remote["urn"] == a1.actor_urn and local["urn"] == b1.actor_urn
+            # a remote member: its class from its record, its node, no mailbox
+            assert (remote["actor_class"], remote["node"], remote["mailbox"],
+                    remote["alive"]) == ("Recorder", a.backend.node_id, None, True)  # type: ignore[attr-defined]
+            assert remote["metadata"] == {"n": 1}
+            assert local["actor_class"] == "Recorder" and isinstance(local["mailbox"], int)
+            assert local["metadata"] == {"n": 2}
+            samples = _samples(observer.metrics())
+            assert samples[("pykka_registry_group_members",
+                            (("namespace", "pool"), ("registry", b.name)))] == 2
+            json.dumps(snapshot)  # JSON-safe
+    pykka.ActorRegistry.stop_all()
+
+
+def test_the_page_shows_a_clusters_groups_per_node(redis_url: str, actors: Any) -> None:
+    from browser import console_errors, start_chromium
+    from browser import wait_until as wait_in_page
+
+    from pykka_registry.observer import serve
+
+    prefix = unique_prefix("obsp")
+    with redis_nodes(redis_url, prefix, secret="an observer secret, long enough") as nodes:
+        a, b = nodes(node_id=f"{prefix}-a"), nodes(node_id=f"{prefix}-b")
+        a.join("pool", "<script>", actors("a1"))
+        b.join("pool", "<script>", actors("b1"))
+        client = redis.Redis.from_url(redis_url)
+        driver = start_chromium()
+        try:
+            with serve(None) as observer:
+                observer.add_redis(client, prefix)
+                driver.get(observer.url)
+                rows = wait_in_page(driver, lambda d: d.execute_script(
+                    "return Array.from(document.querySelectorAll('#groups .group-row'))"
+                    ".map(r => Array.from(r.cells).map(c => c.textContent));") or None,
+                    "the cluster's group listed")
+                assert rows[0][:4] == [f"redis:{prefix}", "pool", "<script>", "2"]
+                assert f"on {prefix}-a" in rows[0][4] and f"on {prefix}-b" in rows[0][4]
+                nodes_text = driver.execute_script(
+                    "return Array.from(document.querySelectorAll('#clusters .cluster-node'))"
+                    ".map(e => e.textContent);")
+                assert len(nodes_text) == 2
+                assert all("1 group member in 1 group" in line for line in nodes_text)
+                assert not driver.execute_script(
+                    "return document.getElementById('groups-section').hidden;")
+                assert console_errors(driver) == []
+        finally:
+            driver.quit()
+            client.close()
+    pykka.ActorRegistry.stop_all()

@@ -85,11 +85,18 @@
     });
     $("registries").replaceChildren.apply($("registries"), cards);
     const clusters = snapshot.clusters.map(function (cluster) {
-      const rows = [el("h3", { text: cluster.name + " (" + cluster.names + " names)" })];
+      const rows = [el("h3", { text: cluster.name + " (" + plural(cluster.names, "name") + ", " +
+        plural(cluster.groups, "group") + ", " + plural(cluster.members, "member") + ")" })];
       if (cluster.error) rows.push(el("div", { cls: "unhealthy", text: cluster.error }));
+      if (cluster.skipped) {
+        rows.push(el("div", { cls: "degraded", text: plural(cluster.skipped, "record") +
+          " skipped (unreadable: see the observer's log)" }));
+      }
       rows.push(el("ul", {}, cluster.nodes.map(function (node) {
-        return el("li", { text: node.node + " \u00b7 " + text(node.host) + " pid " + text(node.pid) +
-          " \u00b7 " + node.names + " names \u00b7 lease age " + duration(node.lease_age_s) });
+        return el("li", { cls: "cluster-node", data: { node: node.node },
+          text: node.node + " \u00b7 " + text(node.host) + " pid " + text(node.pid) +
+          " \u00b7 " + node.names + " names \u00b7 " + plural(node.members, "group member") +
+          " in " + plural(node.groups, "group") + " \u00b7 lease age " + duration(node.lease_age_s) });
       })));
       return el("div", { cls: "card cluster" }, rows);
     });
@@ -150,7 +157,8 @@
     const rows = snapshot.groups.items.map(function (group) {
       const members = group.members.map(function (m) {
         return (m.actor_class || "?") + " " + shortUrn(m.urn) + (m.alive === false ? " (dead)" : "") +
-          " mailbox " + text(m.mailbox) + " " + JSON.stringify(m.metadata);
+          (m.node ? " on " + m.node : "") + " mailbox " + text(m.mailbox) + " " +
+          JSON.stringify(m.metadata);
       }).join("\n");
       return el("tr", { cls: "group-row" }, [
         el("td", { text: group.registry }), el("td", { text: group.namespace }),
