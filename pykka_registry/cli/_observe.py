@@ -14,7 +14,7 @@ __all__ = ["add_arguments", "register", "run"]
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "observe", help="a live web page for a Redis cluster",
-        description="A live web page and metrics for every node and name on a Redis "
+        description="A live web page and metrics for every node, name and group on a Redis "
                     "prefix (read-only: joins nothing).")
     add_arguments(parser)
     parser.set_defaults(run=run)
