@@ -21,6 +21,7 @@ from observer_client import get, get_json, interrupt, start_cli
 
 from pykka_registry import ChildSpec, Registry, Supervisor
 from pykka_registry.observer import METRICS, serve
+from pykka_registry.testing import wait_until
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -520,7 +521,16 @@ def test_stop_leaves_no_thread_and_is_idempotent() -> None:
 def test_demo_observe_keeps_the_observer_open_until_ctrl_c() -> None:
     process, url = start_cli("demo", "--observe", "--pause", "0")
     try:
-        events = get_json(url + "api/events")["items"]
+        # Listeners get events from the registry's dispatcher thread, so the
+        # last of the tour's events may still be on the way when the URL is
+        # printed: poll (bounded) rather than read once.
+        events: list[Any] = []
+
+        def crash_recorded() -> bool:
+            events[:] = get_json(url + "api/events")["items"]
+            return any(e["crash"] for e in events)
+
+        wait_until(crash_recorded, timeout=10, message="the crash in the observer's events")
         crash = next(e for e in events if e["crash"])
         assert crash["key"] == "w2" and crash["exception"]["type"] == "RuntimeError"
         assert any(e["type"] == "registered" for e in events)
