@@ -252,7 +252,7 @@ def test_malformed_numbers_in_a_record_are_skipped(
 # -- broken shared keys ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["gnodes", "gseq"])
+@pytest.mark.parametrize("key", ["gnodes", "gseq", "gseq and a huge record"])
 def test_a_broken_shared_key_does_not_wedge_joins(
     nodes: Factory, actors: Any, client: Any, prefix: str, key: str,
 ) -> None:
@@ -266,6 +266,9 @@ def test_a_broken_shared_key_does_not_wedge_joins(
         client.set(f"{prefix}:gnodes", "not a set")
     else:
         client.set(f"{prefix}:gseq", "not a number")
+    if key == "gseq and a huge record":  # (its "s" must not become the counter)
+        a_id = a.backend.node_id  # type: ignore[attr-defined]
+        client.hset(f"{prefix}:gmem:{a_id}", "junk", json.dumps({"n": 1e300, "s": 1e300}))
     b = nodes()  # a newcomer reads the members (before any repair)
     assert _urns(b.members("ns", "g")) == [first.actor_urn]
     second = actors("second")
@@ -277,6 +280,7 @@ def test_a_broken_shared_key_does_not_wedge_joins(
              message="b follows")
     c = nodes()
     assert _urns(c.members("ns", "g")) == _urns([second, third])
+    assert 0 < int(client.get(f"{prefix}:gseq")) < 1000
     assert _urns(a.members("ns", "g")) == _urns([second, third])
 
 
@@ -387,3 +391,31 @@ def test_dispatch_and_ask_all_with_a_key_that_only_compares_equal(nodes: Factory
     key: Any = LooksLikeG()
     assert a.dispatch("ns", key, "hello") == 1
     assert [v for _, v in a.ask_all("ns", key, "q", timeout=3)] == [("echo", "there", "q")]
+
+
+class _PicklesOnce:
+    """Pickles once (the ask's message), then its ``__reduce__`` raises
+    SystemExit (the answer that echoes it)."""
+
+    calls = 0
+
+    def __reduce__(self) -> Any:
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise SystemExit("hostile __reduce__")
+        return (_PicklesOnce, ())
+
+
+def test_an_answer_that_cannot_be_pickled_is_its_own_value(nodes: Factory,
+                                                          actors: Any) -> None:
+    """Members' answers whose pickling raises a BaseException: each has a
+    RemoteActorError as its value (the node still answers, at once)."""
+    a, b = nodes(), nodes()
+    first, second = actors("first"), actors("second")
+    a.join("ns", "g", first)
+    a.join("ns", "g", second)
+    wait_for(lambda: b.count_members("ns", "g") == 2, message="seen")
+    _PicklesOnce.calls = 0
+    values = [v for _, v in b.ask_all("ns", "g", _PicklesOnce(), timeout=3)]
+    assert all(isinstance(v, RemoteActorError) for v in values), values
+    assert "could not be pickled" in str(values[0])

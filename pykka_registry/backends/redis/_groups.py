@@ -1272,12 +1272,12 @@ def _gather(futures: list[tuple[str, Any]], deadline: float, reply_to: Any,
                 f"{safe_repr(key[0])}) did not answer in time"))
         try:
             pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as error:
-            value = RemoteActorError(f"{brief(value)} could not be pickled: {error!r}")
+        except BaseException as error:  # a hostile __reduce__ (SystemExit too): its own value
+            value = RemoteActorError(f"{brief(value)} could not be pickled: {brief(error)}")
         answers.append((urn, value))
     try:
         reply_to.set(answers)
-    except Exception:  # pragma: no cover - the messenger logs its own failures
+    except BaseException:  # pragma: no cover - the messenger logs its own failures
         logger.exception("could not answer an ask_all")
 
 

@@ -380,6 +380,11 @@ end
 local function gnodes_rem(gnodes, node)
   redis.pcall('SREM', gnodes, node)
 end
+local function gcount(value)  -- a counter value, or 0 (not one: NaN, < 0, past 2^53)
+  local x = tonumber(value) or 0
+  if x ~= x or x < 0 or x >= 9007199254740992 then return 0 end
+  return math.floor(x)
+end
 local function gnext(gseq, gevents, gnodes)
   local seq = redis.pcall('INCR', gseq)
   if type(seq) ~= 'table' or not seq.err then return seq end
@@ -390,7 +395,7 @@ local function gnext(gseq, gevents, gnodes)
   if type(last) == 'table' and not last.err and last[1] then
     local fields = last[1][2]
     for i = 1, #fields, 2 do
-      if fields[i] == 's' then top = math.max(top, tonumber(fields[i + 1]) or 0) end
+      if fields[i] == 's' then top = math.max(top, gcount(fields[i + 1])) end
     end
   end
   for _, node in ipairs(gnodes_list(gnodes, prefix)) do
@@ -399,7 +404,7 @@ local function gnext(gseq, gevents, gnodes)
       for _, raw in ipairs(rows) do
         local ok, rec = pcall(cjson.decode, raw)
         if ok and type(rec) == 'table' then
-          top = math.max(top, tonumber(rec.n) or 0, tonumber(rec.s) or 0)
+          top = math.max(top, gcount(rec.n), gcount(rec.s))
         end
       end
     end
