@@ -376,7 +376,7 @@ class Messenger:
         counter = self._counters.get(node_id)
         if counter is None:
             counter = self._counters.setdefault(node_id, itertools.count(1))
-        return f"{self._id_prefix}-{next(counter)}"
+        return f"{self._id_prefix}.{id(counter):x}-{next(counter)}"  # unique across nodes
 
     def _forget(self, msg_id: str) -> None:
         with self._lock:

@@ -196,3 +196,30 @@ def test_key_layout() -> None:
     assert group_members_key("P", "n1") == "P:gmem:n1"
     assert group_keys("P") == ("P:gnodes", "P:gseq", "P:gevents")
     assert member_field('["ns","g"]', "urn:x") == 'urn:x ["ns","g"]'
+
+
+def test_remove_actor_also_drops_other_processes_claims_of_a_local_actor() -> None:
+    """A local actor dies: its own memberships go, and so do those another
+    process's record claims (false: the actor lives here); a node of this
+    process (tests run several in one) keeps its own."""
+    replica = GroupReplica("me")
+    mine = _member("ns", "g", "u", order=1)
+    forged = _member("ns", "h", "u", node="elsewhere", order=2)
+    sibling = _member("ns", "k", "u", node="sibling", order=3)
+    for member in (mine, forged, sibling):
+        replica.put(member)
+    gone = replica.remove_actor("u", {"me", "sibling"})
+    assert sorted(m.group for m in gone) == ["g", "h"]
+    assert replica.groups_of("u") == [("ns", "k")]
+    assert replica.remove_actor("u") == []  # (without process nodes: own ones only)
+    assert replica.groups_of("u") == [("ns", "k")]
+
+
+def test_a_record_with_metadata_no_join_could_write_is_refused() -> None:
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(ValueError, match="levels deep"):
+        parse_member(_record(meta=json.dumps({"x": deep})), node="n1")
+    assert checked_member(json.dumps(_record(meta=json.dumps({"x": deep}))), "t",
+                          node="n1") is None

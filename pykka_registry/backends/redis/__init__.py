@@ -891,6 +891,8 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                             f"{self._k('events')}?)")
         if self._closed:
             problems.append("closed")
+        groups = self._groups.health()  # groups: _groups.RedisGroups.health
+        problems.extend(groups["problems"])
         return {
             "status": "degraded" if problems else "healthy",
             "problems": problems,
@@ -909,5 +911,6 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             "writable": not store.write_error,
             "messages_delivered": self._messenger.delivered if self._messenger else 0,
             "messages_dropped": self._messenger.dropped if self._messenger else 0,
+            "groups": groups,
         }
 

@@ -52,14 +52,28 @@ Guarantees
   so a group's ``Joined`` and ``Left`` follow the order of the copy's
   changes.
 * **Hostile data.** Every record and event is validated field by field
-  (:func:`._schema.parse_member`); a bad one is skipped alone with a warning.
+  (:func:`._schema.parse_member`, and a record must sit under its own
+  field); a bad one is skipped alone with a warning. Another node's record
+  naming an actor that is a member here is ignored (it would replace the
+  membership); one naming an actor of this process in no group here
+  leaves the copy when the actor dies (an actor of this process is no
+  other process's member: :data:`_PROCESS_NODES`).
+* **Lost replies.** A join that Redis applied but whose reply was lost
+  (it raised) is read back from the stream: a member the copy does not
+  hold is deleted again (fenced by its place; a retried join keeps that
+  place and is left alone); a member it holds takes the record's place and
+  metadata.
 * ``dispatch`` returns how many members the message was sent to: local
   members told, plus the members (as this copy knows them) of every remote
   node whose message was accepted by Redis. A remote node tells its members
-  at most once per message (the messenger refuses replays).
+  at most once per message (the messenger refuses replays), and gets one
+  message even while the copy holds its members of two incarnations (a new
+  lease, the old one not dropped yet): sent to the newest.
 * ``ask_all`` never waits longer than its timeout; a member whose answer
   (or whose node's answer) did not come in time has a
-  :class:`~pykka_registry.RegistryTimeoutError` as its value.
+  :class:`~pykka_registry.RegistryTimeoutError` as its value; a node's
+  answer that is not a list of ``(urn, value)`` gives its members a
+  :class:`~pykka_registry.RemoteActorError`, never a raw exception.
 
 Threads: see each method. The replica's lock is taken briefly by writers
 (server thread, dying threads) and by readers of multi-structure views.
@@ -73,7 +87,7 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 import attrs
@@ -82,6 +96,7 @@ import pykka
 from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
+    InvalidKeyError,
     RegistryTimeoutError,
     RegistryUnavailableError,
     RemoteActorError,
@@ -126,6 +141,9 @@ _BLOCK_MS = 500
 _EMPTY: dict[Any, Any] = {}
 _NONE: tuple[Any, ...] = ()
 _RESYNC_INTERVAL_S = 0.5
+#: The node ids of the RedisGroups started in this process (and not closed):
+#: a record of any other node naming an actor of this process is false.
+_PROCESS_NODES: set[str] = set()
 
 
 @attrs.define(frozen=True, eq=False)
@@ -241,12 +259,18 @@ class GroupReplica:
                 self._drop(member)
             return gone
 
-    def remove_actor(self, urn: str) -> list[GroupMember]:
-        """Remove every membership of this node's actor ``urn``."""
+    def remove_actor(self, urn: str, process_nodes: Optional[Collection[str]] = None
+                     ) -> list[GroupMember]:
+        """Remove every membership of this node's actor ``urn``, and (given
+        ``process_nodes``, the nodes of this process) those of ``urn`` that
+        a node not in it claims: an actor of this process is no other
+        process's member."""
         if urn not in self._by_urn:  # most deaths: an actor in no group
             return []
         with self._lock:
-            gone = [m for m in self._by_urn.get(urn, _EMPTY).values() if m.node == self.node_id]
+            gone = [m for m in self._by_urn.get(urn, _EMPTY).values()
+                    if m.node == self.node_id or
+                    (process_nodes is not None and m.node not in process_nodes)]
             for member in gone:
                 self._drop(member)
             return gone
@@ -424,6 +448,7 @@ class RedisGroups:
             self._scripts[name] = client.register_script(getattr(_scripts, name))
         self._written_inc = incarnation()
         self._seen_epoch = epoch()
+        _PROCESS_NODES.add(self.node_id)
         try:
             self._reap(self.node_id, KIND_EXPIRED)  # a reused node_id's old records
             self._install(self._read_snapshot())
@@ -443,6 +468,7 @@ class RedisGroups:
         if self._closed:
             return
         self._closed = True
+        _PROCESS_NODES.discard(self.node_id)
         self._stopping.set()
         thread = self._thread
         if thread is not None and reachable:
@@ -464,7 +490,39 @@ class RedisGroups:
                             "expire with the lease", self.node_id, error)
         self.replica.clear()
 
-    # -- publishing (server thread) -------------------------------------------------
+    # -- health (any thread) -----------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The groups' part of ``RedisBackend.health()``: members held here
+        and known (every node), remote nodes with members, the group feed's
+        position and re-reads, deletes waiting to be sent, and ``problems``
+        (a list of strings; empty when healthy). Never raises."""
+        own = remote_nodes = 0
+        try:
+            own = len(self.replica.own())
+            remote_nodes = len({node for node, _ in self.replica.remote_nodes()})
+        except Exception:  # pragma: no cover - a read racing with close
+            pass
+        problems = []
+        pending = len(self._releases)
+        if pending:
+            problems.append(f"groups: {pending} memberships of dead actors wait to be "
+                            "deleted in Redis")
+        thread = self._thread
+        if not self._closed and thread is not None and not thread.is_alive():
+            problems.append("groups: the group thread is not running")
+        if self._reassert_queued or (self._written_inc and
+                                     self._written_inc != self._incarnation()):
+            problems.append("groups: own members are being written again (new lease)")
+        return {
+            "members_here": own,
+            "members_known": self.replica.totals()[1],
+            "remote_nodes": remote_nodes,
+            "feed_seq": self._feed_seq,
+            "resyncs": self.resyncs,
+            "pending_releases": pending,
+            "problems": problems,
+        }
 
     # -- refs -------------------------------------------------------------------------
 
@@ -585,14 +643,20 @@ class RedisGroups:
         """A local actor died: drop its memberships from the copy at once and
         queue their deletion in Redis. Dying actor's thread, write lock held:
         no I/O. Never raises."""
-        self._joined_urns.discard(actor_ref.actor_urn)
-        gone = self.replica.remove_actor(actor_ref.actor_urn)
+        urn = actor_ref.actor_urn
+        self._joined_urns.discard(urn)
+        gone = self.replica.remove_actor(urn, _PROCESS_NODES)
         if not gone:
             return []
-        reason = _deathwatch.death_reason(actor_ref)
-        why, err = (KIND_CRASHED, brief(reason)[:500]) if reason is not None else (KIND_STOPPED, "")
-        self._queue_release([(self.node_id, key_json(m.namespace, m.group),
-                              m.actor_ref.actor_urn, str(m.order), why, err) for m in gone])
+        own = [m for m in gone if m.node == self.node_id]
+        if len(own) < len(gone):  # false records of other processes: no release here
+            self._refs.pop(urn, None)
+        if own:
+            reason = _deathwatch.death_reason(actor_ref)
+            why, err = ((KIND_CRASHED, brief(reason)[:500]) if reason is not None
+                        else (KIND_STOPPED, ""))
+            self._queue_release([(self.node_id, key_json(m.namespace, m.group),
+                                  m.actor_ref.actor_urn, str(m.order), why, err) for m in own])
         return list(gone)
 
     def clear_namespace_groups(self, namespace: Hashable) -> list[Member]:
@@ -627,7 +691,9 @@ class RedisGroups:
         self._release_queued = False
         items = []
         while self._releases:
-            items.append(self._releases.popleft())
+            item = self._releases.popleft()
+            if not self._held_again(item):
+                items.append(item)
         if not items or self._closed:
             return
         try:
@@ -637,6 +703,21 @@ class RedisGroups:
             logger.info("%s: could not delete %d group members in Redis yet (%r); retrying",
                         self.node_id, len(items), error)
             self._releases.extendleft(reversed(items))
+
+    def _held_again(self, item: tuple[str, str, str, str, str, str]) -> bool:
+        """True if the copy holds the own membership a queued release would
+        delete, at that place: it was joined again since (a join retried
+        after a lost reply keeps its place), so the release is stale."""
+        node, kjson, urn, place = item[:4]
+        if node != self.node_id or not self.replica.holds_urn(urn):
+            return False
+        try:
+            namespace, group = key_from_json(kjson)
+        except ValueError:
+            return False
+        current = self.replica.get(namespace, group, urn)
+        return current is not None and current.node == self.node_id and \
+            str(current.order) == place
 
     # -- reads (any thread) -----------------------------------------------------------
 
@@ -665,16 +746,17 @@ class RedisGroups:
         endpoint tells that node's members). Returns how many members it was
         sent to."""
         sent = 0
-        nodes: dict[tuple[str, str], list[Any]] = {}
+        nodes: dict[str, list[Any]] = {}  # node id -> [the ref to send by, count]
         for ref in refs:
             if isinstance(ref, RemoteActorRef):
                 if ref.is_alive():
-                    node_key = (ref.node_id, ref._link.node.inc)
-                    found = nodes.get(node_key)
+                    found = nodes.get(ref.node_id)
                     if found is None:
-                        nodes[node_key] = [ref, 1]
+                        nodes[ref.node_id] = [ref, 1]
                     else:
                         found[1] += 1
+                        if ref._link.node is not found[0]._link.node:
+                            found[0] = self._newer(namespace, group, found[0], ref)
                 continue
             try:
                 ref.tell(message)
@@ -682,8 +764,8 @@ class RedisGroups:
                 continue
             sent += 1
         if nodes:
-            kjson = key_json(namespace, group)
-            for (node, _inc), (first, count) in nodes.items():
+            kjson = self._kjson(namespace, group)
+            for node, (first, count) in nodes.items():
                 try:
                     self._endpoint_ref(first, kjson).tell(message)
                 except (pykka.ActorDeadError, RegistryUnavailableError) as error:
@@ -700,10 +782,18 @@ class RedisGroups:
         deadline = time.monotonic() + timeout
         values: dict[int, Any] = {}
         local: list[tuple[int, Any]] = []
-        by_node: dict[tuple[str, str], list[int]] = {}
+        by_node: dict[str, list[int]] = {}  # node id -> indices, the ref to ask by first
         for index, ref in enumerate(refs):
             if isinstance(ref, RemoteActorRef):
-                by_node.setdefault((ref.node_id, ref._link.node.inc), []).append(index)
+                indices = by_node.get(ref.node_id)
+                if indices is None:
+                    by_node[ref.node_id] = [index]
+                    continue
+                indices.append(index)
+                first = refs[indices[0]]
+                if ref._link.node is not first._link.node and \
+                        self._newer(namespace, group, first, ref) is ref:
+                    indices[0], indices[-1] = indices[-1], indices[0]
                 continue
             try:
                 local.append((index, ref.ask(message, block=False)))
@@ -713,7 +803,7 @@ class RedisGroups:
         # that its answer can travel back before our deadline.
         budget = max(0.0, timeout - min(0.25, timeout / 5))
         remote: list[tuple[list[int], Any]] = []
-        kjson = key_json(namespace, group)
+        kjson = self._kjson(namespace, group) if by_node else ""
         for indices in by_node.values():
             urns = tuple(refs[i].actor_urn for i in indices)
             try:
@@ -733,19 +823,47 @@ class RedisGroups:
         for index, future in local:
             values[index] = _value(future, deadline, functools.partial(late, refs[index]))
         for indices, future in remote:
-            answer = _value(future, deadline, lambda: None)
-            if isinstance(answer, list):
-                found = {}
-                for item in answer:
-                    if isinstance(item, tuple) and len(item) == 2:
-                        found[item[0]] = item[1]
+            answer = _value(future, deadline, lambda: _LATE)
+            if answer is _LATE:
+                for i in indices:
+                    values[i] = late(refs[i])
+            elif isinstance(answer, BaseException):  # the node is gone, timed out...
+                for i in indices:
+                    values[i] = answer
+            else:
+                found = _answers(answer)
+                node = refs[indices[0]].node_id
                 for i in indices:
                     urn = refs[i].actor_urn
-                    values[i] = found[urn] if urn in found else late(refs[i])
-            else:
-                for i in indices:
-                    values[i] = late(refs[i]) if answer is None else answer
+                    values[i] = found[urn] if urn in found else RemoteActorError(
+                        f"node {node} answered ask_all without a value for {urn} (it sent "
+                        f"{brief(answer)})")
         return [(ref, values[i]) for i, ref in enumerate(refs)]
+
+    def _newer(self, namespace: Hashable, group: Hashable, one: RemoteActorRef,
+               other: RemoteActorRef) -> RemoteActorRef:
+        """Of two members of one node with different incarnations (the node
+        took a new lease; the lease watch has not dropped the old one yet),
+        the one written last: its incarnation is the node's current one."""
+        try:
+            a = self.replica.get(namespace, group, one.actor_urn)
+            b = self.replica.get(namespace, group, other.actor_urn)
+        except Exception:  # a hostile key: keep the first
+            return one
+        return other if a is None or (b is not None and b.seq > a.seq) else one
+
+    def _kjson(self, namespace: Hashable, group: Hashable) -> str:
+        """The group's JSON text as stored (that of its members: a key that
+        only compares equal to it, and cannot be written, still names it)."""
+        try:
+            found = self.replica.members(namespace, group)
+            if found:
+                return key_json(found[0].namespace, found[0].group)
+            return key_json(namespace, group)
+        except Exception as error:
+            raise InvalidKeyError(
+                f"the key ({safe_repr(namespace)}, {safe_repr(group)}) cannot be looked up: "
+                f"{type(error).__name__} from its __hash__ or __eq__") from None
 
     # -- the group thread -----------------------------------------------------------------
 
@@ -842,6 +960,12 @@ class RedisGroups:
                 record = checked_member(rows[j + 1], "a group member record", node=node)
                 if record is None:
                     continue
+                if text(rows[j]) != member_field(record.kjson, record.urn):
+                    # (no GLEAVE could ever delete it)
+                    logger.warning("ignoring a malformed group record (a group member record) "
+                                   "of node %s: stored under field %s, not its own", node,
+                                   brief(text(rows[j])))
+                    continue
                 if record.inc != lease:
                     dead = True
                     continue
@@ -853,7 +977,7 @@ class RedisGroups:
     def _install(self, snapshot: _Snapshot) -> None:
         """At start: fill the empty copy (no server, no listeners yet)."""
         for record in snapshot.records:
-            if record.node != self.node_id:
+            if record.node != self.node_id and not self._claims_own(record):
                 self.replica.put(self._member(record))
         self._feed_seq = snapshot.seq
         self._feed_id = snapshot.feed_id
@@ -896,11 +1020,13 @@ class RedisGroups:
                 return []
             return self._apply_lapse(record.node, record.inc, record.why)
         if record.node == self.node_id and record.op == "join":
-            return []  # our own write, applied when it was made
+            return self._own_join(record)
         current = self.replica.get(record.key[0], record.key[1], record.urn)
         if current is not None and current.seq >= record.seq:
             return []
         if record.op == "join":
+            if self._claims_own(record):
+                return []
             member = self._member(record)
             self.replica.put(member)
             return [MemberChange(None, member)]
@@ -915,6 +1041,39 @@ class RedisGroups:
             self._forget_refs([current])
             return [MemberChange(current, None, _reason(record.why, record.error))]
         return []
+
+    def _own_join(self, record: MemberRecord) -> list[MemberChange]:
+        """One of this node's joins, read back from the stream. Applied when
+        it was made, unless its reply was lost (the join raised, or a
+        re-assert failed half way): then a member the copy no longer holds
+        is deleted again (the join was not acknowledged), and a member it
+        holds takes the record's place and metadata (what every other node
+        sees)."""
+        key, urn = record.key, record.urn
+        current = self.replica.get(key[0], key[1], urn)
+        if current is not None and current.node == self.node_id:
+            if current.seq >= record.seq:
+                return []
+            member = GroupMember(key[0], key[1], current.actor_ref, record.metadata,
+                                 is_flat(record.metadata), node=self.node_id, inc=record.inc,
+                                 order=record.order, seq=record.seq)
+            self.replica.put(member)
+            # a rejoin (same incarnation) may have changed the metadata
+            return [MemberChange(current, member)] if current.inc == record.inc else []
+        self._queue_release([(self.node_id, record.kjson, urn, str(record.order), KIND_LEFT,
+                              "")])
+        return []
+
+    def _claims_own(self, record: MemberRecord) -> bool:
+        """True (with a warning) if another node's ``record`` names an actor
+        that is a member of a group here: a false record, which must not
+        replace that membership in the copy."""
+        urn = record.urn
+        if self.replica.own_member(urn) is None and urn not in self._joined_urns:
+            return False
+        logger.warning("%s: ignoring a group record of node %s naming %s, a member here",
+                       self.node_id, brief(record.node), urn)
+        return True
 
     def _lapsed(self, node: str, inc: str, state: Any = None) -> list[MemberChange]:
         """The lease watch found ``node``'s incarnation ``inc`` gone."""
@@ -933,7 +1092,8 @@ class RedisGroups:
     def _apply_snapshot(self, snapshot: _Snapshot, state: Any = None) -> list[MemberChange]:
         """Make the copy of other nodes' members equal to ``snapshot``;
         re-assert own members missing from it (server thread)."""
-        records = {(r.key, r.urn): r for r in snapshot.records if r.node != self.node_id}
+        records = {(r.key, r.urn): r for r in snapshot.records
+                   if r.node != self.node_id and not self._claims_own(r)}
         own = {(r.key, r.urn) for r in snapshot.records if r.node == self.node_id}
         events: list[MemberChange] = []
         gone = []
@@ -1006,6 +1166,20 @@ class RedisGroups:
                                           seq=int(result[1])))
         if ok:
             self._written_inc = inc
+
+
+_LATE = object()  # no answer by the deadline
+
+
+def _answers(answer: Any) -> dict[str, Any]:
+    """A node's ``ask_all`` answer, ``[(urn, value), ...]``, as a dict;
+    what is not of that shape is left out."""
+    found: dict[str, Any] = {}
+    if isinstance(answer, list):
+        for item in answer:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                found.setdefault(item[0], item[1])
+    return found
 
 
 def _value(future: Any, deadline: float, on_timeout: Callable[[], Any]) -> Any:
@@ -1098,12 +1272,12 @@ def _gather(futures: list[tuple[str, Any]], deadline: float, reply_to: Any,
                 f"{safe_repr(key[0])}) did not answer in time"))
         try:
             pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as error:
-            value = RemoteActorError(f"{brief(value)} could not be pickled: {error!r}")
+        except BaseException as error:  # a hostile __reduce__ (SystemExit too): its own value
+            value = RemoteActorError(f"{brief(value)} could not be pickled: {brief(error)}")
         answers.append((urn, value))
     try:
         reply_to.set(answers)
-    except Exception:  # pragma: no cover - the messenger logs its own failures
+    except BaseException:  # pragma: no cover - the messenger logs its own failures
         logger.exception("could not answer an ask_all")
 
 

@@ -41,6 +41,7 @@ import attrs
 
 from pykka_registry._errors import InvalidMetadataError
 from pykka_registry._events import KIND_LEFT, KIND_LOST, KIND_UNREGISTERED, KINDS
+from pykka_registry._metadata import copy_metadata
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -533,6 +534,10 @@ def parse_member(raw: Any, node: Optional[str] = None, seq: Optional[int] = None
         raise ValueError("metadata nested too deep") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
+    try:  # what no join could write (too deep, too many items) would fail every read
+        metadata = copy_metadata(metadata)
+    except InvalidMetadataError as error:
+        raise ValueError(f"metadata: {error}") from None
     return MemberRecord(op, owner, inc, key, text, urn, _field(raw, "cls", ""), metadata,
                         order, record_seq)
 

@@ -13,6 +13,9 @@ Guarantees
   processes never both hold a name.
 * **Fenced deletes and updates.** ``RELEASE`` and ``UPDATE`` change a name
   only if it still carries the token and node given.
+* **Group keys cannot wedge writes.** A ``P:gnodes`` that is not a set, or
+  a ``P:gseq`` that is not a counter, is replaced by the group script that
+  meets it (the counter resumes above every value handed out).
 * **No SCRIPT EXISTS per call.** A registered script runs by ``EVALSHA``;
   redis-py loads it again only after a ``NOSCRIPT`` reply (a restarted or
   flushed Redis).
@@ -342,12 +345,81 @@ class Scripts:
 # JSON), as the names' feed does. Entries without "s" (a closing node's wake-up
 # of its own reader) are skipped by readers.
 
+# Shared by the group scripts: the prefix's shared keys may hold anything
+# (another program, a hand-made edit), and must not wedge every write.
+# gnext: the next value of P:gseq; a P:gseq that is not a counter starts again
+#        above every value handed out (the last event's "s", every record's
+#        "n" and "s"), so that places and fences stay in order.
+# gnodes_add / gnodes_rem: P:gnodes that is not a set is replaced (by the nodes
+#        of P:nodes that have a P:gmem hash).
+# gnodes_list: P:gnodes' members, or (not a set) every node that took a lease.
+GHELPERS = """
+local function gnodes_list(gnodes, prefix)
+  local nodes = redis.pcall('SMEMBERS', gnodes)
+  if type(nodes) == 'table' and not nodes.err then return nodes end
+  nodes = redis.pcall('SMEMBERS', prefix .. ':nodes')
+  if type(nodes) == 'table' and not nodes.err then return nodes end
+  return {}
+end
+local function gnodes_add(gnodes, node)
+  local ok = redis.pcall('SADD', gnodes, node)
+  if type(ok) == 'table' and ok.err then
+    local prefix = string.sub(gnodes, 1, -8)
+    redis.call('DEL', gnodes)
+    local leased = redis.pcall('SMEMBERS', prefix .. ':nodes')
+    if type(leased) == 'table' and not leased.err then
+      for _, n in ipairs(leased) do
+        if redis.call('EXISTS', prefix .. ':gmem:' .. n) == 1 then
+          redis.call('SADD', gnodes, n)
+        end
+      end
+    end
+    redis.call('SADD', gnodes, node)
+  end
+end
+local function gnodes_rem(gnodes, node)
+  redis.pcall('SREM', gnodes, node)
+end
+local function gcount(value)  -- a counter value, or 0 (not one: NaN, < 0, past 2^53)
+  local x = tonumber(value) or 0
+  if x ~= x or x < 0 or x >= 9007199254740992 then return 0 end
+  return math.floor(x)
+end
+local function gnext(gseq, gevents, gnodes)
+  local seq = redis.pcall('INCR', gseq)
+  if type(seq) ~= 'table' or not seq.err then return seq end
+  if string.find(seq.err, 'OOM', 1, true) then error(seq) end
+  local prefix = string.sub(gseq, 1, -6)
+  local top = 0
+  local last = redis.pcall('XREVRANGE', gevents, '+', '-', 'COUNT', 1)
+  if type(last) == 'table' and not last.err and last[1] then
+    local fields = last[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 's' then top = math.max(top, gcount(fields[i + 1])) end
+    end
+  end
+  for _, node in ipairs(gnodes_list(gnodes, prefix)) do
+    local rows = redis.pcall('HVALS', prefix .. ':gmem:' .. node)
+    if type(rows) == 'table' and not rows.err then
+      for _, raw in ipairs(rows) do
+        local ok, rec = pcall(cjson.decode, raw)
+        if ok and type(rec) == 'table' then
+          top = math.max(top, gcount(rec.n), gcount(rec.s))
+        end
+      end
+    end
+  end
+  redis.call('SET', gseq, string.format('%d', top))
+  return redis.call('INCR', gseq)
+end
+"""
+
 # KEYS: own lease, own P:gmem hash, P:gnodes, P:gseq, P:gevents.
 # ARGV: node id, incarnation, field, group JSON, urn, actor class, metadata
 #       JSON, feed maxlen.
 # A rejoin (same field, same incarnation) keeps its place ("n").
 # Returns {'ok', seq, n} | {'nolease'}.
-GJOIN = FEED + """
+GJOIN = FEED + GHELPERS + """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {'nolease'} end
 local order = nil
 local old = redis.pcall('HGET', KEYS[2], ARGV[3])
@@ -359,12 +431,12 @@ if old then
   local ok, rec = pcall(cjson.decode, old)
   if ok and type(rec) == 'table' and rec.inc == ARGV[2] then order = tonumber(rec.n) end
 end
-local seq = redis.call('INCR', KEYS[4])
+local seq = gnext(KEYS[4], KEYS[5], KEYS[3])
 if not order then order = seq end
 redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({
   node = ARGV[1], inc = ARGV[2], k = ARGV[4], urn = ARGV[5], cls = ARGV[6], meta = ARGV[7],
   n = order, s = seq}))
-redis.call('SADD', KEYS[3], ARGV[1])
+gnodes_add(KEYS[3], ARGV[1])
 feed(KEYS[5], ARGV[8], seq, cjson.encode({
   op = 'join', node = ARGV[1], inc = ARGV[2], k = ARGV[4], urn = ARGV[5], cls = ARGV[6],
   meta = ARGV[7], n = order}))
@@ -378,8 +450,9 @@ return {'ok', seq, order}
 # A member goes only if its record still has that place (a later leave and
 # rejoin is left alone). Returns one value per member: the seq of its
 # 'leave' event, or 0 (not there any more).
-GLEAVE = FEED + """
+GLEAVE = FEED + GHELPERS + """
 local n = tonumber(ARGV[2])
+local gnodes = string.sub(KEYS[1], 1, -6) .. ':gnodes'
 local out = {}
 for i = 1, n do
   local a = 2 + (i - 1) * 6
@@ -395,7 +468,7 @@ for i = 1, n do
     out[i] = 0
   else
     redis.call('HDEL', KEYS[2 + i], field)
-    local seq = redis.call('INCR', KEYS[1])
+    local seq = gnext(KEYS[1], KEYS[2], gnodes)
     local inc = '?'
     local order = 0
     if rec ~= nil then
@@ -415,13 +488,15 @@ return out
 # Returns {seq, the stream's last id, then per node of P:gnodes: node id, its
 # lease's incarnation ('' = none), {field, record, ...}}. The reader keeps the
 # records of live incarnations and validates each.
-GSNAPSHOT = """
-local out = {redis.call('GET', KEYS[2]) or '0', '0-0'}
+GSNAPSHOT = GHELPERS + """
+local seq = redis.pcall('GET', KEYS[2])
+if type(seq) ~= 'string' then seq = '0' end
+local out = {seq, '0-0'}
 if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then
   local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
   if last[1] then out[2] = last[1][1] end
 end
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, node in ipairs(gnodes_list(KEYS[1], ARGV[1])) do
   local rows = redis.pcall('HGETALL', ARGV[1] .. ':gmem:' .. node)
   if type(rows) ~= 'table' or rows.err then rows = {} end
   out[#out + 1] = node
@@ -436,7 +511,7 @@ return out
 # Deletes every membership of the node that is not of its live incarnation
 # (one 'drop' event per incarnation removed); an empty hash goes, with the
 # node's place in P:gnodes. Returns how many memberships were deleted.
-GREAP = FEED + """
+GREAP = FEED + GHELPERS + """
 local live = redis.call('GET', KEYS[1]) or ''
 local rows = redis.pcall('HGETALL', KEYS[2])
 if type(rows) ~= 'table' or rows.err then
@@ -456,11 +531,11 @@ for i = 1, #rows, 2 do
   end
 end
 for inc, _ in pairs(gone) do
-  local seq = redis.call('INCR', KEYS[4])
+  local seq = gnext(KEYS[4], KEYS[5], KEYS[3])
   feed(KEYS[5], ARGV[2], seq, cjson.encode({op = 'drop', node = ARGV[1], inc = inc,
                                             why = ARGV[3]}))
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then gnodes_rem(KEYS[3], ARGV[1]) end
 return n
 """
 
@@ -468,11 +543,13 @@ return n
 # Run by a stopping node after LEAVE: if no node of the prefix holds a live
 # lease, every group key of the prefix goes (the prefix is left empty).
 # Returns 1 if cleared, else 0.
-GCLEAR = """
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+GCLEAR = GHELPERS + """
+local leased = redis.pcall('SMEMBERS', KEYS[1])
+if type(leased) ~= 'table' or leased.err then leased = {} end
+for _, n in ipairs(leased) do
   if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
 end
-local nodes = redis.call('SMEMBERS', KEYS[2])
+local nodes = gnodes_list(KEYS[2], ARGV[1])
 for _, n in ipairs(nodes) do
   if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
 end
