@@ -266,3 +266,22 @@ def test_remove_local_drops_only_this_nodes_names(replica: Replica,
 
 def test_change_reason_defaults_to_expired() -> None:
     assert Change(None, None).reason == EXPIRED == UnregisterReason("expired")
+
+
+def test_a_name_record_with_metadata_no_write_could_store_is_refused() -> None:
+    # 100 levels parse as JSON but exceed the metadata depth limit of every
+    # write: such a record must be refused at parsing (skipped alone), not
+    # stored to fail every lookup_with_metadata of the name.
+    deep: Any = {}
+    for _ in range(100):
+        deep = {"d": deep}
+    raw = {"k": key_json("ns", "deep"), "op": "set", "node": OTHER, "inc": "i1", "tok": 1,
+           "urn": "urn:deep", "cls": "Echo", "meta": json.dumps(deep)}
+    with pytest.raises(ValueError, match="metadata"):
+        parse_record(raw, rev=1, event=True)
+    wide = {str(i): i for i in range(100_001)}
+    raw["meta"] = json.dumps(wide)
+    with pytest.raises(ValueError, match="metadata"):
+        parse_record(raw, rev=1, event=True)
+    raw["meta"] = json.dumps({"ok": [1, {"x": "y"}]})
+    assert parse_record(raw, rev=1, event=True).metadata == {"ok": [1, {"x": "y"}]}

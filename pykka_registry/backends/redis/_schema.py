@@ -345,6 +345,16 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
                       _field(raw, "err", "")[:1000])
     if not urn or not inc:
         raise ValueError("fields 'urn' and 'inc' must not be empty")
+    metadata = _read_metadata(raw)
+    return Record(key, text, op, node, inc, token, record_rev, urn, _field(raw, "cls", ""),
+                  metadata)
+
+
+def _read_metadata(raw: Mapping[str, Any]) -> dict[Any, Any]:
+    """The ``meta`` field of a name or member record: a JSON object within
+    the limits of every write (:func:`pykka_registry._metadata.copy_metadata`:
+    depth, item count), else ``ValueError``: what no write could store would
+    otherwise fail every read of it, on every node."""
     meta_text = _field(raw, "meta", "")
     try:
         metadata = json.loads(meta_text) if meta_text else {}
@@ -352,8 +362,10 @@ def parse_record(raw: Mapping[str, Any], rev: Optional[int] = None,
         raise ValueError("metadata nested too deep") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
-    return Record(key, text, op, node, inc, token, record_rev, urn, _field(raw, "cls", ""),
-                  metadata)
+    try:
+        return copy_metadata(metadata)
+    except InvalidMetadataError as error:
+        raise ValueError(f"metadata: {error}") from None
 
 
 def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,
@@ -527,17 +539,7 @@ def parse_member(raw: Any, node: Optional[str] = None, seq: Optional[int] = None
     if op == "leave":
         return MemberRecord(op, owner, inc, key, text, urn, order=order, seq=record_seq,
                             why=why, error=_field(raw, "err", "")[:1000])
-    meta_text = _field(raw, "meta", "")
-    try:
-        metadata = json.loads(meta_text) if meta_text else {}
-    except RecursionError:
-        raise ValueError("metadata nested too deep") from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
-    try:  # what no join could write (too deep, too many items) would fail every read
-        metadata = copy_metadata(metadata)
-    except InvalidMetadataError as error:
-        raise ValueError(f"metadata: {error}") from None
+    metadata = _read_metadata(raw)
     return MemberRecord(op, owner, inc, key, text, urn, _field(raw, "cls", ""), metadata,
                         order, record_seq)
 
