@@ -600,23 +600,32 @@ class Registry:
         return entry.actor_ref
 
     def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[ActorRefLike]]:
-        """:meth:`lookup` with every attribute resolved once (the hot path)."""
-        if self._check_alive or not isinstance(self._backend, LocalTables):
+        """:meth:`lookup` with every attribute resolved once (the hot path),
+        reading the backend's ``namespace -> service -> actor_ref`` table."""
+        backend = self._backend
+        if (self._check_alive or not isinstance(backend, LocalTables)
+                or backend._refs is None):
             return self._generic_lookup
-        names_get = self._backend._names.get
+        refs_get = backend._refs.get
         key_error = self._key_error
         empty: dict[Hashable, Any] = {}
         no_service = NO_SERVICE
 
         def lookup(namespace: Hashable,
                    service: Hashable = no_service) -> Optional[ActorRefLike]:
-            if service is no_service:
-                namespace, service = split_key(namespace, service, "lookup")
+            # The one-key form is rare: it is recognised only when nothing was
+            # found (a missing service argument finds nothing), which keeps
+            # the hit path to two dict reads.
             try:
-                entry = names_get(namespace, empty).get(service)
+                found = refs_get(namespace, empty).get(service)
             except Exception as error:
+                if service is no_service:
+                    namespace, service = split_key(namespace, service, "lookup")
                 raise key_error(namespace, service, error) from None
-            return None if entry is None else entry.actor_ref
+            if found is None and service is no_service:
+                namespace, service = split_key(namespace, service, "lookup")
+                return lookup(namespace, service)
+            return found
 
         lookup.__doc__ = Registry.lookup.__doc__
         return lookup
