@@ -34,6 +34,7 @@ Guarantees
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping
@@ -112,6 +113,59 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
             f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
         ) from None
     return False
+
+def _pykka_envelope() -> Any:
+    """Pykka 3.1 - 4.x: the envelope ``ask`` puts in an actor's inbox (the
+    remote messenger uses it too); ``None`` on a Pykka without it."""
+    try:
+        from pykka._envelope import Envelope
+    except ImportError:  # pragma: no cover - a future Pykka: plain ask() then
+        return None
+    return Envelope
+
+
+_Envelope = _pykka_envelope()
+
+
+class _Reply:
+    """The reply slot of one call to the server: what Pykka's actor loop
+    needs of a future (``set``, ``set_exception``) and what
+    :meth:`Registry._await_answer` needs (``get(timeout)``), on one lock
+    that the caller waits on and the server releases: one wake-up per
+    answer (Pykka's future waits on a condition: a lock of its own, a
+    waiter lock and a notify). Set once, by the server's thread."""
+
+    __slots__ = ("_done", "_exc_info", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._value: Any = None
+        self._exc_info: Any = None
+
+    def set(self, value: Any = None) -> None:
+        self._value = value
+        self._done.release()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._exc_info = exc_info if exc_info is not None else sys.exc_info()
+        self._done.release()
+
+    def get(self, *, timeout: float) -> Any:
+        """The answer, or what the handler raised; ``pykka.Timeout`` if none
+        came within ``timeout``."""
+        if not self._done.acquire(timeout=timeout):
+            raise pykka.Timeout(f"{timeout} seconds")
+        self._done.release()  # a second get() (after a stop) answers too
+        if self._exc_info is not None:
+            exc_type, exc_value, traceback = self._exc_info
+            if exc_value is None:
+                exc_value = exc_type()
+            if exc_value.__traceback__ is not traceback:
+                raise exc_value.with_traceback(traceback)
+            raise exc_value
+        return self._value
+
 
 _registry_counter = itertools.count(1)
 
@@ -343,19 +397,29 @@ class Registry:
             if server is None:
                 state.wait_for_new_server(None, remaining)
                 continue
-            try:
-                future = server.ask(message, block=False)
-            except pykka.ActorDeadError:
-                self._await_successor(server, deadline)
-                continue
-            answered, value = self._await_answer(server, future, deadline)
+            if _Envelope is None:  # a Pykka without the envelope we know
+                try:
+                    reply: Any = server.ask(message, block=False)
+                except pykka.ActorDeadError:
+                    self._await_successor(server, deadline)
+                    continue
+            else:
+                # What ask(block=False) does, with a lighter reply slot than
+                # Pykka's future (one lock: one wake-up, no condition).
+                if not server.is_alive():
+                    self._await_successor(server, deadline)
+                    continue
+                reply = _Reply()
+                server.actor_inbox.put(_Envelope(message, reply_to=reply))
+            answered, value = self._await_answer(server, reply, deadline)
             if answered:
                 return value
             self._await_successor(server, deadline)
 
     def _await_answer(self, server: Any, future: Any, deadline: float) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, None)`` if the server stopped
-        without handling the message. Raises what the handler raised."""
+        without handling the message. Raises what the handler raised.
+        ``future``: a :class:`_Reply` or a Pykka future."""
         while True:
             remaining = deadline - time.monotonic()
             try:
