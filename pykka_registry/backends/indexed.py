@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-from pykka_registry._metadata import COLLECTION_TYPES, metadata_matches
+from pykka_registry._metadata import COLLECTION_TYPES, SCALAR_TYPES, metadata_matches
 from pykka_registry.backends.base import Entry, Member
 from pykka_registry.backends.memory import MemoryBackend
 
@@ -67,25 +67,30 @@ def _hashable(value: Any) -> bool:
 def _index_terms(metadata: Mapping[Any, Any]) -> Iterator[tuple[Any, Any, bool]]:
     """Yield ``(field, value, indexable)`` for each term ``metadata`` matches on."""
     for field, value in metadata.items():
-        if isinstance(value, COLLECTION_TYPES):
-            # A list is unhashable yet fully indexable through its items.
-            indexable = True
-            if _hashable(value):
-                yield field, value, True
-            elif isinstance(value, set):
-                # set == frozenset with the same items: index it under that.
-                yield field, frozenset(value), True
-            for item in value:
-                if _hashable(item):
-                    yield field, item, True
-                else:
-                    indexable = False
-        else:
-            indexable = _hashable(value)
-            if indexable:
-                yield field, value, True
-        if not indexable:
-            yield field, None, False
+        yield from _field_terms(field, value)
+
+
+def _field_terms(field: Any, value: Any) -> Iterator[tuple[Any, Any, bool]]:
+    """The terms of one metadata field (see :func:`_index_terms`)."""
+    if isinstance(value, COLLECTION_TYPES):
+        # A list is unhashable yet fully indexable through its items.
+        indexable = True
+        if _hashable(value):
+            yield field, value, True
+        elif isinstance(value, set):
+            # set == frozenset with the same items: index it under that.
+            yield field, frozenset(value), True
+        for item in value:
+            if _hashable(item):
+                yield field, item, True
+            else:
+                indexable = False
+    else:
+        indexable = _hashable(value)
+        if indexable:
+            yield field, value, True
+    if not indexable:
+        yield field, None, False
 
 
 class IndexedBackend(MemoryBackend):
@@ -103,17 +108,28 @@ class IndexedBackend(MemoryBackend):
         self._member_index: dict[tuple[Hashable, Hashable], _MemberIndex] = {}
 
     def _on_added(self, entry: Entry) -> None:
-        postings = self._postings.setdefault(entry.namespace, {})
+        namespace, service = entry.namespace, entry.service
+        postings = self._postings.get(namespace)
+        if postings is None:
+            postings = self._postings[namespace] = {}
         try:
-            for field, value, indexable in _index_terms(entry.metadata):
-                if indexable:
-                    postings.setdefault((field, value), set()).add(entry.service)
-                else:
-                    self._unindexed.setdefault(entry.namespace, {}).setdefault(
-                        field, set()).add(entry.service)
+            for field, value in entry.metadata.items():
+                if type(value) in SCALAR_TYPES:  # the common case, inline
+                    services = postings.get((field, value))
+                    if services is None:
+                        postings[(field, value)] = {service}
+                    else:
+                        services.add(service)
+                    continue
+                for term_field, term, indexable in _field_terms(field, value):
+                    if indexable:
+                        postings.setdefault((term_field, term), set()).add(service)
+                    else:
+                        self._unindexed.setdefault(namespace, {}).setdefault(
+                            term_field, set()).add(service)
         except BaseException:  # a hostile value: see "Hostile values"
-            self._scrub(entry.namespace, entry.service)
-            self._loose.setdefault(entry.namespace, set()).add(entry.service)
+            self._scrub(namespace, service)
+            self._loose.setdefault(namespace, set()).add(service)
 
     def _on_removed(self, entry: Entry) -> None:
         loose = self._loose.get(entry.namespace)
@@ -130,16 +146,26 @@ class IndexedBackend(MemoryBackend):
         self._drop_empty(entry.namespace)
 
     def _remove_terms(self, entry: Entry) -> None:
+        service = entry.service
         postings = self._postings.get(entry.namespace, {})
         unindexed = self._unindexed.get(entry.namespace, {})
-        for field, value, indexable in _index_terms(entry.metadata):
-            table: dict[Any, set[Hashable]] = postings if indexable else unindexed
-            key = (field, value) if indexable else field
-            services = table.get(key)
-            if services is not None:
-                services.discard(entry.service)
-                if not services:
-                    del table[key]
+        for field, value in entry.metadata.items():
+            if type(value) in SCALAR_TYPES:  # the common case, inline
+                key = (field, value)
+                services = postings.get(key)
+                if services is not None:
+                    services.discard(service)
+                    if not services:
+                        del postings[key]
+                continue
+            for term_field, term, indexable in _field_terms(field, value):
+                table: dict[Any, set[Hashable]] = postings if indexable else unindexed
+                term_key = (term_field, term) if indexable else term_field
+                found = table.get(term_key)
+                if found is not None:
+                    found.discard(service)
+                    if not found:
+                        del table[term_key]
 
     def _scrub(self, namespace: Hashable, service: Hashable) -> None:
         """Remove ``service`` from every posting of ``namespace`` (slow; only
