@@ -151,12 +151,22 @@ class _Reply:
         self._exc_info = exc_info if exc_info is not None else sys.exc_info()
         self._done.release()
 
+    def wait(self, timeout: float) -> bool:
+        """True once answered (then :meth:`result` returns at once)."""
+        if self._done.acquire(timeout=timeout):
+            self._done.release()  # every later wait() and get() answers too
+            return True
+        return False
+
     def get(self, *, timeout: float) -> Any:
         """The answer, or what the handler raised; ``pykka.Timeout`` if none
         came within ``timeout``."""
-        if not self._done.acquire(timeout=timeout):
+        if not self.wait(timeout):
             raise pykka.Timeout(f"{timeout} seconds")
-        self._done.release()  # a second get() (after a stop) answers too
+        return self.result()
+
+    def result(self) -> Any:
+        """The answer, or what the handler raised (once answered)."""
         if self._exc_info is not None:
             exc_type, exc_value, traceback = self._exc_info
             if exc_value is None:
@@ -411,6 +421,15 @@ class Registry:
                     continue
                 reply = _Reply()
                 server.actor_inbox.put(_Envelope(message, reply_to=reply))
+                if reply.wait(min(remaining, _LOST_CHECK_S)):  # the usual case
+                    try:
+                        return reply.result()
+                    except pykka.ActorDeadError:
+                        if server.is_alive():
+                            raise  # raised by the handler itself (it asked a dead actor)
+                    # the server died before handling the message
+                    self._await_successor(server, deadline)
+                    continue
             answered, value = self._await_answer(server, reply, deadline)
             if answered:
                 return value

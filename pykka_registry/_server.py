@@ -112,14 +112,14 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _register(self, msg: Register) -> None:
         actor_ref = msg.actor_ref
-        if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
+        if _death_seen(actor_ref) or not actor_ref.is_alive():
             raise ActorNotAliveError(f"{actor_ref} is not alive")
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
         if self.events.active:
             self._publish_registered(entry, replaced)
-        if _deathwatch.death_seen(actor_ref):
+        if _death_seen(actor_ref):
             # Only a backend that released the write lock for I/O gets here:
             # the actor died meanwhile and its clean-up may have run first.
             self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
@@ -275,6 +275,9 @@ class RegistryServer(pykka.ThreadingActor):
         Join: _join,
         Leave: _leave,
     }
+
+
+_death_seen = _deathwatch.death_seen
 
 
 def _holder_alive(actor_ref: Any) -> bool:

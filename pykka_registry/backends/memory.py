@@ -73,29 +73,31 @@ class LocalTables:
 
     def _put(self, entry: Any) -> Optional[Any]:
         """Store ``entry``, replacing what held its name; return that."""
-        services = self._names.get(entry.namespace)
+        namespace, service, actor_ref = entry.namespace, entry.service, entry.actor_ref
+        services = self._names.get(namespace)
         if services is None:
-            services = self._names[entry.namespace] = {}
-        previous = services.get(entry.service)
+            services = self._names[namespace] = {}
+        previous = services.get(service)
         if previous is not None:
             self._forget(previous, keep_slot=True)
         else:
             self._total += 1
-        services[entry.service] = entry
-        if self._refs is not None:
-            refs = self._refs.get(entry.namespace)
+        services[service] = entry
+        all_refs = self._refs
+        if all_refs is not None:
+            refs = all_refs.get(namespace)
             if refs is None:
-                refs = self._refs[entry.namespace] = {}
-            refs[entry.service] = entry.actor_ref
-        urn = entry.actor_ref.actor_urn
-        held = self._by_urn.get(urn)
+                refs = all_refs[namespace] = {}
+            refs[service] = actor_ref
+        urn = actor_ref.actor_urn
+        by_urn = self._by_urn
+        held = by_urn.get(urn)
         if held is None:
-            self._by_urn[urn] = entry
+            by_urn[urn] = entry
         elif type(held) is dict:
-            held[(entry.namespace, entry.service)] = entry
+            held[(namespace, service)] = entry
         else:
-            self._by_urn[urn] = {(held.namespace, held.service): held,
-                                 (entry.namespace, entry.service): entry}
+            by_urn[urn] = {(held.namespace, held.service): held, (namespace, service): entry}
         self._on_added(entry)
         return previous
 
@@ -339,7 +341,9 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
 
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         with self._lock:
-            self._refuse_if_held(entry, is_alive)
+            current = self._names.get(entry.namespace, _EMPTY).get(entry.service)
+            if current is not None:
+                refuse_if_held(current, entry, is_alive)
             return self._put(entry)
 
     def register_many(
