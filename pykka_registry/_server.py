@@ -14,7 +14,9 @@ Guarantees
 """
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 import pykka
@@ -246,23 +248,32 @@ class RegistryServer(pykka.ThreadingActor):
         return removed, left
 
     def _subscribe(self, msg: Subscribe) -> None:
-        # Only the snapshot is taken here (a list copy per namespace); the
-        # dispatcher thread turns it into Registered events, so a large replay
-        # holds up writes and death clean-ups for the copy alone.
-        replay: list[Any] = []
+        # Only the snapshot is taken here: one copy of each namespace (a
+        # tuple, handed on as it is when it is the only part; each copy of a
+        # large namespace touches every entry). The dispatcher thread turns
+        # it into Registered events, so a large replay holds up writes and
+        # death clean-ups for that copy alone.
+        parts: list[Sequence[Any]] = []
         if msg.replay:
             sub = msg.subscription
             backend = self.backend
+            snapshot = getattr(backend, "entries_snapshot", None)
             namespaces = backend.namespaces() if sub.namespace is None else [sub.namespace]
             for ns in namespaces:
-                replay.extend(backend.entries(ns))  # C-level list copies
+                part = snapshot(ns) if snapshot is not None else backend.entries(ns)
+                if part:
+                    parts.append(part)
             if getattr(backend, "supports_groups", False) is True:
                 group_namespaces = (backend.group_namespaces() if sub.namespace is None
                                     else [sub.namespace])
                 for ns in group_namespaces:
                     for group in backend.groups(ns):
-                        replay.extend(backend.members(ns, group))
-        self.events.start_subscription(msg.subscription, tuple(replay))
+                        parts.append(backend.members(ns, group))
+        if len(parts) == 1 and type(parts[0]) is tuple:
+            replay: tuple[Any, ...] = parts[0]
+        else:
+            replay = tuple(itertools.chain.from_iterable(parts))
+        self.events.start_subscription(msg.subscription, replay)
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {
         Register: _register,

@@ -150,6 +150,13 @@ class LocalTables:
             services = self._names.get(namespace)
             return list(services.values()) if services else []
 
+    def entries_snapshot(self, namespace: Hashable) -> tuple[Any, ...]:
+        """:meth:`entries` as a tuple: one copy, for the server's replay
+        snapshot (each copy of a large namespace touches every entry)."""
+        with self._lock:
+            services = self._names.get(namespace)
+            return tuple(services.values()) if services else ()
+
     def count(self, namespace: Optional[Hashable] = None) -> int:
         if namespace is None:
             return self._total
