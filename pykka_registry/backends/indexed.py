@@ -93,6 +93,16 @@ def _field_terms(field: Any, value: Any) -> Iterator[tuple[Any, Any, bool]]:
         yield field, None, False
 
 
+def _same_scalar(metadata: Mapping[Any, Any], field: Any, value: Any) -> bool:
+    """True when ``metadata[field]`` is a scalar of ``value``'s exact type
+    that equals it (so the field's postings need no change); no user
+    ``__eq__`` runs on values."""
+    if type(value) not in SCALAR_TYPES or field not in metadata:
+        return False
+    other = metadata[field]
+    return type(other) is type(value) and bool(other == value)
+
+
 class IndexedBackend(MemoryBackend):
     """In-memory registrations with an inverted index on metadata."""
 
@@ -108,28 +118,31 @@ class IndexedBackend(MemoryBackend):
         self._member_index: dict[tuple[Hashable, Hashable], _MemberIndex] = {}
 
     def _on_added(self, entry: Entry) -> None:
-        namespace, service = entry.namespace, entry.service
+        try:
+            self._add_terms(entry.namespace, entry.service, entry.metadata)
+        except BaseException:  # a hostile value: see "Hostile values"
+            self._scrub(entry.namespace, entry.service)
+            self._loose.setdefault(entry.namespace, set()).add(entry.service)
+
+    def _add_terms(self, namespace: Hashable, service: Hashable,
+                   metadata: Mapping[Any, Any]) -> None:
         postings = self._postings.get(namespace)
         if postings is None:
             postings = self._postings[namespace] = {}
-        try:
-            for field, value in entry.metadata.items():
-                if type(value) in SCALAR_TYPES:  # the common case, inline
-                    services = postings.get((field, value))
-                    if services is None:
-                        postings[(field, value)] = {service}
-                    else:
-                        services.add(service)
-                    continue
-                for term_field, term, indexable in _field_terms(field, value):
-                    if indexable:
-                        postings.setdefault((term_field, term), set()).add(service)
-                    else:
-                        self._unindexed.setdefault(namespace, {}).setdefault(
-                            term_field, set()).add(service)
-        except BaseException:  # a hostile value: see "Hostile values"
-            self._scrub(namespace, service)
-            self._loose.setdefault(namespace, set()).add(service)
+        for field, value in metadata.items():
+            if type(value) in SCALAR_TYPES:  # the common case, inline
+                services = postings.get((field, value))
+                if services is None:
+                    postings[(field, value)] = {service}
+                else:
+                    services.add(service)
+                continue
+            for term_field, term, indexable in _field_terms(field, value):
+                if indexable:
+                    postings.setdefault((term_field, term), set()).add(service)
+                else:
+                    self._unindexed.setdefault(namespace, {}).setdefault(
+                        term_field, set()).add(service)
 
     def _on_removed(self, entry: Entry) -> None:
         loose = self._loose.get(entry.namespace)
@@ -140,16 +153,50 @@ class IndexedBackend(MemoryBackend):
             self._drop_empty(entry.namespace)
             return
         try:
-            self._remove_terms(entry)
+            self._remove_terms(entry.namespace, entry.service, entry.metadata)
         except BaseException:  # a value whose hash changed, or raises now
             self._scrub(entry.namespace, entry.service)
         self._drop_empty(entry.namespace)
 
-    def _remove_terms(self, entry: Entry) -> None:
-        service = entry.service
-        postings = self._postings.get(entry.namespace, {})
-        unindexed = self._unindexed.get(entry.namespace, {})
-        for field, value in entry.metadata.items():
+    def _on_replaced(self, previous: Entry, entry: Entry) -> None:
+        """A metadata update: only the fields that changed are unindexed and
+        indexed again (a scalar field with an equal value of the same type
+        keeps its postings); anything unusual takes the full path."""
+        namespace, service = entry.namespace, entry.service
+        loose = self._loose.get(namespace)
+        if loose is not None and service in loose:
+            MemoryBackend._on_replaced(self, previous, entry)
+            return
+        old, new = previous.metadata, entry.metadata
+        try:
+            gone = {field: value for field, value in old.items()
+                    if not _same_scalar(new, field, value)}
+            came = {field: value for field, value in new.items()
+                    if not _same_scalar(old, field, value)}
+        except BaseException:  # a hostile field: the full path copes with it
+            MemoryBackend._on_replaced(self, previous, entry)
+            return
+        if not gone and not came:
+            return
+        try:
+            self._remove_terms(namespace, service, gone)
+        except BaseException:  # as in _on_removed, then index it all again
+            self._scrub(namespace, service)
+            self._drop_empty(namespace)
+            self._on_added(entry)
+            return
+        try:
+            self._add_terms(namespace, service, came)
+        except BaseException:  # as in _on_added
+            self._scrub(namespace, service)
+            self._loose.setdefault(namespace, set()).add(service)
+        self._drop_empty(namespace)
+
+    def _remove_terms(self, namespace: Hashable, service: Hashable,
+                      metadata: Mapping[Any, Any]) -> None:
+        postings = self._postings.get(namespace, {})
+        unindexed = self._unindexed.get(namespace, {})
+        for field, value in metadata.items():
             if type(value) in SCALAR_TYPES:  # the common case, inline
                 key = (field, value)
                 services = postings.get(key)

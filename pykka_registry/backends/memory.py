@@ -69,6 +69,13 @@ class LocalTables:
     def _on_removed(self, entry: Any) -> None:
         """An entry was removed or replaced (already gone from the reverse index)."""
 
+    def _on_replaced(self, previous: Any, entry: Any) -> None:
+        """``entry`` took the place of ``previous``: same name, same actor
+        (a metadata update through :meth:`MemoryBackend.update_metadata`).
+        The default is :meth:`_on_removed` then :meth:`_on_added`."""
+        self._on_removed(previous)
+        self._on_added(entry)
+
     # -- write primitives (the caller holds the lock) ----------------------------
 
     def _put(self, entry: Any) -> Optional[Any]:
@@ -391,7 +398,16 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
             if current is None:
                 raise NotRegisteredError(namespace, service)
             updated = Entry.create(namespace, service, current.actor_ref, metadata)
-            self._put(updated)
+            # Same name, same actor: the entry changes in place (no count,
+            # no actor table, no reverse-index change).
+            self._names[namespace][service] = updated
+            urn = current.actor_ref.actor_urn
+            held = self._by_urn[urn]
+            if held is current:
+                self._by_urn[urn] = updated
+            else:
+                held[(namespace, service)] = updated
+            self._on_replaced(current, updated)
             return updated
 
     def remove_actor(self, actor_ref: Any) -> list[Entry]:
