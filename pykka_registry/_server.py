@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
 
@@ -68,6 +69,14 @@ class RegistryServer(pykka.ThreadingActor):
     """
 
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # Every write waits for this mailbox twice (the put that wakes the
+        # server, the get it sleeps in): queue.SimpleQueue does both in C,
+        # where Pykka's default queue.Queue runs a Python condition. It has
+        # all Pykka's actor loop uses (put, get, empty), and qsize().
+        return queue.SimpleQueue()
 
     def __init__(self, state: RegistryState) -> None:
         super().__init__()
