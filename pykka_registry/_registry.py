@@ -3,7 +3,9 @@
 Guarantees
 ----------
 * The facade keeps no registry state of its own: reads go straight to the
-  backend in the caller's thread, writes go to the server actor with ``ask``.
+  backend in the caller's thread, writes go to the server actor as asks
+  (Pykka's envelope in its mailbox, answered through a one-lock reply slot,
+  :class:`_Reply`; a plain ``ask`` on a Pykka without that envelope).
 * **Reads never queue behind the server.** ``lookup`` is two dict reads in
   the caller's thread, with no lock and no liveness check. Read-your-writes:
   once a write returns, every thread sees it.

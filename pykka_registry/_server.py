@@ -146,7 +146,8 @@ class RegistryServer(pykka.ThreadingActor):
                     f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
                     service=service,
                 )
-        entries = [Entry.create(msg.namespace, service, actor_ref, metadata)
+        namespace, create = msg.namespace, Entry.create
+        entries = [create(namespace, service, actor_ref, metadata)
                    for service, actor_ref, metadata in msg.items]
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)

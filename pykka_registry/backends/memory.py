@@ -350,9 +350,6 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
 
     # -- writes ------------------------------------------------------------------
 
-    def _refuse_if_held(self, entry: Entry, is_alive: Callable[[Any], bool]) -> None:
-        refuse_if_held(self.get(entry.namespace, entry.service), entry, is_alive)
-
     def register(self, entry: Entry, is_alive: Callable[[Any], bool]) -> Optional[Entry]:
         with self._lock:
             current = self._names.get(entry.namespace, _EMPTY).get(entry.service)
@@ -364,9 +361,13 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
         self, entries: Sequence[Entry], is_alive: Callable[[Any], bool]
     ) -> list[Optional[Entry]]:
         with self._lock:  # one step: every check, then every store
+            names_get = self._names.get
             for entry in entries:
-                self._refuse_if_held(entry, is_alive)
-            return [self._put(entry) for entry in entries]
+                current = names_get(entry.namespace, _EMPTY).get(entry.service)
+                if current is not None:
+                    refuse_if_held(current, entry, is_alive)
+            put = self._put
+            return [put(entry) for entry in entries]
 
     def unregister(
         self, namespace: Hashable, service: Hashable, actor_ref: Any = None
