@@ -116,6 +116,7 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
         ) from None
     return False
 
+
 def _pykka_envelope() -> Any:
     """Pykka 3.1 - 4.x: the envelope ``ask`` puts in an actor's inbox (the
     remote messenger uses it too); ``None`` on a Pykka without it."""
