@@ -194,9 +194,9 @@ def bench_register_during_replay(quick: bool) -> list[h.Result]:
     sub = h._summarise(SUITE, f"replay of {_k(size)} entries",
                        "subscribe(replay=True) returns", h.LATENCY, subscribe_s)
     h.set_target(sub, "within the default call_timeout (5 s)", sub.p50 <= 5.0)
-    result.note = ("a register sent while the server takes the replay snapshot (a list copy "
-                   "under the write lock); the dispatcher builds the replayed events "
-                   "afterwards, outside the server")
+    result.note = ("a register sent while the server takes the replay snapshot (one tuple "
+                   "copy of the namespace under the write lock); the dispatcher builds the "
+                   "replayed events afterwards, outside the server")
     return [result, sub]
 
 

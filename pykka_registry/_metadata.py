@@ -28,7 +28,7 @@ from typing import Any
 
 from pykka_registry._errors import InvalidMetadataError
 
-__all__ = ["COLLECTION_TYPES", "MAX_DEPTH", "MAX_ITEMS", "copy_metadata", "is_flat",
+__all__ = ["COLLECTION_TYPES", "MAX_DEPTH", "MAX_ITEMS", "SCALAR_TYPES", "copy_metadata", "is_flat",
            "metadata_matches"]
 
 #: Metadata fields of these types match a criterion that is one of their items.
@@ -40,6 +40,8 @@ _OTHER_CONTAINERS = (MutableMapping, MutableSequence, MutableSet, array.array)
 # Values of these exact types need no copy (the common case, checked first:
 # an exact type test is far cheaper than the ABC checks below).
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+#: The exact types of values that need no copy, whose hash never raises.
+SCALAR_TYPES = _SCALARS
 
 #: How deep metadata may nest containers (the top-level mapping is level 0).
 MAX_DEPTH = 64
@@ -116,6 +118,15 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
     """
     if metadata is None:
         return {}
+    if type(metadata) is dict and len(metadata) <= MAX_ITEMS:
+        # The common case, with no user code to run: a plain dict of
+        # scalars. Its C-level copy keeps the keys as they are (hashed once,
+        # by the caller) and the values need no copy.
+        for value in metadata.values():
+            if type(value) not in _SCALARS:
+                break
+        else:
+            return metadata.copy()
     if not isinstance(metadata, Mapping):
         raise InvalidMetadataError(
             f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"

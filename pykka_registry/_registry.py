@@ -3,7 +3,9 @@
 Guarantees
 ----------
 * The facade keeps no registry state of its own: reads go straight to the
-  backend in the caller's thread, writes go to the server actor with ``ask``.
+  backend in the caller's thread, writes go to the server actor as asks
+  (Pykka's envelope in its mailbox, answered through a one-lock reply slot,
+  :class:`_Reply`; a plain ``ask`` on a Pykka without that envelope).
 * **Reads never queue behind the server.** ``lookup`` is two dict reads in
   the caller's thread, with no lock and no liveness check. Read-your-writes:
   once a write returns, every thread sees it.
@@ -34,6 +36,7 @@ Guarantees
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping
@@ -112,6 +115,70 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
             f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
         ) from None
     return False
+
+
+def _pykka_envelope() -> Any:
+    """Pykka 3.1 - 4.x: the envelope ``ask`` puts in an actor's inbox (the
+    remote messenger uses it too); ``None`` on a Pykka without it."""
+    try:
+        from pykka._envelope import Envelope
+    except ImportError:  # pragma: no cover - a future Pykka: plain ask() then
+        return None
+    return Envelope
+
+
+_Envelope = _pykka_envelope()
+
+
+class _Reply:
+    """The reply slot of one call to the server: what Pykka's actor loop
+    needs of a future (``set``, ``set_exception``) and what
+    :meth:`Registry._await_answer` needs (``get(timeout)``), on one lock
+    that the caller waits on and the server releases: one wake-up per
+    answer (Pykka's future waits on a condition: a lock of its own, a
+    waiter lock and a notify). Set once, by the server's thread."""
+
+    __slots__ = ("_done", "_exc_info", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._value: Any = None
+        self._exc_info: Any = None
+
+    def set(self, value: Any = None) -> None:
+        self._value = value
+        self._done.release()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._exc_info = exc_info if exc_info is not None else sys.exc_info()
+        self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once answered (then :meth:`result` returns at once)."""
+        if self._done.acquire(timeout=timeout):
+            self._done.release()  # every later wait() and get() answers too
+            return True
+        return False
+
+    def get(self, *, timeout: float) -> Any:
+        """The answer, or what the handler raised; ``pykka.Timeout`` if none
+        came within ``timeout``."""
+        if not self.wait(timeout):
+            raise pykka.Timeout(f"{timeout} seconds")
+        return self.result()
+
+    def result(self) -> Any:
+        """The answer, or what the handler raised (once answered)."""
+        if self._exc_info is not None:
+            exc_type, exc_value, traceback = self._exc_info
+            if exc_value is None:
+                exc_value = exc_type()
+            if exc_value.__traceback__ is not traceback:
+                raise exc_value.with_traceback(traceback)
+            raise exc_value
+        return self._value
+
 
 _registry_counter = itertools.count(1)
 
@@ -345,19 +412,38 @@ class Registry:
             if server is None:
                 state.wait_for_new_server(None, remaining)
                 continue
-            try:
-                future = server.ask(message, block=False)
-            except pykka.ActorDeadError:
-                self._await_successor(server, deadline)
-                continue
-            answered, value = self._await_answer(server, future, deadline)
+            if _Envelope is None:  # a Pykka without the envelope we know
+                try:
+                    reply: Any = server.ask(message, block=False)
+                except pykka.ActorDeadError:
+                    self._await_successor(server, deadline)
+                    continue
+            else:
+                # What ask(block=False) does, with a lighter reply slot than
+                # Pykka's future (one lock: one wake-up, no condition).
+                if not server.is_alive():
+                    self._await_successor(server, deadline)
+                    continue
+                reply = _Reply()
+                server.actor_inbox.put(_Envelope(message, reply_to=reply))
+                if reply.wait(min(remaining, _LOST_CHECK_S)):  # the usual case
+                    try:
+                        return reply.result()
+                    except pykka.ActorDeadError:
+                        if server.is_alive():
+                            raise  # raised by the handler itself (it asked a dead actor)
+                    # the server died before handling the message
+                    self._await_successor(server, deadline)
+                    continue
+            answered, value = self._await_answer(server, reply, deadline)
             if answered:
                 return value
             self._await_successor(server, deadline)
 
     def _await_answer(self, server: Any, future: Any, deadline: float) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, None)`` if the server stopped
-        without handling the message. Raises what the handler raised."""
+        without handling the message. Raises what the handler raised.
+        ``future``: a :class:`_Reply` or a Pykka future."""
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -602,23 +688,32 @@ class Registry:
         return entry.actor_ref
 
     def _fast_lookup(self) -> Callable[[Hashable, Hashable], Optional[ActorRefLike]]:
-        """:meth:`lookup` with every attribute resolved once (the hot path)."""
-        if self._check_alive or not isinstance(self._backend, LocalTables):
+        """:meth:`lookup` with every attribute resolved once (the hot path),
+        reading the backend's ``namespace -> service -> actor_ref`` table."""
+        backend = self._backend
+        if (self._check_alive or not isinstance(backend, LocalTables)
+                or backend._refs is None):
             return self._generic_lookup
-        names_get = self._backend._names.get
+        refs_get = backend._refs.get
         key_error = self._key_error
         empty: dict[Hashable, Any] = {}
         no_service = NO_SERVICE
 
         def lookup(namespace: Hashable,
                    service: Hashable = no_service) -> Optional[ActorRefLike]:
-            if service is no_service:
-                namespace, service = split_key(namespace, service, "lookup")
+            # The one-key form is rare: it is recognised only when nothing was
+            # found (a missing service argument finds nothing), which keeps
+            # the hit path to two dict reads.
             try:
-                entry = names_get(namespace, empty).get(service)
+                found = refs_get(namespace, empty).get(service)
             except Exception as error:
+                if service is no_service:
+                    namespace, service = split_key(namespace, service, "lookup")
                 raise key_error(namespace, service, error) from None
-            return None if entry is None else entry.actor_ref
+            if found is None and service is no_service:
+                namespace, service = split_key(namespace, service, "lookup")
+                return lookup(namespace, service)
+            return found
 
         lookup.__doc__ = Registry.lookup.__doc__
         return lookup

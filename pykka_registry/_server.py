@@ -14,7 +14,10 @@ Guarantees
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 import pykka
@@ -67,6 +70,14 @@ class RegistryServer(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # Every write waits for this mailbox twice (the put that wakes the
+        # server, the get it sleeps in): queue.SimpleQueue does both in C,
+        # where Pykka's default queue.Queue runs a Python condition. It has
+        # all Pykka's actor loop uses (put, get, empty), and qsize().
+        return queue.SimpleQueue()
+
     def __init__(self, state: RegistryState) -> None:
         super().__init__()
         self.state = state
@@ -114,7 +125,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _register(self, msg: Register) -> None:
         actor_ref = msg.actor_ref
-        if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
+        if _death_seen(actor_ref) or not actor_ref.is_alive():
             raise ActorNotAliveError(f"{actor_ref} is not alive")
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         replaced = self.backend.register(entry, _holder_alive)
@@ -122,7 +133,7 @@ class RegistryServer(pykka.ThreadingActor):
         self.state.publish_backend_changes()
         if self.events.active:
             self._publish_registered(entry, replaced)
-        if _deathwatch.death_seen(actor_ref):
+        if _death_seen(actor_ref):
             # Only a backend that released the write lock for I/O gets here:
             # the actor died meanwhile and its clean-up may have run first.
             self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
@@ -138,7 +149,8 @@ class RegistryServer(pykka.ThreadingActor):
                     f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
                     service=service,
                 )
-        entries = [Entry.create(msg.namespace, service, actor_ref, metadata)
+        namespace, create = msg.namespace, Entry.create
+        entries = [create(namespace, service, actor_ref, metadata)
                    for service, actor_ref, metadata in msg.items]
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)
@@ -248,23 +260,32 @@ class RegistryServer(pykka.ThreadingActor):
         return removed, left
 
     def _subscribe(self, msg: Subscribe) -> None:
-        # Only the snapshot is taken here (a list copy per namespace); the
-        # dispatcher thread turns it into Registered events, so a large replay
-        # holds up writes and death clean-ups for the copy alone.
-        replay: list[Any] = []
+        # Only the snapshot is taken here: one copy of each namespace (a
+        # tuple, handed on as it is when it is the only part; each copy of a
+        # large namespace touches every entry). The dispatcher thread turns
+        # it into Registered events, so a large replay holds up writes and
+        # death clean-ups for that copy alone.
+        parts: list[Sequence[Any]] = []
         if msg.replay:
             sub = msg.subscription
             backend = self.backend
+            snapshot = getattr(backend, "entries_snapshot", None)
             namespaces = backend.namespaces() if sub.namespace is None else [sub.namespace]
             for ns in namespaces:
-                replay.extend(backend.entries(ns))  # C-level list copies
+                part = snapshot(ns) if snapshot is not None else backend.entries(ns)
+                if part:
+                    parts.append(part)
             if getattr(backend, "supports_groups", False) is True:
                 group_namespaces = (backend.group_namespaces() if sub.namespace is None
                                     else [sub.namespace])
                 for ns in group_namespaces:
                     for group in backend.groups(ns):
-                        replay.extend(backend.members(ns, group))
-        self.events.start_subscription(msg.subscription, tuple(replay))
+                        parts.append(backend.members(ns, group))
+        if len(parts) == 1 and type(parts[0]) is tuple:
+            replay: tuple[Any, ...] = parts[0]
+        else:
+            replay = tuple(itertools.chain.from_iterable(parts))
+        self.events.start_subscription(msg.subscription, replay)
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {
         Register: _register,
@@ -277,6 +298,9 @@ class RegistryServer(pykka.ThreadingActor):
         Join: _join,
         Leave: _leave,
     }
+
+
+_death_seen = _deathwatch.death_seen
 
 
 def _holder_alive(actor_ref: Any) -> bool:

@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-from pykka_registry._metadata import COLLECTION_TYPES, metadata_matches
+from pykka_registry._metadata import COLLECTION_TYPES, SCALAR_TYPES, metadata_matches
 from pykka_registry.backends.base import Entry, Member
 from pykka_registry.backends.memory import MemoryBackend
 
@@ -67,25 +67,40 @@ def _hashable(value: Any) -> bool:
 def _index_terms(metadata: Mapping[Any, Any]) -> Iterator[tuple[Any, Any, bool]]:
     """Yield ``(field, value, indexable)`` for each term ``metadata`` matches on."""
     for field, value in metadata.items():
-        if isinstance(value, COLLECTION_TYPES):
-            # A list is unhashable yet fully indexable through its items.
-            indexable = True
-            if _hashable(value):
-                yield field, value, True
-            elif isinstance(value, set):
-                # set == frozenset with the same items: index it under that.
-                yield field, frozenset(value), True
-            for item in value:
-                if _hashable(item):
-                    yield field, item, True
-                else:
-                    indexable = False
-        else:
-            indexable = _hashable(value)
-            if indexable:
-                yield field, value, True
-        if not indexable:
-            yield field, None, False
+        yield from _field_terms(field, value)
+
+
+def _field_terms(field: Any, value: Any) -> Iterator[tuple[Any, Any, bool]]:
+    """The terms of one metadata field (see :func:`_index_terms`)."""
+    if isinstance(value, COLLECTION_TYPES):
+        # A list is unhashable yet fully indexable through its items.
+        indexable = True
+        if _hashable(value):
+            yield field, value, True
+        elif isinstance(value, set):
+            # set == frozenset with the same items: index it under that.
+            yield field, frozenset(value), True
+        for item in value:
+            if _hashable(item):
+                yield field, item, True
+            else:
+                indexable = False
+    else:
+        indexable = _hashable(value)
+        if indexable:
+            yield field, value, True
+    if not indexable:
+        yield field, None, False
+
+
+def _same_scalar(metadata: Mapping[Any, Any], field: Any, value: Any) -> bool:
+    """True when ``metadata[field]`` is a scalar of ``value``'s exact type
+    that equals it (so the field's postings need no change); no user
+    ``__eq__`` runs on values."""
+    if type(value) not in SCALAR_TYPES or field not in metadata:
+        return False
+    other = metadata[field]
+    return type(other) is type(value) and bool(other == value)
 
 
 class IndexedBackend(MemoryBackend):
@@ -103,17 +118,31 @@ class IndexedBackend(MemoryBackend):
         self._member_index: dict[tuple[Hashable, Hashable], _MemberIndex] = {}
 
     def _on_added(self, entry: Entry) -> None:
-        postings = self._postings.setdefault(entry.namespace, {})
         try:
-            for field, value, indexable in _index_terms(entry.metadata):
-                if indexable:
-                    postings.setdefault((field, value), set()).add(entry.service)
-                else:
-                    self._unindexed.setdefault(entry.namespace, {}).setdefault(
-                        field, set()).add(entry.service)
+            self._add_terms(entry.namespace, entry.service, entry.metadata)
         except BaseException:  # a hostile value: see "Hostile values"
             self._scrub(entry.namespace, entry.service)
             self._loose.setdefault(entry.namespace, set()).add(entry.service)
+
+    def _add_terms(self, namespace: Hashable, service: Hashable,
+                   metadata: Mapping[Any, Any]) -> None:
+        postings = self._postings.get(namespace)
+        if postings is None:
+            postings = self._postings[namespace] = {}
+        for field, value in metadata.items():
+            if type(value) in SCALAR_TYPES:  # the common case, inline
+                services = postings.get((field, value))
+                if services is None:
+                    postings[(field, value)] = {service}
+                else:
+                    services.add(service)
+                continue
+            for term_field, term, indexable in _field_terms(field, value):
+                if indexable:
+                    postings.setdefault((term_field, term), set()).add(service)
+                else:
+                    self._unindexed.setdefault(namespace, {}).setdefault(
+                        term_field, set()).add(service)
 
     def _on_removed(self, entry: Entry) -> None:
         loose = self._loose.get(entry.namespace)
@@ -124,22 +153,66 @@ class IndexedBackend(MemoryBackend):
             self._drop_empty(entry.namespace)
             return
         try:
-            self._remove_terms(entry)
+            self._remove_terms(entry.namespace, entry.service, entry.metadata)
         except BaseException:  # a value whose hash changed, or raises now
             self._scrub(entry.namespace, entry.service)
         self._drop_empty(entry.namespace)
 
-    def _remove_terms(self, entry: Entry) -> None:
-        postings = self._postings.get(entry.namespace, {})
-        unindexed = self._unindexed.get(entry.namespace, {})
-        for field, value, indexable in _index_terms(entry.metadata):
-            table: dict[Any, set[Hashable]] = postings if indexable else unindexed
-            key = (field, value) if indexable else field
-            services = table.get(key)
-            if services is not None:
-                services.discard(entry.service)
-                if not services:
-                    del table[key]
+    def _on_replaced(self, previous: Entry, entry: Entry) -> None:
+        """A metadata update: only the fields that changed are unindexed and
+        indexed again (a scalar field with an equal value of the same type
+        keeps its postings); anything unusual takes the full path."""
+        namespace, service = entry.namespace, entry.service
+        loose = self._loose.get(namespace)
+        if loose is not None and service in loose:
+            MemoryBackend._on_replaced(self, previous, entry)
+            return
+        old, new = previous.metadata, entry.metadata
+        try:
+            gone = {field: value for field, value in old.items()
+                    if not _same_scalar(new, field, value)}
+            came = {field: value for field, value in new.items()
+                    if not _same_scalar(old, field, value)}
+        except BaseException:  # a hostile field: the full path copes with it
+            MemoryBackend._on_replaced(self, previous, entry)
+            return
+        if not gone and not came:
+            return
+        try:
+            self._remove_terms(namespace, service, gone)
+        except BaseException:  # as in _on_removed, then index it all again
+            self._scrub(namespace, service)
+            self._drop_empty(namespace)
+            self._on_added(entry)
+            return
+        try:
+            self._add_terms(namespace, service, came)
+        except BaseException:  # as in _on_added
+            self._scrub(namespace, service)
+            self._loose.setdefault(namespace, set()).add(service)
+        self._drop_empty(namespace)
+
+    def _remove_terms(self, namespace: Hashable, service: Hashable,
+                      metadata: Mapping[Any, Any]) -> None:
+        postings = self._postings.get(namespace, {})
+        unindexed = self._unindexed.get(namespace, {})
+        for field, value in metadata.items():
+            if type(value) in SCALAR_TYPES:  # the common case, inline
+                key = (field, value)
+                services = postings.get(key)
+                if services is not None:
+                    services.discard(service)
+                    if not services:
+                        del postings[key]
+                continue
+            for term_field, term, indexable in _field_terms(field, value):
+                table: dict[Any, set[Hashable]] = postings if indexable else unindexed
+                term_key = (term_field, term) if indexable else term_field
+                found = table.get(term_key)
+                if found is not None:
+                    found.discard(service)
+                    if not found:
+                        del table[term_key]
 
     def _scrub(self, namespace: Hashable, service: Hashable) -> None:
         """Remove ``service`` from every posting of ``namespace`` (slow; only
