@@ -347,7 +347,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._messenger = Messenger(
             self.node_id, Codec(self._secret), call_timeout, store.send_blob,
             store.send_many, store.wait_reply, self._k("reply", ""), self._find_named,
-            self.max_message_age, name,
+            self.max_message_age, name, send_and_wait=store.send_and_wait,
         )
         self._replica.messenger = self._node.messenger = self._messenger
         try:
@@ -840,13 +840,14 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             self._node.needs_recover = True
 
     def _reclaim(self, todo: list[Claim]) -> None:
-        pipe = self._store.r.pipeline(transaction=False)
+        calls = []
         for entry in todo:
             kjson = key_json(entry.namespace, entry.service)
-            self._claim(**self._claim_args(kjson, entry.actor_ref.actor_urn, entry.actor_class,
-                                           _dumps(entry.metadata), entry.token), client=pipe)
+            call = self._claim_args(kjson, entry.actor_ref.actor_urn, entry.actor_class,
+                                    _dumps(entry.metadata), entry.token)
+            calls.append((call["keys"], call["args"]))
         with self._io("recover"):
-            results = pipe.execute(raise_on_error=False)
+            results = self._store.pipelined(self._store.scripts.claim, calls)
         for entry, result in zip(todo, results):
             if isinstance(result, Exception):
                 self._store.note(result)
