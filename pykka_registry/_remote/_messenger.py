@@ -431,6 +431,8 @@ class Messenger:
     def sweep(self) -> None:
         """Fail asks whose deadline has passed (for ``block=False`` futures)."""
         now = time.monotonic()
+        if not self._pending and now < self._next_prune:
+            return  # the receiver's every wake-up: nothing to look at
         with self._lock:
             late = [key for key, p in self._pending.items() if p.deadline <= now]
             items = [self._pending.pop(key) for key in late]
