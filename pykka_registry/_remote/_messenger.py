@@ -37,7 +37,9 @@ Guarantees
 Threads
 -------
 * ``send``/``ask`` encode and send in the caller's thread; a blocking ``ask``
-  also waits there, on a reply list of its own (``Transport.wait_reply``).
+  also waits there, on a reply list of its own (``Transport.wait_reply``;
+  the send and the first wait in one round trip when the transport has
+  ``send_and_wait``).
 * :meth:`Messenger.handle` runs in the backend's receiver thread: it verifies,
   unpickles and hands messages to local actors (``tell``, or an ``ask`` whose
   reply future is a :class:`_ReplyTo` hook) without blocking on them.
@@ -122,16 +124,31 @@ class Transport(Protocol):
         """The name of the reply list of message ``msg_id`` (the same on every
         node). Called from any thread."""
 
+    # Optional (looked up with getattr; a transport without it sends, then
+    # waits, in two steps):
+    #
+    # def send_and_wait(self, node_id: str, blob: bytes, reply_key: str,
+    #                   timeout: float) -> tuple[bool, Optional[bytes]]:
+    #     """send_blob and a first wait_reply in one step (one round trip):
+    #     (False, None) if the node is gone (nothing sent), else (True, the
+    #     reply or None). Called in the asker's thread."""
+
+
+#: ``send_and_wait(node_id, blob, reply_key, timeout) -> (sent, reply or None)``.
+SendAndWait = Callable[[str, bytes, str, float], "tuple[bool, Optional[bytes]]"]
+
 
 @attrs.define(frozen=True)
 class CallbackTransport:
     """A :class:`Transport` made of three callables and a reply-list prefix
-    (what :class:`Messenger`'s constructor takes). Immutable."""
+    (what :class:`Messenger`'s constructor takes), and optionally a
+    ``send_and_wait``. Immutable."""
 
     send_blob: Callable[[str, bytes], bool]
     send_many: Callable[[list[tuple[str, str, bytes]]], None]
     wait_reply: Callable[[str, float], Optional[bytes]]
     reply_prefix: str
+    send_and_wait: Optional[SendAndWait] = None
 
     def reply_key(self, msg_id: str) -> str:
         return self.reply_prefix + msg_id
@@ -199,9 +216,11 @@ class Messenger:
         find_actor: Callable[[str], Optional[Any]],
         max_age: float = 120.0,
         name: str = "registry",
+        send_and_wait: Optional[SendAndWait] = None,
     ) -> None:
         self._setup(node_id, codec, call_timeout,
-                    CallbackTransport(send_blob, send_many, wait_reply, reply_prefix),
+                    CallbackTransport(send_blob, send_many, wait_reply, reply_prefix,
+                                      send_and_wait),
                     find_actor, max_age, name)
 
     @classmethod
@@ -227,6 +246,7 @@ class Messenger:
         self.codec = codec
         self.call_timeout = call_timeout
         self.transport = transport
+        self._send_and_wait: Optional[SendAndWait] = getattr(transport, "send_and_wait", None)
         self._find_actor = find_actor
         self._max_age = max_age
         self.closed = False
@@ -308,9 +328,15 @@ class Messenger:
         if block and not stop:
             header["rk"] = 1
             blob = self.codec.encode(header, payload)
-            if not self.transport.send_blob(ref.node_id, blob):
+            first: Optional[bytes] = None
+            if self._send_and_wait is not None:  # the send and the first wait: one round trip
+                sent, first = self._send_and_wait(ref.node_id, blob,
+                                                  self.transport.reply_key(msg_id), ttl)
+            else:
+                sent = self.transport.send_blob(ref.node_id, blob)
+            if not sent:
                 raise pykka.ActorDeadError(f"{ref!r}: its process holds no lease (it is gone)")
-            return self._await_reply(ref, msg_id, deadline, ttl)
+            return self._await_reply(ref, msg_id, deadline, ttl, first)
         blob = self.codec.encode(header, payload)
         with self._lock:
             self._pending[msg_id] = _Pending(future, deadline, ref.node_id, ref._link, stop)
@@ -337,24 +363,29 @@ class Messenger:
             self._forget(msg_id)
 
     def _await_reply(self, ref: RemoteActorRef, msg_id: str, deadline: float,
-                     ttl: float) -> Any:
-        """Wait in the caller's thread for the reply to a blocking ask."""
+                     ttl: float, first: Optional[bytes] = None) -> Any:
+        """Wait in the caller's thread for the reply to a blocking ask
+        (``first``: a blob the send already brought back)."""
         key = self.transport.reply_key(msg_id)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RemoteTimeoutError(
-                    f"{ref!r} did not answer within {ttl:.3g}s (the message may or may not "
-                    "have been handled)")
-            if self.closed:
-                raise RegistryUnavailableError("the registry stopped")
-            if ref._link.node.lapsed:
-                raise pykka.ActorDeadError(
-                    f"the process of node {ref.node_id} died before answering (its lease "
-                    "lapsed)")
-            blob = self.transport.wait_reply(key, remaining)
-            if blob is None:
-                continue
+            if first is not None:
+                blob, first = first, None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RemoteTimeoutError(
+                        f"{ref!r} did not answer within {ttl:.3g}s (the message may or may "
+                        "not have been handled)")
+                if self.closed:
+                    raise RegistryUnavailableError("the registry stopped")
+                if ref._link.node.lapsed:
+                    raise pykka.ActorDeadError(
+                        f"the process of node {ref.node_id} died before answering (its "
+                        "lease lapsed)")
+                waited = self.transport.wait_reply(key, remaining)
+                if waited is None:
+                    continue
+                blob = waited
             header, payload, why = self.codec.decode(blob)
             if header is None or header.get("id") != msg_id or \
                     header.get("dst") != self.node_id or header.get("k") not in (REPLY, ERROR):
@@ -400,6 +431,8 @@ class Messenger:
     def sweep(self) -> None:
         """Fail asks whose deadline has passed (for ``block=False`` futures)."""
         now = time.monotonic()
+        if not self._pending and now < self._next_prune:
+            return  # the receiver's every wake-up: nothing to look at
         with self._lock:
             late = [key for key, p in self._pending.items() if p.deadline <= now]
             items = [self._pending.pop(key) for key in late]

@@ -249,6 +249,10 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._claim_many: Any = None
         self._release: Any = None
         self._update: Any = None
+        # The keys every claim of this node names after the name's own (fixed).
+        self._claim_keys = [self._k("names"), self._k("events"), self._k("seq"),
+                            self._k("node", self.node_id), self._k("held", self.node_id)]
+        self._release_keys = [self._k("names"), self._k("events"), self._k("seq")]
         self._orphans: list[Release] = []  # deletes that failed: retried
         # Deletes queued by dying actors' threads (remove_actor does no I/O),
         # sent by the server thread.
@@ -347,7 +351,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._messenger = Messenger(
             self.node_id, Codec(self._secret), call_timeout, store.send_blob,
             store.send_many, store.wait_reply, self._k("reply", ""), self._find_named,
-            self.max_message_age, name,
+            self.max_message_age, name, send_and_wait=store.send_and_wait,
         )
         self._replica.messenger = self._node.messenger = self._messenger
         try:
@@ -548,9 +552,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                     replace_token: Any) -> dict[str, list[Any]]:
         """The ``CLAIM`` script's keys and arguments for one name."""
         return {
-            "keys": [self._name_key(kjson), self._k("names"), self._k("events"),
-                     self._k("seq"), self._k("node", self.node_id),
-                     self._k("held", self.node_id)],
+            "keys": [self._name_key(kjson), *self._claim_keys],
             "args": [self.prefix, self.node_id, self._inc, urn, actor_class, meta, kjson,
                      replace_token, self.feed_maxlen],
         }
@@ -567,7 +569,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                                                         actor_class, meta, replace_token))
             tag = _text(result[0])
             if tag == "ok":
-                return self._claims_made([entry], [int(result[1])])[0]
+                return self._claims_made([entry], [int(result[1])], [kjson])[0]
             if tag == "nolease":
                 self._recover()
                 continue
@@ -603,7 +605,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 result = self._claim_many(keys=keys, args=args)
             tag = _text(result[0])
             if tag == "ok":
-                return self._claims_made(entries, [int(t) for t in result[1:]])
+                return self._claims_made(entries, [int(t) for t in result[1:]], texts)
             if tag == "nolease":
                 self._recover()
                 continue
@@ -612,9 +614,11 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                                             holder_record(result[1:], texts[index]), is_alive)
         raise RegistryUnavailableError("could not claim the batch: the lease keeps lapsing")
 
-    def _claims_made(self, entries: Sequence[Entry], tokens: list[int]) -> list[Optional[Entry]]:
-        """Redis granted every claim of ``entries`` (tokens ``tokens``):
-        store them, and return what ``register`` returns for each.
+    def _claims_made(self, entries: Sequence[Entry], tokens: list[int],
+                     texts: Sequence[str]) -> list[Optional[Entry]]:
+        """Redis granted every claim of ``entries`` (tokens ``tokens``, name
+        texts ``texts``): store them, and return what ``register`` returns
+        for each.
 
         Raises:
             ActorNotAliveError: an actor died while we waited for Redis (its
@@ -625,10 +629,11 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._store.write_ok()
         dead = [e for e in entries if _deathwatch.death_seen(e.actor_ref)]
         if not dead:
-            return [self._replica.claimed(e, t) for e, t in zip(entries, tokens)]
+            return [self._replica.claimed(e, t, text) for e, t, text in
+                    zip(entries, tokens, texts)]
         replica = self._replica
-        for entry, seq in zip(entries, tokens):
-            replica.note_own_write(key_json(entry.namespace, entry.service), seq)
+        for text, seq in zip(texts, tokens):
+            replica.note_own_write(text, seq)
         self._queue_release([
             (replica.own_claim((e.namespace, e.service), e.actor_ref, {}, t, t), KIND_STOPPED,
              "") for e, t in zip(entries, tokens)])
@@ -702,8 +707,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             args += [text, entry.token, entry.node, why, err]
         with self._io("unregister"):
             results = self._release(
-                keys=[self._k("names"), self._k("events"), self._k("seq"),
-                      *(self._name_key(text) for text in texts)],
+                keys=[*self._release_keys, *(self._name_key(text) for text in texts)],
                 args=args)
         self._store.write_ok()
         for text, seq in zip(texts, results):
@@ -840,13 +844,14 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             self._node.needs_recover = True
 
     def _reclaim(self, todo: list[Claim]) -> None:
-        pipe = self._store.r.pipeline(transaction=False)
+        calls = []
         for entry in todo:
             kjson = key_json(entry.namespace, entry.service)
-            self._claim(**self._claim_args(kjson, entry.actor_ref.actor_urn, entry.actor_class,
-                                           _dumps(entry.metadata), entry.token), client=pipe)
+            call = self._claim_args(kjson, entry.actor_ref.actor_urn, entry.actor_class,
+                                    _dumps(entry.metadata), entry.token)
+            calls.append((call["keys"], call["args"]))
         with self._io("recover"):
-            results = pipe.execute(raise_on_error=False)
+            results = self._store.pipelined(self._store.scripts.claim, calls)
         for entry, result in zip(todo, results):
             if isinstance(result, Exception):
                 self._store.note(result)

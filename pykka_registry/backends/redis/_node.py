@@ -21,6 +21,9 @@ Guarantees
   keeps needing them makes ``health()`` degraded instead of burning CPU.
 * **Bounded stop.** Every wait is bounded by :data:`._store.BLOCK_MS` or the lease
   tick and watches the stop event; :meth:`Node.stop` joins both threads.
+* **The inbox stays short.** Handled messages are deleted from this node's
+  inbox when the receiver finds it idle, or every :data:`_DELETE_BATCH`
+  (never re-read meanwhile: the reader's position is past them).
 * Neither thread dies of an error: Redis errors are noted for ``health()``
   and retried with a back-off; anything else is logged.
 """
@@ -42,6 +45,9 @@ from pykka_registry.backends.redis._store import Store, redis
 __all__ = ["Host", "Node"]
 
 logger = logging.getLogger("pykka_registry.redis")
+
+#: Handled inbox messages are deleted when the receiver is idle, or by this many.
+_DELETE_BATCH = 64
 
 
 class Host(Protocol):
@@ -198,6 +204,7 @@ class Node:
         store = self.store
         events_key = store.k("events")
         inbox_id: Union[str, bytes] = "0-0"
+        handled: list[Any] = []  # inbox entries handled, not deleted yet
         check = False
         backoff = 0.05
         while not self.stopping.is_set():
@@ -230,19 +237,21 @@ class Node:
                 if _text(stream) == events_key:
                     self._take_events(entries)
                 else:
-                    done = []
                     for entry_id, fields in entries:
                         inbox_id = entry_id
-                        done.append(entry_id)
+                        handled.append(entry_id)
                         blob = fields.get(b"m")
                         if blob is not None:
                             messenger.handle(blob)
-                    if done:
-                        try:
-                            store.done_with(done)
-                        except redis.RedisError:
-                            check = True
             messenger.sweep()
+            if handled and (not reply or len(handled) >= _DELETE_BATCH):
+                # Handled messages leave the inbox in batches, when idle: not
+                # a round trip per message on the way to its reply.
+                try:
+                    store.done_with(handled)
+                except redis.RedisError:
+                    check = True
+                handled = []
 
     def _take_events(self, entries: Any) -> None:
         """Check and parse feed entries (:meth:`Replica.read_feed`) and pass

@@ -350,14 +350,15 @@ class Replica(LocalTables):
             raise AlreadyRegisteredError(holder.key[0], holder.key[1], local)
         return str(holder.token)
 
-    def claimed(self, entry: Entry, seq: int) -> Optional[Entry]:
+    def claimed(self, entry: Entry, seq: int, kjson: Optional[str] = None) -> Optional[Entry]:
         """Store the claim ``entry`` got (token ``seq``) in the local copy; return
         what ``register`` returns for it (a remote holder it replaced, whose
-        lease had lapsed, is reported expired and not returned)."""
+        lease had lapsed, is reported expired and not returned). ``kjson``:
+        the name's text, if the caller has it already."""
         key = (entry.namespace, entry.service)
         claim = self.own_claim(key, entry.actor_ref, entry.metadata, seq, seq)
         previous = self.put(claim)
-        self.note_own_write(key_json(*key), seq)
+        self.note_own_write(key_json(*key) if kjson is None else kjson, seq)
         if previous is None or previous.node == self.node_id:
             return previous
         self._changed(previous, None)

@@ -18,7 +18,11 @@ Guarantees
   meets it (the counter resumes above every value handed out).
 * **No SCRIPT EXISTS per call.** A registered script runs by ``EVALSHA``;
   redis-py loads it again only after a ``NOSCRIPT`` reply (a restarted or
-  flushed Redis).
+  flushed Redis). In a pipeline a script runs by plain ``EVALSHA`` too
+  (:meth:`._store.Store.pipelined`: loaded and run again after a
+  ``NOSCRIPT`` reply), or by ``EVAL`` with its text (``SEND``, ``SEND_ASK``:
+  small, and a pipelined ``BLPOP`` must not wait for a script that did not
+  run), never after a ``SCRIPT EXISTS``.
 
 Keys built inside a script: a name's previous holder (``P:held:<node>``,
 ``P:node:<node>``) is known only once the name hash is read, so ``CLAIM``,
@@ -315,12 +319,30 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
+# An ask's message, sent in the same round trip as the asker's wait on its
+# reply list (a BLPOP pipelined after this script, on the same connection).
+# KEYS: target lease, target inbox, the asker's reply list.
+# ARGV: envelope, inbox maxlen, inbox ttl ms, reply list ttl ms.
+# Returns 1 if appended; 0 if the target node has no lease: nothing is sent,
+# and an empty marker is pushed to the reply list instead, so that the
+# pipelined BLPOP returns at once (the asker reads the 0 first).
+SEND_ASK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('LPUSH', KEYS[3], '')
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  return 0
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 class Scripts:
     """Every script of the backend, registered once on ``client`` (which may
     be a pipeline's client). Immutable after construction; any thread."""
 
     __slots__ = ("acquire", "claim", "claim_many", "leave", "reap", "refresh",
-                 "release", "send", "snapshot", "update")
+                 "release", "send", "send_ask", "snapshot", "update")
 
     def __init__(self, client: Any) -> None:
         self.claim = client.register_script(CLAIM)
@@ -333,6 +355,7 @@ class Scripts:
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
         self.send = client.register_script(SEND)
+        self.send_ask = client.register_script(SEND_ASK)
 
 
 # -- groups (pykka_registry.backends.redis._groups) ------------------------------------

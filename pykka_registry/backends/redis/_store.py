@@ -36,7 +36,7 @@ from pykka_registry._events import KIND_EXPIRED, KIND_NODE_STOPPED
 from pykka_registry.backends.redis._schema import Layout, Snapshot, parse_snapshot, safe_url
 from pykka_registry.backends.redis._schema import counter as _counter
 from pykka_registry.backends.redis._schema import text as _text
-from pykka_registry.backends.redis._scripts import Scripts
+from pykka_registry.backends.redis._scripts import SEND, SEND_ASK, Scripts
 
 try:
     import redis
@@ -252,17 +252,75 @@ class Store:
         return bool(sent)
 
     def send_many(self, items: list[tuple[str, str, bytes]]) -> None:
-        """Send replies (outbox thread): one round trip for the batch."""
+        """Send replies (outbox thread): one round trip for the batch (the
+        inbox sends by ``EVAL``: a pipeline never checks ``SCRIPT EXISTS``)."""
         pipe = self.r.pipeline(transaction=False)
         for node_id, reply_key, blob in items:
             if reply_key:
                 pipe.lpush(reply_key, blob)
                 pipe.pexpire(reply_key, _REPLY_TTL_MS)
             else:
-                self.scripts.send(keys=[self.k("node", node_id), self.inbox(node_id)],
-                                  args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()],
-                                  client=pipe)
+                pipe.eval(SEND, 2, self.k("node", node_id), self.inbox(node_id), blob,
+                          self.inbox_maxlen, self._inbox_ttl_ms())
         pipe.execute(raise_on_error=False)
+
+    def send_and_wait(self, node_id: str, blob: bytes, reply_key: str,
+                      timeout: float) -> tuple[bool, Optional[bytes]]:
+        """Send an ask's ``blob`` to ``node_id``'s inbox and wait for its reply
+        on ``reply_key``, in one round trip (caller's thread): ``SEND_ASK``
+        then ``BLPOP`` (at most ``timeout``, <= 0.5 s), pipelined on the
+        askers' connection. ``(False, None)`` if that node has no lease
+        (nothing sent; the script's marker ends the wait at once); else
+        ``(True, reply or None)``.
+
+        Raises:
+            RegistryUnavailableError: Redis is out of reach, or refused the
+                send (then after the wait: the script did not run).
+        """
+        pipe = self.rb.pipeline(transaction=False)
+        pipe.eval(SEND_ASK, 3, self.k("node", node_id), self.inbox(node_id), reply_key, blob,
+                  self.inbox_maxlen, self._inbox_ttl_ms(), _REPLY_TTL_MS)
+        pipe.blpop([reply_key], timeout=max(0.01, min(timeout, BLOCK_MS / 1000)))
+        try:
+            sent, popped = pipe.execute(raise_on_error=False)
+        except redis.RedisError as error:
+            raise self.failure(error, "ask") from error
+        if isinstance(sent, Exception):
+            raise self.failure(sent, "ask")
+        if isinstance(popped, Exception):  # pragma: no cover - BLPOP refused
+            raise self.failure(popped, "ask")
+        if not sent:
+            return False, None
+        return True, None if popped is None else popped[1]
+
+    def pipelined(self, script: Any, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` of ``calls`` in one round
+        trip, by plain ``EVALSHA`` (redis-py would send ``SCRIPT EXISTS``
+        first for a script object in a pipeline); after a ``NOSCRIPT`` reply
+        (a restarted or flushed Redis) the script is loaded and the refused
+        calls run again. Returns one result (or error) per call.
+
+        Raises:
+            redis.RedisError: as any call.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _attempt in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            again = []
+            for i, reply in zip(todo, replies):
+                results[i] = reply
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    again.append(i)
+            if not again:
+                break
+            self.r.script_load(script.script)
+            todo = again
+        return results
 
     def wait_reply(self, reply_key: str, timeout: float) -> Optional[bytes]:
         """Pop a reply (caller's thread), waiting at most ``timeout`` (<= 0.5 s)."""
