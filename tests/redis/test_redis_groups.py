@@ -221,6 +221,8 @@ def test_a_stopped_node_leaves_no_group_key_and_the_last_empties_the_prefix(
         a.stop()
         assert [k for k in _keys(client, f"{prefix}:*") if a_id in k] == []
         wait_for(lambda: b.members("ns", "g") == [rb], message="b dropped a's member")
+        # listeners get events from the dispatcher thread: wait for delivery
+        wait_for(lambda: any(isinstance(e, Left) for e in events), message="Left delivered")
         left = [e for e in events if isinstance(e, Left)]
         assert [e.reason.kind for e in left] == ["node_stopped"]
         b.stop()
@@ -279,6 +281,8 @@ def test_a_lapsed_node_is_dropped_and_its_records_reaped(
         client.delete(f"{prefix}:node:{a_id}")
         wait_for(lambda: b.members("ns", "g") == [], 2.5, "a's member dropped")
         assert not remote.is_alive()
+        # listeners get events from the dispatcher thread: wait for delivery
+        wait_for(lambda: any(isinstance(e, Left) for e in events), message="Left delivered")
         assert [e.reason.kind for e in events if isinstance(e, Left)] == ["expired"]
         wait_for(lambda: not client.exists(f"{prefix}:gmem:{a_id}"), message="reaped")
     finally:

@@ -102,6 +102,8 @@ def test_sigkill_removes_its_members_everywhere_within_lease_ttl_plus_one_second
     wait_for(lambda: [d[1] for d in children[1].call("members", "ns", "g")] == rest,
              max(0.1, killed + LEASE_TTL + 1.0 - time.monotonic()),
              "the other child dropped them too")
+    # listeners get events from the dispatcher thread: wait for delivery
+    wait_for(lambda: sum(isinstance(e, Left) for e in events) >= 2, 5.0, "both Left delivered")
     left = [e for e in events if isinstance(e, Left)]
     assert sorted(e.actor_ref.actor_urn for e in left) == sorted(urns[1:3])
     assert {e.reason.kind for e in left} == {"expired"}
