@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any, Callable, Optional, TextIO
 
 import attrs
@@ -306,6 +306,14 @@ def _cell(value: Any) -> str:
     return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
 
 
+def _aligned(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     headers = ("NAMESPACE", "SERVICE", "NODE", "ACTOR CLASS", "METADATA", "LEASE AGE")
@@ -317,10 +325,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+    return _aligned(headers, cells)
 
 
 def format_groups_table(members: list[GroupMembership]) -> str:
@@ -335,10 +340,7 @@ def format_groups_table(members: list[GroupMembership]) -> str:
         )
         for m in members
     ]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+    return _aligned(headers, cells)
 
 
 def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:

@@ -26,21 +26,9 @@ from pykka_registry import (
     RegistryTimeoutError,
     Supervisor,
     UnknownBackendError,
-    test_namespace,
 )
 from pykka_registry._backend_names import backend_names, resolve_backend
 from pykka_registry.testing import Echo
-
-
-@pytest.fixture
-def registry() -> Iterator[Registry]:
-    with Registry.start() as registry:
-        yield registry
-
-
-@pytest.fixture
-def ns() -> Any:
-    return test_namespace()
 
 
 @pytest.fixture(autouse=True)

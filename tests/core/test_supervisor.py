@@ -24,17 +24,6 @@ from pykka_registry import (
 from pykka_registry.testing import Echo, wait_until
 
 
-@pytest.fixture
-def registry() -> Iterator[Registry]:
-    with Registry.start() as registry:
-        yield registry
-
-
-@pytest.fixture
-def ns() -> Any:
-    return test_namespace()
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_actors() -> Iterator[None]:
     yield

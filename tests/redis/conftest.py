@@ -5,6 +5,8 @@
 * ``redis_url``: that server's URL.
 * ``fresh_redis`` (function scope): a server of the test's own, for tests that
   stop, kill or restart Redis.
+* ``actors``: ``actors(label)`` starts a ``Recorder`` (it answers which node
+  it runs on), stopped at the end of the test.
 
 Every test that needs a Redis server lives in this folder. Without redis-py
 (or the ``redis-server`` binary) they are skipped with a clear reason, except
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -31,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("redis-py is not installed (pip install 'pykka-registry[redis]')",
                 allow_module_level=True)
 
+from redis_helpers import recorders
 from redis_server import RedisServer, release_session_server, require_binary, session_server
 
 
@@ -59,3 +62,10 @@ def fresh_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def actors() -> Iterator[Callable[..., Any]]:
+    """``actors(label)``: a started ``Recorder``; all stopped after the test."""
+    with recorders() as start:
+        yield start

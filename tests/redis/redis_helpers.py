@@ -360,3 +360,21 @@ class Evil:
 
     def __reduce__(self) -> Any:
         return (_pwned, (self.path,))
+
+
+def dump_keys(client: Any) -> dict[bytes, Any]:
+    """Every key with its type and content (what "wrote nothing" compares)."""
+    out: dict[bytes, Any] = {}
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+        elif kind == b"string":
+            out[key] = client.get(key)
+        elif kind == b"stream":
+            out[key] = client.xlen(key)
+        else:
+            out[key] = kind
+    return out

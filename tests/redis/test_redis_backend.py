@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 import pytest
@@ -23,7 +23,6 @@ from redis_helpers import (
     GATE,
     Evil,
     Factory,
-    recorders,
     redis_nodes,
     stale_writes,
     wait_for,
@@ -56,12 +55,6 @@ def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     """Start registries (nodes) on the session's Redis, all sharing ``prefix``."""
     with redis_nodes(redis_url, prefix) as make:
         yield make
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
 
 
 def remote(registry: Registry, ns: Any, service: Any, timeout: float = 5.0) -> RemoteActorRef:

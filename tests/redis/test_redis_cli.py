@@ -11,10 +11,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from redis_helpers import Factory, recorders, redis_nodes, wait_for
+from redis_helpers import Factory, dump_keys, redis_nodes, wait_for
 from redis_server import RedisServer, require_binary, unique_prefix
 
 from pykka_registry._inspect import GroupMembership, list_groups
@@ -109,30 +109,6 @@ def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
         yield make
 
 
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
-
-
-def _dump(client: Any) -> dict[bytes, Any]:
-    """Every key with its type and content (what "wrote nothing" compares)."""
-    out: dict[bytes, Any] = {}
-    for key in client.keys("*"):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-        elif kind == b"string":
-            out[key] = client.get(key)
-        elif kind == b"stream":
-            out[key] = client.xlen(key)
-        else:
-            out[key] = kind
-    return out
-
-
 def _two_nodes_with_groups(nodes: Factory, actors: Any) -> tuple[Any, Any, list[Any]]:
     a, b = nodes(), nodes()
     a1, b1, a2 = actors("a1"), actors("b1"), actors("a2")
@@ -150,7 +126,7 @@ def test_ls_groups_lists_the_members_of_every_node(
     a, b, (a1, b1, a2) = _two_nodes_with_groups(nodes, actors)
     node_a, node_b = a.backend.node_id, b.backend.node_id  # type: ignore[attr-defined]
     client = redis_server.client()
-    before = _dump(client)
+    before = dump_keys(client)
 
     assert ls_main(["--redis", redis_url, "--prefix", prefix, "--groups", "--json"]) == 0
     captured = capsys.readouterr()
@@ -186,7 +162,7 @@ def test_ls_groups_lists_the_members_of_every_node(
     assert ls_main(["--redis", "redis://127.0.0.1:1/0", "--prefix", prefix, "--groups"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot read Redis" in err
-    assert _dump(client) == before  # ls wrote nothing
+    assert dump_keys(client) == before  # ls wrote nothing
     client.close()
 
 

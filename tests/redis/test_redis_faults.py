@@ -16,12 +16,12 @@ import pickle
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 import pytest
 import redis
-from redis_helpers import Factory, NodeProcess, recorders, redis_nodes, wait_for
+from redis_helpers import Factory, NodeProcess, redis_nodes, wait_for
 from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import (
@@ -49,12 +49,6 @@ def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     """Registries (nodes) on the session's Redis (or ``url=``), sharing ``prefix``."""
     with redis_nodes(redis_url, prefix, secret=SECRET) as make:
         yield make
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
 
 
 @pytest.fixture

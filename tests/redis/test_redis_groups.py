@@ -12,11 +12,11 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 import pytest
-from redis_helpers import GATE, Factory, recorders, redis_nodes, wait_for
+from redis_helpers import GATE, Factory, redis_nodes, wait_for
 from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import Joined, Left, RegistryTimeoutError
@@ -34,12 +34,6 @@ def prefix() -> str:
 def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     with redis_nodes(redis_url, prefix, secret=SECRET) as make:
         yield make
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
 
 
 def _urns(refs: Any) -> list[str]:

@@ -12,10 +12,10 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from redis_helpers import Factory, recorders, redis_nodes, wait_for
+from redis_helpers import Factory, redis_nodes, wait_for
 from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import RegistryUnavailableError
@@ -34,12 +34,6 @@ def prefix() -> str:
 def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     with redis_nodes(redis_url, prefix, secret=SECRET) as make:
         yield make
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
 
 
 @pytest.fixture

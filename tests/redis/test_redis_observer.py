@@ -5,14 +5,13 @@ Redis registry shows other nodes' group members as remote members."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 import pytest
 import redis
 from observer_client import get, get_json, interrupt, start_cli
-from redis_helpers import recorders, redis_nodes, wait_for
+from redis_helpers import dump_keys, redis_nodes, wait_for
 from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import Registry
@@ -51,30 +50,6 @@ def test_observe_cli_shows_a_redis_cluster_without_joining_it(fresh_redis: Redis
     pykka.ActorRegistry.stop_all()
 
 
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
-
-
-def _dump(client: Any) -> dict[bytes, Any]:
-    """Every key with its type and content (what "wrote nothing" compares)."""
-    out: dict[bytes, Any] = {}
-    for key in client.keys("*"):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-        elif kind == b"string":
-            out[key] = client.get(key)
-        elif kind == b"stream":
-            out[key] = client.xlen(key)
-        else:
-            out[key] = kind
-    return out
-
-
 def _samples(metrics: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in parser.text_string_to_metric_families(metrics)
@@ -94,7 +69,7 @@ def test_observe_cli_shows_the_groups_of_every_node(fresh_redis: RedisServer,
         client = redis.Redis.from_url(fresh_redis.url)
         # a record this version cannot read, beside node-a's good ones
         client.hset("obsg:gmem:node-a", "junk", "not json")
-        before = _dump(client)
+        before = dump_keys(client)
         process, url = start_cli("observe", "--redis", fresh_redis.url, "--prefix", "obsg")
         try:
             snapshot = get_json(url + "api/snapshot")
@@ -142,7 +117,7 @@ def test_observe_cli_shows_the_groups_of_every_node(fresh_redis: RedisServer,
         assert [line for line in err.splitlines() if "junk" in line] == [
             "observe: warning: observer (redis prefix 'obsg'): skipped the malformed member "
             "record 'junk' in 'obsg:gmem:node-a': Expecting value: line 1 column 1 (char 0)"], err
-        assert _dump(client) == before  # it wrote nothing
+        assert dump_keys(client) == before  # it wrote nothing
         client.delete("obsg:gmem:node-a")  # (the nodes' own stop deletes it too)
         client.close()
     pykka.ActorRegistry.stop_all()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from redis_helpers import Factory, recorders, redis_nodes, wait_for
+from redis_helpers import Factory, redis_nodes, wait_for
 from redis_server import RedisServer, unique_prefix
 
 from pykka_registry import (
@@ -33,12 +33,6 @@ def prefix() -> str:
 def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
     with redis_nodes(redis_url, prefix, call_timeout=10.0, secret=SECRET) as make:
         yield make
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., Any]]:
-    with recorders() as start:
-        yield start
 
 
 class SlowScript:
