@@ -416,3 +416,26 @@ def test_an_answer_that_cannot_be_pickled_is_its_own_value(nodes: Factory,
     values = [v for _, v in b.ask_all("ns", "g", _PicklesOnce(), timeout=3)]
     assert all(isinstance(v, RemoteActorError) for v in values), values
     assert "could not be pickled" in str(values[0])
+
+
+def test_ask_all_keeps_its_timeout_when_redis_stops_answering(fresh_redis: RedisServer,
+                                                              actors: Any) -> None:
+    # Each remote node is asked with one send; a send to a Redis that stopped
+    # answering waits io_timeout. Once the call's own timeout has passed, no
+    # further node is asked: one wait, not one per node.
+    with redis_nodes(fresh_redis.url, unique_prefix("gt"), secret=SECRET,
+                     io_timeout=0.5) as make:
+        asker, *others = [make() for _ in range(5)]
+        for index, node in enumerate(others):
+            node.join("ns", "g", actors(f"m{index}"))
+        wait_for(lambda: asker.count_members("ns", "g") == 4, message="every member seen")
+        fresh_redis.pause()
+        try:
+            started = time.monotonic()
+            result = asker.ask_all("ns", "g", "ping", timeout=0.3)
+            elapsed = time.monotonic() - started
+        finally:
+            fresh_redis.resume()
+    assert len(result) == 4
+    assert all(isinstance(value, Exception) for _, value in result)
+    assert elapsed < 0.3 + 0.5 + 0.7, elapsed  # four sends one after another: >= 2 s

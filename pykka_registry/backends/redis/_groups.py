@@ -799,12 +799,24 @@ class RedisGroups:
                 local.append((index, ref.ask(message, block=False)))
             except pykka.ActorDeadError as error:
                 values[index] = error
+        def late(ref: Any) -> RegistryTimeoutError:
+            return RegistryTimeoutError(
+                f"{ref} (a member of {safe_repr(group)} in {safe_repr(namespace)}) "
+                f"did not answer within {timeout}s")
+
         # The remote node gathers for a little less than the whole budget, so
         # that its answer can travel back before our deadline.
         budget = max(0.0, timeout - min(0.25, timeout / 5))
         remote: list[tuple[list[int], Any]] = []
         kjson = self._kjson(namespace, group) if by_node else ""
         for indices in by_node.values():
+            if time.monotonic() >= deadline:
+                # Sends that waited on a slow Redis used the whole budget up:
+                # ask no further node (the call may overrun its timeout by one
+                # send's io_timeout, never by one per node).
+                for i in indices:
+                    values[i] = late(refs[i])
+                continue
             urns = tuple(refs[i].actor_urn for i in indices)
             try:
                 future = self._endpoint_ref(refs[indices[0]], kjson).ask(
@@ -814,11 +826,6 @@ class RedisGroups:
                     values[i] = error
                 continue
             remote.append((indices, future))
-
-        def late(ref: Any) -> RegistryTimeoutError:
-            return RegistryTimeoutError(
-                f"{ref} (a member of {safe_repr(group)} in {safe_repr(namespace)}) "
-                f"did not answer within {timeout}s")
 
         for index, future in local:
             values[index] = _value(future, deadline, functools.partial(late, refs[index]))
