@@ -52,16 +52,8 @@ class HostileKey:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` (bounded) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        pause.wait(0.01)
+    """:func:`pykka_registry.testing.wait_until` with this file's defaults."""
+    return wait_until(condition, timeout, what)
 
 
 @pytest.fixture

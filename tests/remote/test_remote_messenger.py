@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import attrs
 import pykka
 import pytest
+from forgery import UNPICKLED, Evil
 
 from pykka_registry._errors import RegistryUnavailableError, RemoteTimeoutError
 from pykka_registry._remote import (
@@ -26,24 +27,6 @@ from pykka_registry._remote import (
 )
 
 SECRET = "a test secret of enough bytes"
-UNPICKLED: list[str] = []
-
-
-def _pwned(tag: str) -> str:
-    UNPICKLED.append(tag)
-    return tag
-
-
-class Evil:
-    """Unpickling this records that code ran."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-
-    def __reduce__(self) -> Any:
-        return (_pwned, (self.tag,))
-
-
 class Wire:
     """The medium: each node's messenger (its inbox is its ``handle``) and the
     reply lists. Inbox delivery is synchronous, in the sender's thread: the

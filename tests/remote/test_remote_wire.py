@@ -11,6 +11,7 @@ import pickle
 from typing import Any
 
 import pytest
+from forgery import UNPICKLED, Evil
 
 from pykka_registry._errors import MIN_SECRET_BYTES, InvalidSecretError
 from pykka_registry._remote import MAGIC, Codec, ReplayGuard, secret_key
@@ -18,24 +19,6 @@ from pykka_registry._remote import MAGIC, Codec, ReplayGuard, secret_key
 SECRET = "a test secret of enough bytes"
 HEADER = {"k": "tell", "id": "s-1", "src": "a", "dst": "b", "di": "i1", "to": "urn:x",
           "t": 1.0, "ttl": 0}
-
-UNPICKLED: list[str] = []
-
-
-def _pwned(tag: str) -> str:
-    UNPICKLED.append(tag)
-    return tag
-
-
-class Evil:
-    """Unpickling this records that code ran."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-
-    def __reduce__(self) -> Any:
-        return (_pwned, (self.tag,))
-
 
 def _envelope(header: Any, payload: bytes, signature: bytes) -> bytes:
     head = json.dumps(header).encode()
