@@ -149,10 +149,6 @@ def _key_problem(part: Any, depth: int = 0) -> str:
     return f"a {kind.__name__}"
 
 
-def _valid_key_part(part: Any) -> bool:
-    return not _key_problem(part)
-
-
 def key_json(namespace: Hashable, service: Hashable) -> str:
     """The canonical text of a name: JSON ``[namespace, service]``."""
     return json.dumps([namespace, service], separators=(",", ":"), ensure_ascii=False)
@@ -441,7 +437,6 @@ def tuples(value: Any) -> Any:
 # The helpers the backend's other modules share (private to the package).
 brief = _brief
 text = _text
-untuple = _untuple
 key_problem = _key_problem
 json_object = _json_object
 dumps = _dumps

@@ -342,7 +342,7 @@ class Scripts:
     be a pipeline's client). Immutable after construction; any thread."""
 
     __slots__ = ("acquire", "claim", "claim_many", "leave", "reap", "refresh",
-                 "release", "send", "send_ask", "snapshot", "update")
+                 "release", "send", "snapshot", "update")
 
     def __init__(self, client: Any) -> None:
         self.claim = client.register_script(CLAIM)
@@ -355,7 +355,6 @@ class Scripts:
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
         self.send = client.register_script(SEND)
-        self.send_ask = client.register_script(SEND_ASK)
 
 
 # -- groups (pykka_registry.backends.redis._groups) ------------------------------------

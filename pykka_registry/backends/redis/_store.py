@@ -278,6 +278,9 @@ class Store:
                 send (then after the wait: the script did not run).
         """
         pipe = self.rb.pipeline(transaction=False)
+        # EVAL, not EVALSHA: after a Redis restart a NOSCRIPT reply would be
+        # seen only once the BLPOP behind it had waited in vain (the script is
+        # 256 bytes; Redis caches its compiled form by hash).
         pipe.eval(SEND_ASK, 3, self.k("node", node_id), self.inbox(node_id), reply_key, blob,
                   self.inbox_maxlen, self._inbox_ttl_ms(), _REPLY_TTL_MS)
         pipe.blpop([reply_key], timeout=max(0.01, min(timeout, BLOCK_MS / 1000)))
