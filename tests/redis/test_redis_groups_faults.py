@@ -439,3 +439,34 @@ def test_ask_all_keeps_its_timeout_when_redis_stops_answering(fresh_redis: Redis
     assert len(result) == 4
     assert all(isinstance(value, Exception) for _, value in result)
     assert elapsed < 0.3 + 0.5 + 0.7, elapsed  # four sends one after another: >= 2 s
+
+
+def test_a_death_is_complete_at_once_while_redis_hangs(fresh_redis: RedisServer,
+                                                       actors: Any) -> None:
+    # remove_actor and leave_all run in the dying actor's thread and do no
+    # I/O: with Redis stopped (SIGSTOP), stop(block=True) still returns at
+    # once with the name and the membership gone here; the deletes are sent
+    # once Redis answers again.
+    with redis_nodes(fresh_redis.url, unique_prefix("gd"), secret=SECRET,
+                     io_timeout=1.0) as make:
+        node = make()
+        ref = actors("doomed")
+        node.register("ns", "svc", ref)
+        node.join("ns", "g", ref)
+        fresh_redis.pause()
+        try:
+            started = time.monotonic()
+            ref.stop(block=True, timeout=5)
+            elapsed = time.monotonic() - started
+            assert node.lookup("ns", "svc") is None
+            assert node.members("ns", "g") == []
+            assert node.groups_of(ref) == []
+        finally:
+            fresh_redis.resume()
+        assert elapsed < 0.8, elapsed  # one Redis wait would be io_timeout (1 s)
+        client = fresh_redis.client()
+        try:
+            wait_for(lambda: not any(b"svc" in key or (b"gmem" in key and client.hlen(key))
+                                     for key in client.keys("*")), 5.0, "released in Redis")
+        finally:
+            client.close()
