@@ -18,7 +18,8 @@ API (small on purpose; other test modules reuse it):
   ``PYKKA_REGISTRY_CHROMIUM`` / ``PYKKA_REGISTRY_CHROMEDRIVER``).
 
 When Chromium, chromedriver or Selenium is missing the tests are skipped
-locally, but FAIL when the environment variable ``CI`` is set: install the
+locally, but FAIL in a strict run (``CI`` set, or the whole-matrix
+``./run-tests``: see ``strict_run``): install the
 Debian packages ``chromium chromium-driver`` (and ``pip install selenium``,
 part of the ``test`` extra).
 """
@@ -30,6 +31,7 @@ import shutil
 from typing import Any
 
 import pytest
+from strict_run import strict_reason
 
 __all__ = ["CHROMEDRIVER", "CHROMIUM", "console_errors", "start_chromium", "wait_until"]
 
@@ -53,8 +55,9 @@ def _missing() -> str:
 def _skip_or_fail(reason: str) -> None:
     message = (f"browser tests need headless Chromium: {reason}. Install it with "
                "`apt-get install -y --no-install-recommends chromium chromium-driver`")
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set: not skipping)", pytrace=False)
+    strict = strict_reason()
+    if strict:
+        pytest.fail(f"{message} ({strict}: not skipping)", pytrace=False)
     pytest.skip(message)
 
 

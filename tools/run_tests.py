@@ -12,10 +12,16 @@ What it does, in order:
    that need it, and how to get it (pyenv and ``.python-version``). Only a
    partial run, asked for explicitly, goes on without it, and then it says
    what it left out, at the start and again at the end.
-2. **tox.** ``tox p -p 2 -e <envs>``: tox prints one line per environment as
+2. **System programs.** ``redis-server`` and headless Chromium
+   (``chromium``, ``chromedriver``; each may be named by an environment
+   variable instead). In a whole-matrix run a missing one is an error
+   naming it and its Debian package, and the run sets
+   ``PYKKA_REGISTRY_STRICT=1`` so that a test lacking one fails instead of
+   skipping. A partial run says which tests will skip.
+3. **tox.** ``tox p -p 2 -e <envs>``: tox prints one line per environment as
    it finishes; this script adds a line every minute saying how many have
    finished and how long the run has taken, so a quiet stretch is not a hang.
-3. **Counts.** Reads the junit file every test environment wrote
+4. **Counts.** Reads the junit file every test environment wrote
    (``.tox/<env>/tmp/junit.xml``; the ones of earlier runs are deleted
    first) and prints one line per environment, then the totals as
    ``N passed, N failed, N skipped``. ``lint`` runs no pytest: it counts
@@ -52,6 +58,7 @@ from typing import NamedTuple, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTIAL_ENV = "PYKKA_REGISTRY_PARTIAL"
+STRICT_ENV = "PYKKA_REGISTRY_STRICT"  # read by tests/strict_run.py
 HEARTBEAT_S = 60.0
 
 
@@ -141,12 +148,15 @@ def how_to_get(interpreter: str, root: Path = ROOT, path: Optional[str] = None) 
     has_pyenv = shutil.which("pyenv", path=path) is not None or (pyenv_root / "bin").is_dir()
     lines = []
     if has_pyenv and pinned and (pyenv_root / "versions" / version).is_dir():
-        lines.append(f"  pyenv has {version}, but {interpreter} is not found: put pyenv's shims\n"
-                     f"  first on PATH (export PATH=\"{pyenv_root}/shims:$PATH\") and run from "
-                     "the checkout,\n  whose .python-version selects it.")
         if os.environ.get("PYENV_VERSION"):
-            lines.append(f"  PYENV_VERSION={os.environ['PYENV_VERSION']} overrides "
-                         ".python-version here: unset it.")
+            # ./run-tests already puts the shims first: the override is the cause.
+            lines.append(f"  pyenv has {version}, but PYENV_VERSION="
+                         f"{os.environ['PYENV_VERSION']} overrides .python-version here,\n"
+                         f"  so pyenv's shims do not offer {interpreter}: unset PYENV_VERSION.")
+        else:
+            lines.append(f"  pyenv has {version}, but {interpreter} is not found: put pyenv's "
+                         f"shims\n  first on PATH (export PATH=\"{pyenv_root}/shims:$PATH\") "
+                         "and run from the checkout,\n  whose .python-version selects it.")
     elif has_pyenv:
         lines.append(f"  Install it: pyenv install {version}   (`pyenv versions` lists what "
                      "pyenv has)")
@@ -157,10 +167,11 @@ def how_to_get(interpreter: str, root: Path = ROOT, path: Optional[str] = None) 
 
 
 def check(envs: list[Env], partial: bool, path: Optional[str] = None,
-          root: Path = ROOT) -> tuple[list[Env], list[Env], str]:
+          root: Path = ROOT, chosen: bool = False) -> tuple[list[Env], list[Env], str]:
     """``(to_run, skipped, message)``. ``skipped`` is empty unless ``partial``;
     without ``partial``, a missing interpreter gives ``to_run == []`` and an
-    error message."""
+    error message (``chosen``: the environments were named with ``-e``, so
+    the message does not suggest ``-e``)."""
     missing: dict[str, list[str]] = {}
     works: dict[str, bool] = {}
     for env in envs:
@@ -186,9 +197,61 @@ def check(envs: list[Env], partial: bool, path: Optional[str] = None,
         f"  {', '.join(e.name for e in skipped)},\n  and a run that skips is not the whole "
         "matrix.\n"
         f"{details}\n"
-        f"  To run only what is here and say what was left out: {PARTIAL_ENV}=1 ./run-tests "
-        "\n  (or ./run-tests -e ENV,ENV)."
+        f"  To run only what is here and say what was left out: {PARTIAL_ENV}=1 ./run-tests"
+        + ("" if chosen else "\n  (or ./run-tests -e ENV,ENV).")
     )
+
+
+# -- which system programs are here -----------------------------------------------------------
+
+
+class Program(NamedTuple):
+    name: str          # what the tests run: "redis-server"
+    variable: str      # the environment variable that may name its path instead
+    package: str       # the Debian package that brings it
+    needed_by: str     # which tests skip without it
+
+
+PROGRAMS = (
+    Program("redis-server", "REDIS_SERVER", "redis-server",
+            "the Redis backend tests (tests/redis)"),
+    Program("chromium", "PYKKA_REGISTRY_CHROMIUM", "chromium",
+            "the browser tests (observer page, docs overflow check)"),
+    Program("chromedriver", "PYKKA_REGISTRY_CHROMEDRIVER", "chromium-driver",
+            "the browser tests (observer page, docs overflow check)"),
+)
+
+
+def missing_programs(path: Optional[str] = None) -> list[Program]:
+    """The system programs some tests need that are neither named by their
+    variable (an executable file) nor on ``PATH``."""
+    missing = []
+    for program in PROGRAMS:
+        named = os.environ.get(program.variable)
+        if named:
+            if not (os.path.isfile(named) and os.access(named, os.X_OK)):
+                missing.append(program)
+        elif shutil.which(program.name, path=path) is None:
+            missing.append(program)
+    return missing
+
+
+def programs_message(missing: list[Program], strict: bool) -> str:
+    """An error (``strict``: a whole-matrix run, whose tests would skip) or a
+    note (a partial run: those tests will skip) naming what is missing."""
+    if not missing:
+        return ""
+    lines = "\n".join(f"  {p.name}: needed by {p.needed_by} (or set {p.variable} to its path)"
+                      for p in missing)
+    packages = " ".join(dict.fromkeys(p.package for p in missing))
+    install = f"  Install: apt-get install -y --no-install-recommends {packages}"
+    if strict:
+        return (f"error: system program(s) missing: {', '.join(p.name for p in missing)}; the "
+                "tests needing them would skip,\n  and a run that skips is not the whole "
+                f"matrix.\n{lines}\n{install}\n  (.ci/run installs them; or "
+                f"{PARTIAL_ENV}=1 ./run-tests lets those tests skip, and says so.)")
+    return (f"PARTIAL RUN: system program(s) missing, the tests needing them will skip:\n"
+            f"{lines}\n{install}")
 
 
 # -- running tox, with a heartbeat --------------------------------------------------------------
@@ -328,7 +391,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"{', '.join(known)}", file=sys.stderr)
             return 2
         chosen = [known[name] for name in wanted]
-    to_run, missing, message = check(chosen, partial)
+    to_run, missing, message = check(chosen, partial, chosen=bool(args.envs))
     skipped = [(env, f"partial run: {env.interpreter} is missing") for env in missing]
     if args.envs:
         left_out = [env for env in envs if env not in chosen]
@@ -339,13 +402,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(message, file=sys.stderr if not to_run else sys.stdout, flush=True)
     if not to_run:
         return 1 if message else 0
+    # A whole-matrix run must not pass by skipping: the tests that need a
+    # missing system program fail instead (strict_run.py in the tests).
+    strict = not (partial or args.envs)
+    absent = missing_programs()
+    if absent:
+        print(programs_message(absent, strict), file=sys.stderr if strict else sys.stdout,
+              flush=True)
+        if strict:
+            return 1
+    if strict:
+        os.environ[STRICT_ENV] = "1"
+        print(f"[run-tests] whole matrix: a test lacking a system program fails, never skips "
+              f"({STRICT_ENV}=1)", flush=True)
     print(f"[run-tests] interpreters found for {', '.join(e.name for e in to_run)}", flush=True)
     if args.check_only:
         return 0
     for env in to_run:
         junit_path(env.name).unlink(missing_ok=True)  # an old run's counts must not count
     tox_rc = run_tox(args.tox, to_run, args.parallel, posargs)
-    return summarise(to_run, skipped, tox_rc)
+    status = summarise(to_run, skipped, tox_rc)
+    if absent:
+        print(f"PARTIAL RUN: the tests needing {', '.join(p.name for p in absent)} skipped "
+              "(missing on this machine)")
+    return status
 
 
 if __name__ == "__main__":

@@ -95,6 +95,79 @@ def test_pyenv_with_the_version_installed_says_to_put_its_shims_on_path(tmp_path
     assert f"{pyenv_root}/shims" in result.stderr
 
 
+def test_pyenv_version_overriding_the_checkout_is_named_as_the_cause(tmp_path: Path) -> None:
+    pyenv_root = tmp_path / "pyenv"
+    pinned = next(v for v in run_tests.pinned_versions() if v.startswith("3.10"))
+    (pyenv_root / "versions" / pinned).mkdir(parents=True)
+    (pyenv_root / "bin").mkdir()
+    path = fake_pythons(tmp_path / "bin", {v: v for v in PYTHONS if v != "3.10"})
+    result = check_only(path, tmp_path, PYENV_ROOT=str(pyenv_root), PYENV_VERSION="3.11.7")
+    assert result.returncode == 1
+    assert "PYENV_VERSION=3.11.7 overrides .python-version" in result.stderr
+    assert "unset PYENV_VERSION" in result.stderr
+    assert "first on PATH" not in result.stderr  # ./run-tests already put the shims there
+
+
+def fake_programs(directory: Path, names: tuple[str, ...] = ("redis-server", "chromium",
+                                                             "chromedriver")) -> str:
+    """Executables of those names (the system programs the tests need) in
+    ``directory``; returns it, to be put on PATH."""
+    directory.mkdir(exist_ok=True)
+    for name in names:
+        exe = directory / name
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return str(directory)
+
+
+def test_the_whole_matrix_needs_redis_and_chromium_and_makes_their_tests_strict(
+        tmp_path: Path) -> None:
+    pythons = fake_pythons(tmp_path / "bin", {v: v for v in PYTHONS})
+    result = check_only(f"{pythons}:{fake_programs(tmp_path / 'sys', ('chromium',))}", tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = result.stderr
+    assert "system program(s) missing: redis-server, chromedriver" in error
+    assert "apt-get install -y --no-install-recommends redis-server chromium-driver" in error
+    assert "REDIS_SERVER" in error and "interpreters found" not in result.stdout
+
+    complete = check_only(f"{pythons}:{fake_programs(tmp_path / 'all')}", tmp_path)
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    assert "PYKKA_REGISTRY_STRICT=1" in complete.stdout
+
+
+def test_a_partial_run_lets_the_tests_of_a_missing_program_skip_and_says_so(
+        tmp_path: Path) -> None:
+    pythons = fake_pythons(tmp_path / "bin", {v: v for v in PYTHONS})
+    result = check_only(pythons, tmp_path, "-e", "py311-pykka4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the tests needing them will skip" in result.stdout
+    assert "redis-server: needed by the Redis backend tests" in result.stdout
+    assert "PYKKA_REGISTRY_STRICT" not in result.stdout
+
+
+def test_a_strict_run_fails_a_test_that_would_skip_for_want_of_redis(tmp_path: Path) -> None:
+    # The switch ./run-tests sets reaches the tests: without it the Redis
+    # fixture skips, with it the same test fails.
+    test = tmp_path / "test_needs_redis.py"
+    test.write_text("import redis_server\n\n"
+                    "def test_it():\n    redis_server.require_binary()\n")
+    environ = {**os.environ, "REDIS_SERVER": str(tmp_path / "no-such-redis-server"),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tests" / "redis")])}
+    environ.pop("CI", None)
+    environ.pop("PYKKA_REGISTRY_STRICT", None)
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "-c", os.devnull, str(test)], capture_output=True, text=True,
+                              env={**environ, **extra}, timeout=120, check=False, cwd=tmp_path)
+
+    relaxed = run()
+    assert relaxed.returncode == 0 and "1 skipped" in relaxed.stdout, relaxed.stdout
+    strict = run(PYKKA_REGISTRY_STRICT="1")
+    assert strict.returncode == 1 and "1 failed" in strict.stdout, strict.stdout
+    assert "PYKKA_REGISTRY_STRICT is set" in strict.stdout
+
+
 def test_a_partial_run_is_opt_in_and_says_what_it_skips(tmp_path: Path) -> None:
     path = fake_pythons(tmp_path / "bin", {v: v for v in PYTHONS if v != "3.9"})
     result = check_only(path, tmp_path, PYKKA_REGISTRY_PARTIAL="1")

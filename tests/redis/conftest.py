@@ -17,18 +17,18 @@ the kernel.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
+from strict_run import strict_reason
 
 try:
     # A name from redis-py itself: with tests/ on sys.path this folder, also
     # named redis, would pass for an (empty) namespace package.
     from redis import Redis  # noqa: F401 - the backend under test needs redis-py
 except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
+    if strict_reason():
         raise
     pytest.skip("redis-py is not installed (pip install 'pykka-registry[redis]')",
                 allow_module_level=True)

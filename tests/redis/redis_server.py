@@ -28,6 +28,7 @@ import uuid
 from typing import Any, Optional
 
 import pytest
+from strict_run import strict_reason
 
 __all__ = ["RedisServer", "release_session_server", "require_binary", "session_server",
            "unique_prefix"]
@@ -44,13 +45,15 @@ def redis_binary() -> Optional[str]:
 
 
 def require_binary() -> str:
-    """The binary, or skip (fail under CI) with a clear reason."""
+    """The binary, or skip with a clear reason (fail in a strict run: CI or
+    the whole-matrix ``./run-tests``, see ``strict_run``)."""
     binary = redis_binary()
     if binary is None:
         reason = ("redis-server not found (install it, e.g. `apt-get install redis-server`, or "
                   "set REDIS_SERVER to its path): the Redis backend tests need a real server")
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and {reason}", pytrace=False)
+        strict = strict_reason()
+        if strict:
+            pytest.fail(f"{strict} and {reason}", pytrace=False)
         pytest.skip(reason)
     return binary
 
