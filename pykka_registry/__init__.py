@@ -1,8 +1,8 @@
 """pykka-registry: names, death watch, supervision and a pluggable registry for Pykka.
 
 Importing the package installs its death watch (see :mod:`pykka_registry._deathwatch`):
-it wraps ``pykka.ActorRegistry.unregister`` and ``stop_all`` and chains a
-``threading.excepthook`` handler, once per process.
+it wraps ``pykka.ActorRegistry.unregister``, ``stop_all`` and
+``pykka.Actor._actor_loop``, once per process.
 """
 
 import logging

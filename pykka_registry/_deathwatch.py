@@ -7,16 +7,25 @@ or ``on_failure``, a ``BaseException`` in a handler) passes through
 ``actor_stopped`` event is set; ``sys.exc_info()`` there tells a crash from a
 normal stop. This module wraps that method. Two paths skip it: a
 ``BaseException`` raised by ``on_start``, and a thread that never started. The
-first leaves a "zombie" whose ref claims to be alive with no thread behind it;
-a chained :data:`threading.excepthook` handler finds the actor in the
-traceback, reports its death and marks it stopped. (In the second, the
-``start()`` call raises in its caller, so no ref was ever handed out.)
+first would leave a "zombie" whose ref claims to be alive with no thread
+behind it: a wrapper around the actor's loop (``pykka.Actor._actor_loop``, the
+method every Pykka runtime runs in the actor's thread) catches the exception
+on its way out of the thread, reports the death, unregisters the actor from
+Pykka, marks it stopped, fails the asks left in its inbox with
+``pykka.ActorDeadError``, and re-raises (so :data:`threading.excepthook`
+still reports it). (In the second, the ``start()`` call raises in its caller,
+so no ref was ever handed out.)
 
 What :func:`install` does to the process, once, idempotently:
 
 * replaces ``pykka.ActorRegistry.unregister`` and ``pykka.ActorRegistry.stop_all``
   with wrappers that call the originals;
-* sets :data:`threading.excepthook` to a handler that calls the one it replaced.
+* replaces ``pykka.Actor._actor_loop`` with a wrapper that calls the original.
+
+:data:`threading.excepthook` is left alone: a hook there is cut out of the
+chain by any code that sets its own without chaining (pytest does, when it
+configures itself), which would turn the repair off in exactly the test runs
+meant to check it.
 
 Guarantees
 ----------
@@ -38,9 +47,10 @@ Guarantees
   left for the cyclic GC). Type, args and attributes of the exception stay.
 * Calling ``pykka.ActorRegistry.unregister(ref)`` yourself counts as that
   actor's death here (Pykka offers no other signal): its names are released.
-* Code that later sets ``threading.excepthook`` without calling the hook it
-  replaces cuts this handler out of the chain; then an actor whose
-  ``on_start`` raises a ``BaseException`` stays a zombie. Chain, as we do.
+* An actor whose ``on_start`` raises a ``BaseException`` is reported dead
+  (with that exception as the reason) and marked stopped before its thread
+  ends, whatever ``threading.excepthook`` is set to. Only a subclass that
+  overrides ``_actor_loop`` itself escapes the repair.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from types import TracebackType
 from typing import Any, Callable, Optional
 
 import pykka
@@ -195,15 +204,36 @@ def _notify(actor_ref: Any, reason: Optional[BaseException]) -> None:
             logger.exception("death listener %r failed for %s", listener, actor_ref)
 
 
-def _find_actor(traceback: Optional[TracebackType]) -> Optional[pykka.Actor]:
-    while traceback is not None:
-        frame = traceback.tb_frame
-        if frame.f_code.co_name == "_actor_loop":
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, pykka.Actor):
-                return candidate
-        traceback = traceback.tb_next
-    return None
+def _repair_zombie(actor: Any, reason: BaseException,
+                   unregister_from_pykka: Callable[[], None]) -> None:
+    """Finish the death Pykka left half done (runs in the actor's thread).
+    Never raises: the original exception must go on its way."""
+    try:
+        _notify(actor.actor_ref, reason)
+        unregister_from_pykka()
+        actor.actor_stopped.set()
+        _fail_pending_asks(actor)
+    except BaseException:  # pragma: no cover - a hostile actor must not hide the cause
+        logger.exception("pykka_registry could not finish the death of %r", actor)
+
+
+def _fail_pending_asks(actor: Any) -> None:
+    """Answer every ask left in a dead actor's inbox with ``ActorDeadError``
+    (what Pykka's own teardown does), so no caller waits for a reply."""
+    inbox = actor.actor_inbox
+    while True:
+        try:
+            envelope = inbox.get_nowait() if hasattr(inbox, "get_nowait") else inbox.get(False)
+        except Exception:  # empty (queue.Empty and the gevent/eventlet ones)
+            return
+        reply_to = getattr(envelope, "reply_to", None)
+        if reply_to is None:
+            continue
+        try:
+            error = pykka.ActorDeadError(f"{actor.actor_ref} stopped before handling the message")
+            reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+        except Exception:  # pragma: no cover - one bad future must not stop the rest
+            logger.exception("pykka_registry could not fail a pending ask of %r", actor)
 
 
 def install() -> None:
@@ -215,7 +245,8 @@ def install() -> None:
         registry_cls: Any = pykka.ActorRegistry
         original_unregister = registry_cls.unregister.__func__
         original_stop_all = registry_cls.stop_all.__func__
-        previous_excepthook = threading.excepthook
+        actor_cls: Any = pykka.Actor
+        original_actor_loop = actor_cls._actor_loop
 
         def unregister(cls: Any, actor_ref: Any) -> None:
             reason = sys.exc_info()[1]
@@ -234,21 +265,20 @@ def install() -> None:
                 with _lock:
                     _stop_all_depth -= 1
 
-        def excepthook(args: Any) -> None:
+        def _actor_loop(self: Any) -> None:
             try:
-                actor = _find_actor(args.exc_traceback)
-                if actor is not None and not actor.actor_stopped.is_set():
+                original_actor_loop(self)
+            except BaseException as exc:
+                if not self.actor_stopped.is_set():
                     # BaseException in on_start: Pykka never unregistered it.
-                    _notify(actor.actor_ref, args.exc_value)
-                    original_unregister(registry_cls, actor.actor_ref)
-                    actor.actor_stopped.set()
-            except Exception:  # pragma: no cover - must never break the hook chain
-                logger.exception("pykka_registry excepthook failed")
-            previous_excepthook(args)
+                    _repair_zombie(self, exc, lambda: original_unregister(registry_cls,
+                                                                           self.actor_ref))
+                raise
 
         unregister.__doc__ = original_unregister.__doc__
         stop_all.__doc__ = original_stop_all.__doc__
         registry_cls.unregister = classmethod(unregister)
         registry_cls.stop_all = classmethod(stop_all)
-        threading.excepthook = excepthook
+        _actor_loop.__doc__ = original_actor_loop.__doc__
+        actor_cls._actor_loop = _actor_loop
         _installed = True

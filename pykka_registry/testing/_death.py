@@ -119,7 +119,7 @@ class DeathTests(ConformanceBase):
     def test_base_exception_in_on_start_unregisters(self, registry: Registry, ns: Any,
                                                     actors: ActorFactory) -> None:
         # Pykka lets this escape its thread without unregistering the actor;
-        # the death watch's excepthook handler catches it.
+        # the death watch's wrapper of the actor loop catches it.
         release = threading.Event()
         threads: list[threading.Thread] = []
         ref = actors(_ZombieStart, release, threads)
@@ -127,7 +127,7 @@ class DeathTests(ConformanceBase):
         release.set()
         assert ref.actor_stopped.wait(5), "zombie actor never marked stopped"
         wait_until(lambda: threads, message="actor thread seen")
-        threads[0].join(5)  # let every excepthook in the chain finish
+        threads[0].join(5)  # let the thread finish reporting it
         self._assert_gone(registry, ns, ref, services)
         assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is None
 
