@@ -51,7 +51,7 @@ def main() -> None:
 
             print("after: ", worker_1.ask("job 2"))
             print("pool:  ", sorted(s for s, _, _ in registry.match("jobs", {"pool": "jobs"})))
-            print("tree:  ", [(c.id, c.restarts) for c in sup.which_children()])
+            print("restarts per child:", {c.id: c.restarts for c in sup.which_children()})
     print("leftover actors:", pykka.ActorRegistry.get_all())
 
 

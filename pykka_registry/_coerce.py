@@ -13,6 +13,13 @@ Guarantees
   with a tuple namespace (``test_namespace()`` returns one) keeps its
   meaning. A single argument that is not a pair is a ``TypeError`` showing
   both ways to call.
+* :func:`pair_key` does the same for calls with more arguments
+  (``register(("ns", "svc"), ref)``, ``update_metadata(("ns", "svc"),
+  {...})``, ``get_or_start(("ns", "svc"), Worker.start)``): only when the
+  two-key reading is impossible (an argument it needs is missing, or the
+  "service" is an actor where an actor is the next argument), so no call
+  that worked before changes meaning. Otherwise a ``TypeError`` shows both
+  ways to call.
 * Pure functions: they run in the caller's thread and touch no state.
 """
 
@@ -25,7 +32,7 @@ import pykka
 
 from pykka_registry._errors import InvalidActorRefError, safe_repr
 
-__all__ = ["NO_SERVICE", "actor_ref_of", "split_key", "urn_of"]
+__all__ = ["NO_SERVICE", "actor_ref_of", "is_actor_like", "pair_key", "split_key", "urn_of"]
 
 
 class _NoService:
@@ -91,4 +98,27 @@ def split_key(namespace: Any, service: Any, method: str) -> tuple[Hashable, Hash
         f"{method}() takes a namespace and a service, {method}(namespace, service), "
         f"or one (namespace, service) tuple, {method}((namespace, service)); "
         f"got only {safe_repr(namespace)}"
+    )
+
+
+def is_actor_like(value: Any) -> bool:
+    """``value`` is an actor ref or a proxy (no call into the actor)."""
+    return isinstance(value, (pykka.ActorRef, pykka.ActorProxy))
+
+
+def pair_key(namespace: Any, method: str, shape: str) -> tuple[Hashable, Hashable]:
+    """``namespace`` read as a one-argument ``(namespace, service)`` key, for
+    a call whose two-key reading is impossible (module doc); the caller
+    moves the other arguments back in place.
+
+    Raises:
+        TypeError: ``namespace`` is not a pair; the message shows ``shape``
+            (the arguments after the key) in both ways to call ``method``.
+    """
+    if isinstance(namespace, tuple) and len(namespace) == 2:
+        return namespace[0], namespace[1]
+    raise TypeError(
+        f"{method}() takes {method}(namespace, service, {shape}) or "
+        f"{method}((namespace, service), {shape}); got {safe_repr(namespace)} "
+        "where the key was expected, and too few arguments for the two-key form"
     )

@@ -19,13 +19,13 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import InvalidActorRefError
+from pykka_registry._coerce import actor_ref_of
 
 __all__ = ["DownEvent", "Monitor", "monitor"]
 
@@ -93,13 +93,13 @@ def _on_death(actor_ref: Any, reason: Optional[BaseException]) -> None:
         _fire(list(watchers.values()), DownEvent(actor_ref, _deathwatch.death_reason(actor_ref)))
 
 
-def monitor(actor_ref: pykka.ActorRef[Any], callback: Callable[[DownEvent], Any]) -> Monitor:
-    """Call ``callback(DownEvent)`` once when the actor dies; see the module doc."""
+def monitor(actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
+            callback: Callable[[DownEvent], Any]) -> Monitor:
+    """Call ``callback(DownEvent)`` once when the actor dies; see the module
+    doc. A :class:`pykka.ActorProxy` stands for its ``actor_ref`` (the
+    event carries the ref)."""
     global _listening
-    if not isinstance(actor_ref, pykka.ActorRef):
-        raise InvalidActorRefError(
-            f"actor_ref must be a pykka.ActorRef, got {type(actor_ref).__name__}"
-        )
+    ref: pykka.ActorRef[Any] = actor_ref_of(actor_ref)
     if not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if not _listening:
@@ -107,11 +107,11 @@ def monitor(actor_ref: pykka.ActorRef[Any], callback: Callable[[DownEvent], Any]
             if not _listening:
                 _deathwatch.add_listener(_on_death)
                 _listening = True
-    handle = Monitor(actor_ref, callback, next(_ids))
+    handle = Monitor(ref, callback, next(_ids))
     with _lock:
-        _by_urn.setdefault(actor_ref.actor_urn, {})[handle._id] = handle
+        _by_urn.setdefault(ref.actor_urn, {})[handle._id] = handle
     # If it died before (or while) we registered, fire unless the death
     # listener already did.
-    if _deathwatch.is_dead(actor_ref) and handle.cancel():
-        _fire([handle], DownEvent(actor_ref, _deathwatch.death_reason(actor_ref)))
+    if _deathwatch.is_dead(ref) and handle.cancel():
+        _fire([handle], DownEvent(ref, _deathwatch.death_reason(ref)))
     return handle

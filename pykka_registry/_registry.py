@@ -47,13 +47,19 @@ import pykka
 
 from pykka_registry import _deathwatch, _server_child
 from pykka_registry._backend_names import resolve_backend
-from pykka_registry._coerce import NO_SERVICE, actor_ref_of, split_key, urn_of
+from pykka_registry._coerce import (
+    NO_SERVICE,
+    actor_ref_of,
+    is_actor_like,
+    pair_key,
+    split_key,
+    urn_of,
+)
 from pykka_registry._deathwatch import is_alive as _is_alive
 from pykka_registry._errors import (
     AlreadyRegisteredError,
     DuplicateServiceError,
     GroupsNotSupportedError,
-    InvalidActorRefError,
     InvalidBatchItemError,
     InvalidKeyError,
     InvalidMetadataError,
@@ -97,6 +103,9 @@ if TYPE_CHECKING:
 __all__ = ["Registry"]
 
 T = TypeVar("T")
+
+
+_ACTOR_TYPES = (pykka.ActorRef, pykka.ActorProxy)
 
 
 def _nothing(state: RegistryState) -> None:
@@ -494,12 +503,14 @@ class Registry:
     def register(
         self,
         namespace: Hashable,
-        service: Hashable,
-        actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
+        service: Hashable = NO_SERVICE,
+        actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]] = NO_SERVICE,
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> None:
         """Register ``actor_ref`` as ``service`` in ``namespace``. A
-        :class:`pykka.ActorProxy` stands for its ``actor_ref``.
+        :class:`pykka.ActorProxy` stands for its ``actor_ref``. The name may
+        also be given as one ``(namespace, service)`` tuple:
+        ``register(("jobs", "w1"), ref, {"cpu": 2})``.
 
         The same actor registering the same name again replaces its metadata.
         The name is released by :meth:`unregister` or when the actor dies.
@@ -510,13 +521,29 @@ class Registry:
             InvalidKeyError, InvalidActorRefError, InvalidMetadataError: bad input.
             RegistryUnavailableError: the server did not answer in time.
         """
+        if actor_ref is NO_SERVICE or service is NO_SERVICE or (
+                not isinstance(actor_ref, _ACTOR_TYPES) and is_actor_like(service)):
+            # register((ns, svc), ref[, metadata]): the arguments moved left.
+            given: list[Any] = [a for a in (service, actor_ref) if a is not NO_SERVICE]
+            if len(given) == 2 and metadata is not None:
+                raise TypeError("register() takes at most 3 arguments with a "
+                                "(namespace, service) key")
+            namespace, service = pair_key(namespace, "register", "actor_ref, metadata=None")
+            if not given:
+                raise TypeError("register() needs the actor: register(namespace, service, "
+                                "actor_ref) or register((namespace, service), actor_ref)")
+            actor_ref = given[0]
+            if len(given) == 2:
+                metadata = given[1]
         self._check_key(namespace, service)
         actor_ref = actor_ref_of(actor_ref)
         own_metadata = self._backend.validate_metadata(metadata)
         self._call(Register(namespace, service, actor_ref, own_metadata))
 
-    def unregister(self, namespace: Hashable, service: Hashable) -> None:
-        """Release the name. Idempotent: a missing name is not an error."""
+    def unregister(self, namespace: Hashable, service: Hashable = NO_SERVICE) -> None:
+        """Release the name. Idempotent: a missing name is not an error. The
+        name may also be given as one ``(namespace, service)`` tuple."""
+        namespace, service = split_key(namespace, service, "unregister")
         self._check_key(namespace, service)
         self._call(Unregister(namespace, service))
 
@@ -604,14 +631,24 @@ class Registry:
             self._call(UnregisterMany(namespace, batch))
 
     def update_metadata(
-        self, namespace: Hashable, service: Hashable, metadata: Mapping[Any, Any]
+        self, namespace: Hashable, service: Hashable = NO_SERVICE,
+        metadata: Mapping[Any, Any] = NO_SERVICE,
     ) -> None:
-        """Replace (never merge) the metadata of a registered name.
+        """Replace (never merge) the metadata of a registered name. The name
+        may also be given as one ``(namespace, service)`` tuple:
+        ``update_metadata(("jobs", "w1"), {"cpu": 4})``.
 
         Raises:
             NotRegisteredError: no one holds the name.
             InvalidMetadataError: ``metadata`` is not a mapping.
         """
+        if metadata is NO_SERVICE or service is NO_SERVICE:
+            given: list[Any] = [a for a in (service, metadata) if a is not NO_SERVICE]
+            namespace, service = pair_key(namespace, "update_metadata", "metadata")
+            if len(given) != 1:
+                raise TypeError("update_metadata() takes update_metadata(namespace, service, "
+                                "metadata) or update_metadata((namespace, service), metadata)")
+            metadata = given[0]
         self._check_key(namespace, service)
         own_metadata = self._backend.validate_metadata(metadata)
         self._call(UpdateMetadata(namespace, service, own_metadata))
@@ -803,11 +840,9 @@ class Registry:
         return 0 if self._state.closed else found
 
     def keys_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
-        """Every ``(namespace, service)`` the actor holds here."""
-        if not hasattr(actor_ref, "actor_urn"):
-            raise InvalidActorRefError(
-                f"actor_ref must be a pykka.ActorRef, got {type(actor_ref).__name__}"
-            )
+        """Every ``(namespace, service)`` the actor (or a proxy's actor)
+        holds here."""
+        actor_ref = self._ref_arg(actor_ref)
         if self._state.closed:
             return []
         return self._backend.keys_of(actor_ref)
@@ -1159,14 +1194,16 @@ class Registry:
     def get_or_start(
         self,
         namespace: Hashable,
-        service: Hashable,
-        start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]],
+        service: Hashable = NO_SERVICE,
+        start: Callable[[], Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]]] = NO_SERVICE,
         metadata: Optional[Mapping[Any, Any]] = None,
     ) -> ActorRefLike:
         """The actor holding the name; if none, call ``start()`` (in this thread),
         register what it returns and return it. ``start`` may return an
         :class:`pykka.ActorRef` or a :class:`pykka.ActorProxy` (its
-        ``actor_ref`` is registered and returned).
+        ``actor_ref`` is registered and returned). The name may also be given
+        as one ``(namespace, service)`` tuple: ``get_or_start(("jobs", "w1"),
+        Worker.start)``.
 
         Atomic in this process: concurrent callers for one name run ``start``
         once and all get the same actor. A caller waits at most the registry's
@@ -1176,6 +1213,23 @@ class Registry:
         name meanwhile (a plain ``register``, another process), the actor just
         started is stopped and the holder is returned.
         """
+        if start is NO_SERVICE or service is NO_SERVICE or (
+                not callable(start) and callable(service)):
+            # get_or_start((ns, svc), start[, metadata]): the arguments moved left.
+            given: list[Any] = [a for a in (service, start) if a is not NO_SERVICE]
+            if len(given) == 2 and metadata is not None:
+                raise TypeError("get_or_start() takes at most 3 arguments with a "
+                                "(namespace, service) key")
+            namespace, service = pair_key(namespace, "get_or_start", "start, metadata=None")
+            if not given:
+                raise TypeError("get_or_start() needs start, the callable that starts the "
+                                "actor: get_or_start(namespace, service, start) or "
+                                "get_or_start((namespace, service), start)")
+            start = given[0]
+            if len(given) == 2:
+                metadata = given[1]
+        if not callable(start):
+            raise TypeError(f"start must be callable, got {type(start).__name__}")
         ref = self.lookup(namespace, service)
         if ref is not None:
             return ref

@@ -313,6 +313,64 @@ def test_one_argument_that_is_not_a_pair_says_how_to_call(
     assert f"{method}((namespace, service))" in str(caught.value)
 
 
+def test_writes_accept_a_key_tuple_where_two_keys_cannot_be_meant(
+        registry: Registry, ns: Any) -> None:
+    a, b = Echo.start(), Echo.start()
+    registry.register((ns, "a"), a)
+    registry.register((ns, "b"), b.proxy(), {"cpu": 2})
+    registry.update_metadata((ns, "b"), {"cpu": 4})
+    assert registry.lookup_with_metadata(ns, "a") == (a, {})
+    assert registry.lookup_with_metadata(ns, "b") == (b, {"cpu": 4})
+    assert registry.get_or_start((ns, "a"), lambda: pytest.fail("must not start")) == a
+    started = registry.get_or_start((ns, "c"), Echo.start, {"fresh": True})
+    assert registry.lookup_with_metadata(ns, "c") == (started, {"fresh": True})
+    registry.unregister((ns, "a"))
+    assert registry.lookup(ns, "a") is None
+    # The two-key reading still wins where it is possible: a tuple namespace.
+    registry.register(ns, ("shard", 1), a)
+    assert registry.lookup(ns, ("shard", 1)) == a
+    registry.update_metadata(ns, ("shard", 1), {"x": 1})
+    assert registry.lookup_with_metadata(ns, ("shard", 1)) == (a, {"x": 1})
+    for ref in (a, b, started):
+        ref.stop()
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.register("ns-only", Echo),          # no actor, no pair
+    lambda r: r.register(("ns", "svc")),             # no actor at all
+    lambda r: r.update_metadata("ns-only", {"k": 1}),
+    lambda r: r.get_or_start("ns-only", Echo.start),
+    lambda r: r.get_or_start(("ns", "svc")),
+    lambda r: r.unregister("ns-only"),
+], ids=["register", "register-no-actor", "update_metadata", "get_or_start",
+        "get_or_start-no-start", "unregister"])
+def test_a_short_write_says_both_ways_to_call(registry: Registry, call: Any) -> None:
+    before = registry.count()
+    with pytest.raises(TypeError) as caught:
+        call(registry)
+    message = str(caught.value)
+    assert "(namespace, service" in message and "((namespace, service)" in message, message
+    assert registry.count() == before
+
+
+def test_keys_of_and_monitor_take_a_proxy(registry: Registry, ns: Any) -> None:
+    from pykka_registry import monitor
+
+    ref = Echo.start()
+    registry.register(ns, "e", ref)
+    assert registry.keys_of(ref.proxy()) == registry.keys_of(ref) == [(ns, "e")]
+    down = threading.Event()
+    seen: list[Any] = []
+    monitor(ref.proxy(), lambda event: (seen.append(event.actor_ref), down.set()))
+    ref.stop()
+    assert down.wait(5)
+    assert seen == [ref]
+    with pytest.raises(InvalidActorRefError, match=r"ActorRef or pykka\.ActorProxy"):
+        registry.keys_of(42)
+    with pytest.raises(InvalidActorRefError, match=r"ActorRef or pykka\.ActorProxy"):
+        monitor(42, print)
+
+
 # -- RegistryStats: one name per counter ---------------------------------------------------------
 
 
