@@ -94,6 +94,8 @@ import contextlib
 import logging
 import os
 import socket
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -160,6 +162,31 @@ __all__ = [
 logger = logging.getLogger("pykka_registry.redis")
 
 _SECRET_ENV = "PYKKA_REGISTRY_SECRET"
+
+
+_unsigned_warning_lock = threading.Lock()
+_unsigned_warning_shown = False  # once per process: every registry logs, one warns
+
+
+def _warn_unsigned_once(message: str) -> None:
+    """Issue :class:`UnsignedMessagesWarning` the first time a backend of this
+    process connects without a secret (later ones only log it), attributed to
+    the first caller outside this package, not to a line of ours.
+
+    Also a Python warning because a library's log is silent until the
+    application configures logging, and this one must be seen."""
+    global _unsigned_warning_shown
+    with _unsigned_warning_lock:
+        if _unsigned_warning_shown:
+            return
+        _unsigned_warning_shown = True
+    frame: Any = sys._getframe()
+    level = 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(
+            "pykka_registry"):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, UnsignedMessagesWarning, stacklevel=level)
 
 
 class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
@@ -378,9 +405,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 f"prefix {self.prefix!r} can run code in this process"
             )
             logger.warning("%s", message)
-            # Also a Python warning: a library's log is silent until the
-            # application configures logging, and this one must be seen.
-            warnings.warn(message, UnsignedMessagesWarning, stacklevel=2)
+            _warn_unsigned_once(message.split(": ", 1)[1])
         self._messenger.start()
         self._node.start(name)
         store = self._store
