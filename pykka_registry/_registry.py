@@ -1358,6 +1358,10 @@ class Registry:
             groups, memberships = self._group_totals()
         except Exception:  # a third-party backend's bug: report, don't fail
             groups = memberships = 0
+        dispatcher_alive = state.events.dispatcher_alive()
+        if not dispatcher_alive and not state.closed:
+            status = "unhealthy"
+            problems.append("the event dispatcher thread has stopped: no listener gets events")
         if len(state.pending_deaths) > 1000 and status == "healthy":
             status = "degraded"
             problems.append(f"{len(state.pending_deaths)} death notices wait for the server")
@@ -1370,8 +1374,8 @@ class Registry:
             problems=tuple(problems),
             groups=groups,
             memberships=memberships,
+            dispatcher_alive=dispatcher_alive,
         )
-
 
     def observe(self, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None) -> Any:
         """Start an observer for this registry: a live web page, a JSON API

@@ -8,6 +8,7 @@ broken; the Redis side lives in tests/redis/test_redis_faults.py.
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -418,3 +419,96 @@ def test_a_child_start_raising_base_exception_is_a_failed_start() -> None:
         assert bystander.is_alive(), "a BaseException in start() stopped every actor"
     finally:
         bystander.stop()
+
+
+# -- the event dispatcher runs hostile user code -----------------------------------------
+
+
+class NamespaceEqRaises:
+    """A namespace equal only to itself, whose comparison with anything else
+    raises (a BaseException too)."""
+
+    def __init__(self, error: type[BaseException]) -> None:
+        self.error = error
+
+    def __hash__(self) -> int:
+        return 4242
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise self.error("namespace eq on purpose")
+
+
+class CopiesOnce(collections.UserList):  # type: ignore[type-arg]
+    """Metadata that copies once (the registry's own copy, in the caller's
+    thread), then raises on every later copy: the copy for an event."""
+
+    def __init__(self, data: Any, error: type[BaseException]) -> None:
+        super().__init__(data)
+        self.error = error
+        self.copies = 0
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        self.copies += 1
+        if self.copies > 1:
+            raise self.error("copy on purpose")
+        twin = CopiesOnce(list(self.data), self.error)
+        twin.copies = 1
+        return twin
+
+
+def _events_still_flow(registry: Registry, actors: Any) -> None:
+    """Another listener gets events and await_name wakes at once."""
+    seen: list[Any] = []
+    registry.subscribe(seen.append, namespace="after")
+    registry.register("after", "one", actors())
+    wait_until(lambda: len(seen) == 1, message="the dispatcher still delivers")
+    threading.Timer(0.05, registry.register, args=("after", "two", actors())).start()
+    started = time.monotonic()
+    registry.await_name("after", "two", timeout=10)
+    assert time.monotonic() - started < 5, "await_name waited out its deadline"
+    health = registry.health_check()
+    assert health.dispatcher_alive and health.status == "healthy", health.problems
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit, KeyboardInterrupt])
+def test_a_namespace_filter_whose_eq_raises_never_kills_the_dispatcher(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    hostile: list[Any] = []
+    registry.subscribe(hostile.append, namespace=NamespaceEqRaises(error))
+    registry.register(test_namespace(), "svc", actors())  # compared with the hostile filter
+    _events_still_flow(registry, actors)
+    assert hostile == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_replay_whose_metadata_copy_raises_never_kills_the_dispatcher(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    registry.register(ns, "bad", actors(), {"v": CopiesOnce([1], error)})
+    registry.register(ns, "good", actors(), {"v": 1})
+    replayed: list[Any] = []
+    registry.subscribe(replayed.append, namespace=ns, replay=True)
+    wait_until(lambda: [e.service for e in replayed] == ["good"],
+               message="the other entry is replayed, the hostile one left out")
+    registry.register(ns, "live", actors())
+    wait_until(lambda: [e.service for e in replayed] == ["good", "live"],
+               message="the live stream follows the replay")
+    _events_still_flow(registry, actors)
+
+
+def test_health_check_reports_a_dispatcher_that_stopped(registry: Registry) -> None:
+    from pykka_registry._events import _STOP
+
+    registry.subscribe(lambda event: None)
+    assert registry.health_check().dispatcher_alive
+    bus = registry._state.events
+    bus._queue.put(_STOP)  # the thread ends as if it had died
+    assert bus._thread is not None
+    bus._thread.join(5)
+    health = registry.health_check()
+    assert not health.dispatcher_alive
+    assert health.status == "unhealthy" and any("dispatcher" in p for p in health.problems)
