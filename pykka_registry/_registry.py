@@ -72,6 +72,7 @@ from pykka_registry._events import Event, EventListener, Registered, Subscriptio
 from pykka_registry._group_via import GroupVia
 from pykka_registry._messages import (
     Call,
+    CallRaised,
     ClearNamespace,
     Join,
     Leave,
@@ -1299,6 +1300,10 @@ class Registry:
         clean-up may still change the backend meanwhile. A write it makes
         straight into the backend publishes no event.
 
+        Whatever ``function`` raises is raised here, in the caller's thread,
+        ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``):
+        the server and every other actor live on.
+
         Raises:
             RegistryUnavailableError: the server did not answer within
                 ``call_timeout`` (the function may still run later).
@@ -1306,8 +1311,11 @@ class Registry:
         def on_backend(state: RegistryState) -> T:
             return function(state.backend)
 
-        result: T = self._call(Call(on_backend))
-        return result
+        result = self._call(Call(on_backend))
+        if type(result) is CallRaised:
+            raise result.error
+        answer: T = result
+        return answer
 
     # -- inspection ---------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ Guarantees
   (the rules of the write lock: :mod:`pykka_registry._state`).
 * Messages (:mod:`pykka_registry._messages`) are answered in the order
   received. An exception in a handler goes back to the caller and the
-  server lives on.
+  server lives on, ``BaseException`` included: nothing user code raises in
+  the server thread reaches Pykka (which would stop every actor of the
+  process). A write's goes back as a typed error; a ``run_in_server``
+  function's as itself, raised again in the caller's thread.
 * The server keeps no state of its own: a new server started on the same
   state (by the registry's supervisor) carries on where the old one stopped.
 """
@@ -37,6 +40,7 @@ from pykka_registry._events import (
 )
 from pykka_registry._messages import (
     Call,
+    CallRaised,
     ClearNamespace,
     Join,
     Leave,
@@ -99,7 +103,14 @@ class RegistryServer(pykka.ThreadingActor):
                 return self._reap_deaths()
             if isinstance(message, Call):
                 # Not under the write lock: the function may wait for actors to stop.
-                return message.function(self.state)
+                try:
+                    return message.function(self.state)
+                except Exception:
+                    raise  # Pykka hands it to the caller; the server lives on
+                except BaseException as error:
+                    # Raised, Pykka would stop every actor of the process:
+                    # handed back as a value, raised again in the caller's thread.
+                    return CallRaised(error)
             return super().on_receive(message)
         # The write lock, taken inline (this is every write's hot path).
         state = self.state

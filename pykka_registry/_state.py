@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pykka
 
-from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError
+from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError, safe_repr
 from pykka_registry._events import (
     EventBus,
     Joined,
@@ -211,7 +211,8 @@ class RegistryState:
         returns what it changed (a sequence of
         :class:`~pykka_registry.backends.base.Change`, or ``None``) and
         :meth:`run_submitted` publishes their events. An exception in
-        ``function`` is logged; the server lives on. Never blocks; if no
+        ``function`` (``BaseException`` included) is logged; the server and
+        every other actor live on. Never blocks; if no
         server runs, ``function`` waits for the next one."""
         self.pending_calls.append(function)
         self._wake_server()
@@ -328,7 +329,7 @@ class RegistryState:
         (``Backend.take_changes``). Server thread, write lock held."""
         try:
             changes = self._take_changes()
-        except Exception:
+        except BaseException:  # server thread: nothing may reach Pykka
             logger.exception("%s: backend %s failed to report its changes", self.name,
                              self.backend.name)
             return
@@ -339,8 +340,8 @@ class RegistryState:
         changes it returns. Server thread, write lock held; never raises."""
         try:
             changes = function(self)
-        except Exception:
-            logger.exception("%s: submitted call %r failed", self.name, function)
+        except BaseException:  # server thread: a BaseException would stop every actor
+            logger.exception("%s: submitted call %s failed", self.name, safe_repr(function))
             return
         self.publish_changes(changes)
 

@@ -512,3 +512,40 @@ def test_health_check_reports_a_dispatcher_that_stopped(registry: Registry) -> N
     health = registry.health_check()
     assert not health.dispatcher_alive
     assert health.status == "unhealthy" and any("dispatcher" in p for p in health.problems)
+
+
+# -- BaseException from user code run in the server thread --------------------------------
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt, GeneratorExit, ValueError])
+def test_run_in_server_hands_any_exception_back_and_the_server_lives(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    bystander = actors()
+
+    def function(backend: Any) -> None:
+        raise error("from run_in_server on purpose")
+
+    with pytest.raises(error, match="on purpose"):
+        registry.run_in_server(function)
+    assert bystander.is_alive(), "a BaseException in the server stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0
+    assert registry.run_in_server(lambda backend: 42) == 42
+    registry.register(test_namespace(), "after", bystander)
+
+
+def test_a_submitted_call_raising_base_exception_is_logged_and_the_server_lives(
+    registry: Registry, actors: Any
+) -> None:
+    bystander = actors()
+    ran = threading.Event()
+
+    def submitted(state: Any) -> None:
+        ran.set()
+        raise SystemExit("from a submitted call on purpose")
+
+    registry._state.submit(submitted)
+    assert ran.wait(5)
+    registry.sync()
+    assert bystander.is_alive(), "a BaseException in the server stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0
