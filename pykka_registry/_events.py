@@ -122,9 +122,13 @@ EXPIRED = UnregisterReason(KIND_EXPIRED)
 NODE_STOPPED = UnregisterReason(KIND_NODE_STOPPED)
 
 
-def _frozen(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
+def event_metadata(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """A read-only view no listener can change the store through: the stored
-    mapping itself when it holds no mutable container, else a deep copy."""
+    mapping itself when it holds no mutable container, else a deep copy.
+
+    May raise (the copy runs a container's ``__deepcopy__``): the server
+    builds it *before* it writes, so a write whose event cannot be built
+    changes nothing; an event built from it does not copy again."""
     if isinstance(metadata, types.MappingProxyType):
         return metadata
     if isinstance(metadata, dict) and is_flat(metadata):
@@ -139,7 +143,7 @@ class Registered:
     namespace: Hashable
     service: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -150,7 +154,7 @@ class MetadataUpdated:
     namespace: Hashable
     service: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -171,7 +175,7 @@ class Joined:
     namespace: Hashable
     group: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -185,6 +189,8 @@ class Left:
     actor_ref: Any
     reason: UnregisterReason
 
+
+_frozen = event_metadata
 
 Event = Union[Registered, MetadataUpdated, Unregistered, Joined, Left]
 EventListener = Callable[[Event], None]

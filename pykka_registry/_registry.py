@@ -23,7 +23,10 @@ Guarantees
   :class:`RegistryUnavailableError`. If the server dies, a call retries on its
   replacement until the deadline.
 * **Bad input changes nothing.** Keys, actor refs and metadata are checked in
-  the caller's thread before anything is sent.
+  the caller's thread before anything is sent; the server builds an event's
+  copy of the metadata before it stores anything, so a write whose event
+  cannot be built raises and stores nothing. (The stated exceptions:
+  :mod:`pykka_registry._errors`.)
 * Two registries share nothing; any number can live in one process.
 * **A stopped registry answers no names**: after :meth:`Registry.stop`,
   reads return nothing (``None``, ``[]``, ``0``) and writes raise
@@ -660,21 +663,27 @@ class Registry:
         Other namespaces keep their entries (an actor stopped here also
         loses names and memberships it held elsewhere).
 
-        Two steps: the entries are removed in one write, then the actors are
-        told to stop. The error below comes after both, so unlike other
-        errors it does not mean "nothing changed".
+        Two steps: the entries and memberships are removed in one write, then
+        the actors are told to stop. The two errors below come after both,
+        so unlike other errors they do not mean "nothing changed"; any other
+        error (a bad key, a namespace whose ``__eq__`` raises against a
+        stored one) comes before anything changed.
 
         Raises:
             RegistryTimeoutError: some actor had not stopped within
                 ``timeout``; the entries are already removed and every actor
                 was told to stop (the late ones stop when they can).
+            InvalidKeyError: the namespace's names were removed and their
+                actors told to stop, but removing its group memberships
+                raised (a group key's or namespace's ``__eq__``); the message
+                says so. Memberships still held end when their actors stop.
         """
         self._check_key(namespace, "")
         timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
         removed: list[Entry]
         left: list[Member]
-        removed, left = self._call(ClearNamespace(namespace))
+        removed, left, failure = self._call(ClearNamespace(namespace))
         actors = {e.actor_ref.actor_urn: e.actor_ref for e in removed}
         actors.update((m.actor_ref.actor_urn, m.actor_ref) for m in left)
         for ref in actors.values():
@@ -686,6 +695,14 @@ class Registry:
             ref for ref in actors.values()
             if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
         ]
+        if failure is not None:
+            stopped = (f"; {len(late)} of them had not stopped within {timeout}s"
+                       if late else "")
+            raise InvalidKeyError(
+                f"stop_namespace({safe_repr(namespace)}) removed {len(removed)} name(s) and "
+                f"told {len(actors)} actor(s) to stop{stopped}, but {failure} (from a key's "
+                "__hash__ or __eq__): memberships not removed end when their actors stop"
+            )
         if late:
             raise RegistryTimeoutError(
                 f"{len(late)} actor(s) of namespace {safe_repr(namespace)} did not stop within "

@@ -294,35 +294,44 @@ class RegistryState:
         and :class:`~pykka_registry.backends.base.MemberChange` values
         ``changes`` (a sequence, or ``None``), in order. The one place where a
         backend's own changes become events. Never raises for a
-        backend's bad value: it is logged and skipped."""
+        backend's bad value, or metadata whose copy for the event raises:
+        it is logged and that one event skipped (the change stands)."""
         if not changes or not self.events.active:
             return
-        publish = self.events.publish
         for change in changes:
-            if isinstance(change, MemberChange):
-                if change.new is not None:
-                    member = change.new
-                    publish(Joined(member.namespace, member.group, member.actor_ref,
-                                   member.metadata))
-                elif change.old is not None:
-                    member = change.old
-                    publish(Left(member.namespace, member.group, member.actor_ref,
-                                 change.reason))
-                continue
-            if not isinstance(change, Change):
-                logger.error("%s: backend %s reported %r, not a Change; ignored", self.name,
-                             self.backend.name, change)
-                continue
-            old, new = change.old, change.new
-            if old is not None and new is not None and \
-                    old.actor_ref.actor_urn == new.actor_ref.actor_urn:
-                publish(MetadataUpdated(new.namespace, new.service, new.actor_ref,
-                                        new.metadata))
-                continue
-            if old is not None:
-                publish(Unregistered(old.namespace, old.service, old.actor_ref, change.reason))
-            if new is not None:
-                publish(Registered(new.namespace, new.service, new.actor_ref, new.metadata))
+            try:
+                self._publish_change(change)
+            except BaseException as error:  # a metadata copy for the event raised
+                logger.error("%s: no event for a change backend %s reported (%s while "
+                             "building it); skipped", self.name, self.backend.name,
+                             type(error).__name__)
+
+    def _publish_change(self, change: Any) -> None:
+        publish = self.events.publish
+        if isinstance(change, MemberChange):
+            if change.new is not None:
+                member = change.new
+                publish(Joined(member.namespace, member.group, member.actor_ref,
+                               member.metadata))
+            elif change.old is not None:
+                member = change.old
+                publish(Left(member.namespace, member.group, member.actor_ref,
+                             change.reason))
+            return
+        if not isinstance(change, Change):
+            logger.error("%s: backend %s reported %s, not a Change; ignored", self.name,
+                         self.backend.name, safe_repr(change))
+            return
+        old, new = change.old, change.new
+        if old is not None and new is not None and \
+                old.actor_ref.actor_urn == new.actor_ref.actor_urn:
+            publish(MetadataUpdated(new.namespace, new.service, new.actor_ref,
+                                    new.metadata))
+            return
+        if old is not None:
+            publish(Unregistered(old.namespace, old.service, old.actor_ref, change.reason))
+        if new is not None:
+            publish(Registered(new.namespace, new.service, new.actor_ref, new.metadata))
 
     def publish_backend_changes(self) -> None:
         """Publish what the backend changed on its own during the last write

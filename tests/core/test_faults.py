@@ -549,3 +549,71 @@ def test_a_submitted_call_raising_base_exception_is_logged_and_the_server_lives(
     registry.sync()
     assert bystander.is_alive(), "a BaseException in the server stopped every actor"
     assert registry.running and registry.stats().server_restarts == 0
+
+
+# -- copy first, then write: a raising call changed nothing ------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_write_whose_event_copy_raises_stores_nothing(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    seen: list[Any] = []
+    registry.subscribe(seen.append, namespace=ns)  # events are built: the copy runs
+    ref = actors()
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.register(ns, "svc", ref, {"v": CopiesOnce([1], error)})
+    assert registry.lookup(ns, "svc") is None, "the entry was stored though the call raised"
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.register_many(ns, [("a", ref), ("b", ref, {"v": CopiesOnce([1], error)})])
+    assert registry.list_services(ns) == []
+    registry.register(ns, "svc", ref, {"v": 1})
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.update_metadata(ns, "svc", {"v": CopiesOnce([2], error)})
+    assert registry.lookup_with_metadata(ns, "svc") == (ref, {"v": 1})
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.join(ns, "group", ref, {"v": CopiesOnce([3], error)})
+    assert registry.members(ns, "group") == []
+    registry.sync()
+    wait_until(lambda: len(seen) == 1, message="the one write that worked is published")
+    assert [type(e) for e in seen] == [Registered]
+    assert registry.running and registry.stats().server_restarts == 0
+
+
+def test_stop_namespace_refuses_a_namespace_that_cannot_be_compared_before_removing(
+    registry: Registry, actors: Any
+) -> None:
+    grouped = NamespaceEqRaises(RuntimeError)
+    named = NamespaceEqRaises(RuntimeError)  # same hash: collides with `grouped`
+    member, holder = actors(), actors()
+    registry.join(grouped, "group", member)
+    registry.register(named, "svc", holder)
+    with pytest.raises(InvalidKeyError, match="nothing was written"):
+        registry.stop_namespace(named, timeout=5)
+    assert registry.lookup(named, "svc") is holder and holder.is_alive()
+    assert registry.members(grouped, "group") == [member]
+
+
+class GroupsClearFails(MemoryBackend):
+    """A backend whose removal of a namespace's memberships fails midway."""
+
+    def clear_namespace_groups(self, namespace: Any) -> list[Any]:
+        raise SystemExit("clear_namespace_groups on purpose")
+
+
+def test_stop_namespace_failing_midway_says_what_it_did(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(backend=GroupsClearFails) as registry:
+        seen: list[Any] = []
+        registry.subscribe(seen.append, namespace=ns)
+        holder, member = actors(), actors()
+        registry.register(ns, "svc", holder)
+        registry.join(ns, "group", member)
+        with pytest.raises(InvalidKeyError, match=r"removed 1 name\(s\) and told 1 actor"):
+            registry.stop_namespace(ns, timeout=5)
+        assert registry.lookup(ns, "svc") is None
+        assert not holder.is_alive(), "the actor whose name was removed was not stopped"
+        wait_until(lambda: any(getattr(e, "service", None) == "svc" for e in seen),
+                   message="the removed name's Unregistered event is published")
+        assert registry.running and registry.stats().server_restarts == 0
