@@ -88,7 +88,7 @@ from pykka_registry._messages import (
 )
 from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
-from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
+from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import ActorRefLike, GroupStrategy, HealthStatus
 from pykka_registry._via import Via
 from pykka_registry.backends.base import (
@@ -412,7 +412,8 @@ class Registry:
         was never handled.
         """
         state = self._state
-        deadline = time.monotonic() + (state.call_timeout if timeout is None else timeout)
+        limit = state.call_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while True:
             if state.closed:
                 raise RegistryUnavailableError(f"{state.name} is stopped")
@@ -420,7 +421,7 @@ class Registry:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RegistryUnavailableError(
-                    f"{state.name}: the server did not answer within the call timeout"
+                    f"{state.name}: the server did not answer within {limit}s"
                 )
             if server is None:
                 state.wait_for_new_server(None, remaining)
@@ -448,12 +449,13 @@ class Registry:
                     # the server died before handling the message
                     self._await_successor(server, deadline)
                     continue
-            answered, value = self._await_answer(server, reply, deadline)
+            answered, value = self._await_answer(server, reply, deadline, limit)
             if answered:
                 return value
             self._await_successor(server, deadline)
 
-    def _await_answer(self, server: Any, future: Any, deadline: float) -> tuple[bool, Any]:
+    def _await_answer(self, server: Any, future: Any, deadline: float,
+                      limit: float) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, None)`` if the server stopped
         without handling the message. Raises what the handler raised.
         ``future``: a :class:`_Reply` or a Pykka future."""
@@ -471,8 +473,7 @@ class Registry:
                 if remaining <= _LOST_CHECK_S:
                     raise RegistryUnavailableError(
                         f"{self._state.name}: the server did not answer within "
-                        f"{self._state.call_timeout}s; the call may or may not have been "
-                        "applied"
+                        f"{limit}s; the call may or may not have been applied"
                     ) from None
             except pykka.ActorDeadError:
                 if server.is_alive():
@@ -1132,6 +1133,11 @@ class Registry:
         crash or stop, which may still be alive, and registered, when this is
         called.
 
+        The whole call keeps to ``timeout``, setting up the wait included: a
+        server too busy to answer within it ends the call at the deadline
+        (with :class:`RegistryTimeoutError`), not after ``call_timeout``;
+        ``timeout=0`` is a single check, no wait.
+
         Raises:
             RegistryTimeoutError: nobody (other than ``replacing``) took the
                 name in time.
@@ -1162,13 +1168,39 @@ class Registry:
         arrived = threading.Event()
 
         def listener(event: Event) -> None:
-            if isinstance(event, Registered) and event.service == service:
-                arrived.set()
+            if isinstance(event, Registered):
+                try:
+                    wanted = event.service is service or bool(event.service == service)
+                except BaseException:  # a hostile __eq__: wake up and look it up instead
+                    wanted = True
+                if wanted:
+                    arrived.set()
 
+        def timed_out() -> RegistryTimeoutError:
+            return RegistryTimeoutError(
+                f"{what} registered {safe_repr(service)} in namespace "
+                f"{safe_repr(namespace)} within {timeout}s"
+            )
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out()
         waiters = self._state.waiters
         waiters.add(arrived)  # registry.stop() sets it: we notice at once
         try:
-            with self.subscribe(listener, namespace=namespace):
+            try:
+                # The caller's deadline, not call_timeout, bounds the subscribe.
+                subscription = self._subscribe(listener, namespace, False, remaining)
+            except RegistryUnavailableError:
+                self._raise_if_closed(service, namespace)
+                if time.monotonic() >= deadline:  # the server was too busy to answer
+                    ref = found()
+                    if ref is not None:
+                        return ref
+                    raise timed_out() from None
+                # No server to subscribe with (none restarts it): reads still work.
+                return self._poll_name(found, namespace, service, timeout, deadline, what)
+            with subscription:
                 while True:
                     ref = found()
                     if ref is not None:
@@ -1176,10 +1208,7 @@ class Registry:
                     self._raise_if_closed(service, namespace)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise RegistryTimeoutError(
-                            f"{what} registered {safe_repr(service)} in namespace "
-                            f"{safe_repr(namespace)} within {timeout}s"
-                        )
+                        raise timed_out()
                     arrived.wait(remaining)
                     arrived.clear()
         finally:
@@ -1281,6 +1310,11 @@ class Registry:
         :class:`Joined` events (each group in join order), then the live
         stream, with no gap or duplicate between them.
         """
+        return self._subscribe(listener, namespace, replay)
+
+    def _subscribe(self, listener: EventListener, namespace: Optional[Hashable],
+                   replay: bool, timeout: Optional[float] = None) -> Subscription:
+        """:meth:`subscribe`, waiting at most ``timeout`` (``None``: ``call_timeout``)."""
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
         if namespace is not None:
@@ -1289,7 +1323,7 @@ class Registry:
             listener, namespace, all_namespaces=namespace is None
         )
         try:
-            self._call(Subscribe(subscription, replay))
+            self._call(Subscribe(subscription, replay), timeout)
         except BaseException:
             subscription.cancel()  # the server may still apply it after a timeout
             raise
@@ -1300,10 +1334,16 @@ class Registry:
         has been applied, so listings (``count``, ``match``...) reflect every
         actor that had stopped by then. ``lookup`` never needs this.
 
+        ``timeout`` (default ``call_timeout``) must be ``> 0``: only the
+        server can tell that it has caught up, and its answer takes time.
+
         Raises:
             RegistryUnavailableError: the server did not answer in time.
+            InvalidTimeoutError: ``timeout`` is zero, negative, NaN or not a
+                number (refused at once; nothing is sent).
         """
-        self._call(Call(_nothing), maybe_timeout(timeout))
+        self._call(Call(_nothing),
+                   None if timeout is None else check_timeout(timeout, positive=True))
 
     def run_in_server(self, function: Callable[[Backend], T]) -> T:
         """Run ``function(backend)`` in the server thread and return its

@@ -617,3 +617,41 @@ def test_stop_namespace_failing_midway_says_what_it_did(actors: Any) -> None:
         wait_until(lambda: any(getattr(e, "service", None) == "svc" for e in seen),
                    message="the removed name's Unregistered event is published")
         assert registry.running and registry.stats().server_restarts == 0
+
+
+# -- await_name keeps to its own deadline; sync(timeout=0) ----------------------------
+
+
+def test_await_name_keeps_to_its_timeout_when_the_server_is_busy(actors: Any) -> None:
+    from pykka_registry.testing import holding_server
+
+    with Registry.start(call_timeout=5.0) as registry:
+        with holding_server(registry):  # the subscribe await_name sends waits behind it
+            for timeout in (0.2, 0):
+                started = time.monotonic()
+                with pytest.raises(RegistryTimeoutError):
+                    registry.await_name("ns", "never", timeout=timeout)
+                took = time.monotonic() - started
+                assert took < timeout + 1.0, f"await_name(timeout={timeout}) took {took:.2f}s"
+        assert registry.running
+        ref = actors()
+        threading.Timer(0.05, registry.register, args=("ns", "later", ref)).start()
+        assert registry.await_name("ns", "later", timeout=5) is ref
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_sync_with_a_zero_timeout_is_refused_at_once(busy: bool) -> None:
+    from pykka_registry.testing import holding_server
+
+    with Registry.start(call_timeout=5.0) as registry:
+        if busy:
+            with holding_server(registry):
+                started = time.monotonic()
+                with pytest.raises(InvalidTimeoutError):
+                    registry.sync(timeout=0)
+        else:
+            started = time.monotonic()
+            with pytest.raises(InvalidTimeoutError):
+                registry.sync(timeout=0)
+        assert time.monotonic() - started < 1.0
+        registry.sync(timeout=5)
