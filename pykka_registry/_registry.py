@@ -123,7 +123,9 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
         if service in seen:
             return True
         seen.add(service)
-    except Exception as error:
+    except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+        raise
+    except BaseException as error:
         raise InvalidKeyError(
             f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
         ) from None
@@ -492,7 +494,7 @@ class Registry:
     def _check_key(self, namespace: Any, service: Any) -> None:
         self._backend.validate_key(namespace, service)
 
-    def _key_error(self, namespace: Any, service: Any, error: Exception) -> Exception:
+    def _key_error(self, namespace: Any, service: Any, error: BaseException) -> Exception:
         """The typed error for a read whose key made the backend raise
         ``error`` (an unhashable key, or a ``__hash__``/``__eq__`` that raises)."""
         self._check_key(namespace, service)  # raises the precise InvalidKeyError
@@ -502,6 +504,19 @@ class Registry:
             f"the key ({safe_repr(namespace)}, {safe_repr(service)}) cannot be looked up: "
             f"{type(error).__name__} from its __hash__ or __eq__"
         )
+
+    def _read(self, namespace: Any, service: Any, read: Callable[..., T], *args: Any) -> T:
+        """``read(*args)``, a backend read keyed by ``namespace``: a key whose
+        ``__hash__``/``__eq__`` raises (against another stored key) becomes
+        :class:`InvalidKeyError`; ``KeyboardInterrupt`` passes through."""
+        try:
+            return read(*args)
+        except KeyboardInterrupt:
+            raise
+        except RegistryError:
+            raise
+        except BaseException as error:
+            raise self._key_error(namespace, service, error) from None
 
     # -- writes -----------------------------------------------------------------------
 
@@ -616,7 +631,9 @@ class Registry:
             return False
         try:
             return len(dict.fromkeys(services)) == len(services)
-        except Exception:  # unhashable, or a hostile __hash__/__eq__
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException:  # unhashable, or a hostile __hash__/__eq__
             return False
 
     def unregister_many(self, namespace: Hashable, services: Iterable[Hashable]) -> None:
@@ -735,7 +752,9 @@ class Registry:
             namespace, service = split_key(namespace, service, "lookup")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
@@ -762,7 +781,9 @@ class Registry:
             # the hit path to two dict reads.
             try:
                 found = refs_get(namespace, empty).get(service)
-            except Exception as error:
+            except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+                raise
+            except BaseException as error:
                 if service is no_service:
                     namespace, service = split_key(namespace, service, "lookup")
                 raise key_error(namespace, service, error) from None
@@ -794,7 +815,9 @@ class Registry:
         namespace, service = split_key(namespace, service, "lookup_with_metadata")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
@@ -807,7 +830,7 @@ class Registry:
         self._check_key(namespace, "")
         if self._state.closed:
             return []
-        return self._backend.services(namespace)
+        return self._read(namespace, "", self._backend.services, namespace)
 
     def find_services_by_metadata(
         self, namespace: Hashable, predicate: Callable[[Mapping[Any, Any]], bool]
@@ -823,7 +846,7 @@ class Registry:
         found: list[tuple[Hashable, ActorRefLike, dict[Any, Any]]] = []
         if self._state.closed:
             return found
-        for entry in self._backend.entries(namespace):
+        for entry in self._read(namespace, "", self._backend.entries, namespace):
             if self._check_alive and not _is_alive(entry.actor_ref):
                 continue
             # A flat entry can be shown read-only; copy only what matches.
@@ -846,7 +869,7 @@ class Registry:
             return []
         return [
             entry.as_match()
-            for entry in self._backend.match(namespace, criteria)
+            for entry in self._read(namespace, "", self._backend.match, namespace, criteria)
             if not self._check_alive or _is_alive(entry.actor_ref)
         ]
 
@@ -854,7 +877,9 @@ class Registry:
         """How many names ``namespace`` holds; with ``None``, all namespaces."""
         try:
             found = self._backend.count(namespace)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, "", error) from None
         return 0 if self._state.closed else found
 
@@ -948,7 +973,9 @@ class Registry:
             refs = self._member_refs(namespace, group)
         except GroupsNotSupportedError:
             raise
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             self._require_groups()
             raise self._key_error(namespace, group, error) from None
         if self._state.closed:
@@ -970,7 +997,9 @@ class Registry:
                 cached = cache_get((namespace, group))
                 if cached is None:
                     cached = snapshot(namespace, group)
-            except Exception as error:
+            except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+                raise
+            except BaseException as error:
                 raise key_error(namespace, group, error) from None
             return list(cached[1])
 
@@ -981,7 +1010,9 @@ class Registry:
         self._require_groups()
         try:
             return self._backend.members(namespace, group)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, group, error) from None
 
     def members_with_metadata(
@@ -1007,7 +1038,8 @@ class Registry:
         if self._state.closed:
             return []
         return [(m.actor_ref, m.metadata_copy())
-                for m in self._backend.match_members(namespace, group, criteria)]
+                for m in self._read(namespace, group, self._backend.match_members, namespace,
+                                    group, criteria)]
 
     def groups(self, namespace: Hashable) -> list[Hashable]:
         """The groups of ``namespace`` with at least one member (any order)."""
@@ -1015,7 +1047,7 @@ class Registry:
         self._check_key(namespace, "")
         if self._state.closed:
             return []
-        return self._backend.groups(namespace)
+        return self._read(namespace, "", self._backend.groups, namespace)
 
     def groups_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
         """Every ``(namespace, group)`` the actor (or a proxy's actor) is a
@@ -1031,7 +1063,9 @@ class Registry:
         self._require_groups()
         try:
             found = self._backend.count_members(namespace, group)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, group, error) from None
         return 0 if self._state.closed else found
 

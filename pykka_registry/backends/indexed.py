@@ -59,6 +59,8 @@ _Postings = dict[tuple[Any, Any], set[Hashable]]
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
+    except KeyboardInterrupt:  # the caller's Ctrl-C (in match); the writers contain it
+        raise
     except BaseException:  # unhashable, or a hostile __hash__: not indexable
         return False
     return True
@@ -259,7 +261,9 @@ class IndexedBackend(MemoryBackend):
             index = self._member_index.get((namespace, group))
             try:
                 candidates = index.candidates(usable) if index is not None else set(members)
-            except Exception:  # a criterion whose __eq__ raises: scan instead
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # a criterion (or stored value) whose __eq__ raises: scan
                 candidates = set(members)
             # One C-speed pass over the ordered members keeps join order; the
             # exact (Python-level) check runs on the candidates only.
@@ -287,7 +291,9 @@ class IndexedBackend(MemoryBackend):
                     hits = postings.get((field, want), set())
                     loose = unindexed.get(field)
                     candidate_sets.append(hits | loose if loose else hits)
-            except Exception:  # a criterion whose __eq__ raises: scan instead
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # a criterion (or stored value) whose __eq__ raises: scan
                 found = list(services.values())
             else:
                 candidate_sets.sort(key=len)

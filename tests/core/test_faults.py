@@ -655,3 +655,70 @@ def test_sync_with_a_zero_timeout_is_refused_at_once(busy: bool) -> None:
                 registry.sync(timeout=0)
         assert time.monotonic() - started < 1.0
         registry.sync(timeout=5)
+
+
+# -- BaseException from a key or a metadata value in the caller's thread -----------------
+
+
+@pytest.mark.parametrize("error", [SystemExit, GeneratorExit])
+def test_a_key_whose_hash_raises_base_exception_gets_invalid_key_error(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    bad = HashRaises(error)
+    ref = actors()
+    calls = [
+        lambda: registry.register("ns", bad, ref),
+        lambda: registry.register(bad, "svc", ref),
+        lambda: registry.lookup("ns", bad),
+        lambda: registry.lookup(bad, "svc"),
+        lambda: registry.lookup_with_metadata("ns", bad),
+        lambda: registry.unregister("ns", bad),
+        lambda: registry.count(bad),
+        lambda: registry.list_services(bad),
+        lambda: registry.match(bad, {}),
+        lambda: registry.members(bad, "g"),
+        lambda: registry.register_many("ns", [("ok", ref), (bad, ref)]),
+        lambda: registry.await_name("ns", bad, timeout=0.1),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert registry.count() == 0 and registry.running
+
+
+def test_keyboard_interrupt_from_a_key_in_the_callers_thread_passes_through(
+    registry: Registry, actors: Any
+) -> None:
+    bad = HashRaises(KeyboardInterrupt)
+    for call in (lambda: registry.lookup("ns", bad),
+                 lambda: registry.register("ns", bad, actors())):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    assert registry.count() == 0 and registry.running
+
+
+def test_reads_of_a_namespace_that_cannot_be_compared_get_invalid_key_error(
+    registry: Registry, actors: Any
+) -> None:
+    stored, other = NamespaceEqRaises(SystemExit), NamespaceEqRaises(SystemExit)  # one hash
+    registry.register(stored, "svc", actors())
+    registry.join(stored, "g", actors())
+    for call in (lambda: registry.list_services(other), lambda: registry.match(other, {}),
+                 lambda: registry.find_services_by_metadata(other, lambda m: True),
+                 lambda: registry.groups(other), lambda: registry.match_members(other, "g", {})):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert registry.list_services(stored) == ["svc"]
+
+
+@pytest.mark.parametrize("error", [SystemExit, GeneratorExit, RuntimeError])
+def test_a_stored_value_whose_eq_raises_base_exception_does_not_match(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    registry.register(ns, "hostile", actors(), {"k": EqRaises(error), "tags": [EqRaises(error)]})
+    registry.register(ns, "plain", actors(), {"k": 1, "tags": [1]})
+    for criteria in ({"k": 1}, {"tags": 1}, {"k": "x"}):
+        assert [s for s, _, _ in registry.match(ns, criteria)] in (["plain"], [])
+    assert [s for s, _, _ in registry.match(ns, {"k": 1})] == ["plain"]
+    assert registry.running
