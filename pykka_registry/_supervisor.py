@@ -62,6 +62,7 @@ from pykka_registry._errors import (
     SupervisorError,
 )
 from pykka_registry._monitor import DownEvent, Monitor, monitor
+from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import (
     RESTART_TYPES,
     SUPERVISOR_STRATEGIES,
@@ -157,6 +158,10 @@ def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
     return found
 
 
+def _check_shutdown(value: Any) -> float:
+    return check_timeout(value, "shutdown", positive=True)
+
+
 def _validate_name(name: Any) -> Any:
     if name is not None and not (isinstance(name, tuple) and len(name) == 2):
         raise ValueError(f"name must be a (namespace, service) tuple or None, got {name!r}")
@@ -178,6 +183,12 @@ class ChildSpec:
     stopping it may take. A ``start`` that also has
     ``started_in(supervisor, child_id)`` (a :class:`TreeAwareStart`) is
     told, before each call, which tree starts it.
+
+    ``shutdown`` follows the rule of every timeout of the package
+    (:mod:`pykka_registry._timeouts`): a real number of seconds ``> 0``;
+    NaN, zero, negative numbers, strings and ``bool`` raise
+    :class:`~pykka_registry.InvalidTimeoutError` (a ``ValueError``) when
+    the spec is made; ``inf`` is clamped to a year.
     """
 
     id: Hashable
@@ -185,7 +196,7 @@ class ChildSpec:
     restart: RestartType = attrs.field(default="permanent")
     name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
     metadata: Optional[Mapping[Any, Any]] = None
-    shutdown: float = 5.0
+    shutdown: float = attrs.field(default=5.0, converter=_check_shutdown)
     groups: tuple[tuple[Hashable, Hashable], ...] = attrs.field(
         default=(), converter=_validate_groups)
 
@@ -201,8 +212,6 @@ class ChildSpec:
             hash(self.id)
         except TypeError:
             raise TypeError(f"child id must be hashable, got {self.id!r}") from None
-        if not self.shutdown > 0:
-            raise ValueError(f"shutdown must be positive, got {self.shutdown!r}")
 
 
 @attrs.define(frozen=True)
@@ -718,13 +727,21 @@ class Supervisor:
 
         If a child fails to start, the ones already started are stopped (in
         reverse order), the supervisor stops, and the error is raised here.
+
+        Every setting is checked before anything starts. ``max_seconds`` and
+        ``call_timeout`` follow the rule of every timeout of the package
+        (:mod:`pykka_registry._timeouts`): real numbers of seconds ``> 0``,
+        else :class:`~pykka_registry.InvalidTimeoutError` (a ``ValueError``);
+        ``inf`` is clamped to a year. ``max_restarts`` is an ``int >= 0``
+        (not a ``bool``), else ``ValueError``.
         """
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if not isinstance(max_restarts, int) or max_restarts < 0:
+        if (isinstance(max_restarts, bool) or not isinstance(max_restarts, int)
+                or max_restarts < 0):
             raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
-        if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+        max_seconds = check_timeout(max_seconds, "max_seconds", positive=True)
+        call_timeout = check_timeout(call_timeout, "call_timeout", positive=True)
         specs = list(children)
         for spec in specs:
             if not isinstance(spec, ChildSpec):
@@ -762,7 +779,7 @@ class Supervisor:
         return self._ref is not None and self._ref.is_alive()
 
     def _ask(self, message: Any, timeout: Optional[float] = None) -> Any:
-        timeout = self.call_timeout if timeout is None else timeout
+        timeout = optional_timeout(timeout, self.call_timeout)
         try:
             return self.actor_ref.ask(message, timeout=timeout)
         except pykka.ActorDeadError:
@@ -788,6 +805,7 @@ class Supervisor:
             SupervisorError: the supervisor is not running.
             RegistryUnavailableError: it did not answer within ``timeout``.
         """
+        timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
         # One caller at a time takes the answer (a Pykka future hands its
         # value to one waiter first); others wait for the lock, within timeout.
@@ -846,7 +864,7 @@ class Supervisor:
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop every child in reverse start order, then the supervisor; return
         once all have stopped. Idempotent."""
-        timeout = self.call_timeout if timeout is None else timeout
+        timeout = optional_timeout(timeout, self.call_timeout)
         ref = self._ref
         if ref is None:
             return
@@ -860,7 +878,7 @@ class Supervisor:
 
     def wait_finished(self, timeout: Optional[float] = None) -> bool:
         """Wait until the supervisor has stopped all its children after dying."""
-        return self._finished.wait(self.call_timeout if timeout is None else timeout)
+        return self._finished.wait(optional_timeout(timeout, self.call_timeout))
 
     def __enter__(self) -> Supervisor:
         return self
