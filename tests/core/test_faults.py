@@ -9,6 +9,7 @@ broken; the Redis side lives in tests/redis/test_redis_faults.py.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import threading
 import time
@@ -722,3 +723,42 @@ def test_a_stored_value_whose_eq_raises_base_exception_does_not_match(
         assert [s for s, _, _ in registry.match(ns, criteria)] in (["plain"], [])
     assert [s for s, _, _ in registry.match(ns, {"k": 1})] == ["plain"]
     assert registry.running
+
+
+# -- the index and values whose hash is inconsistent with their __eq__ --------------------
+
+
+class DriftingHash:
+    """Equal only to itself, with a new hash at every call."""
+
+    counter = itertools.count()
+
+    def __hash__(self) -> int:
+        return next(DriftingHash.counter)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+
+def test_a_value_whose_hash_drifts_leaves_no_stale_index_term(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(backend=IndexedBackend) as registry:
+        backend = registry.backend
+        assert isinstance(backend, IndexedBackend)
+        ref, member = actors(), actors()
+        metadata = {"v": DriftingHash(), "tags": [DriftingHash(), 1, 1], "role": "x"}
+        registry.register(ns, "a", ref, metadata)
+        registry.register(ns, "b", actors(), {"role": "x"})
+        assert sorted(s for s, _, _ in registry.match(ns, {"role": "x"})) == ["a", "b"]
+        registry.update_metadata(ns, "a", {"v": DriftingHash(), "role": "x"})
+        assert sorted(s for s, _, _ in registry.match(ns, {"role": "x"})) == ["a", "b"]
+        registry.unregister(ns, "a")
+        registry.unregister(ns, "b")
+        assert backend.index_size() == 0, "a stale index term was left behind"
+        registry.register(ns, "c", ref, {"v": DriftingHash()})
+        ref.stop(block=True)  # removed in the dying actor's thread
+        assert backend.index_size() == 0, "a stale index term was left behind"
+        registry.join(ns, "g", member, {"v": DriftingHash(), "role": "m"})
+        assert registry.match_members(ns, "g", {"role": "m"})[0][0] is member
+        registry.leave(ns, "g", member)
+        assert backend._member_index == {}, "a stale member index term was left behind"
