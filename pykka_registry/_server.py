@@ -112,7 +112,9 @@ class RegistryServer(pykka.ThreadingActor):
                 try:
                     return message.function(self.state)
                 except Exception:
-                    raise  # Pykka hands it to the caller; the server lives on
+                    # Pykka's rule: an asker gets it back; told, it crashes
+                    # the server, which its supervisor restarts.
+                    raise
                 except BaseException as error:
                     # Raised, Pykka would stop every actor of the process:
                     # handed back as a value, raised again in the caller's thread.
@@ -167,7 +169,7 @@ class RegistryServer(pykka.ThreadingActor):
             checked.add(id(actor_ref))
             if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
                 raise ActorNotAliveError(
-                    f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
+                    f"{actor_ref} (for {safe_repr(service)}) is not alive; nothing was registered",
                     service=service,
                 )
         namespace, create = msg.namespace, Entry.create

@@ -177,8 +177,8 @@ class RegistryState:
         try:
             if not slot[0].acquire(timeout=timeout):
                 raise RegistryTimeoutError(
-                    f"another get_or_start of {service!r} in {namespace!r} is still "
-                    f"starting it after {timeout}s"
+                    f"another get_or_start of {safe_repr(service)} in {safe_repr(namespace)} "
+                    f"is still starting it after {timeout}s"
                 )
             try:
                 yield

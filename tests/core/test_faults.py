@@ -762,3 +762,15 @@ def test_a_value_whose_hash_drifts_leaves_no_stale_index_term(actors: Any) -> No
         assert registry.match_members(ns, "g", {"role": "m"})[0][0] is member
         registry.leave(ns, "g", member)
         assert backend._member_index == {}, "a stale member index term was left behind"
+
+
+def test_a_hostile_repr_in_a_server_error_message_keeps_the_right_error(
+    registry: Registry, actors: Any
+) -> None:
+    from pykka_registry import ActorNotAliveError
+
+    dead = actors()
+    dead.stop(block=True)
+    with pytest.raises(ActorNotAliveError):
+        registry.register_many(test_namespace(), [(ReprRaises(), dead)])
+    assert registry.running and registry.stats().server_restarts == 0

@@ -523,3 +523,39 @@ def test_infinite_supervisor_seconds_are_clamped() -> None:
         sup.terminate_child("a", timeout=math.inf)
         with pytest.raises(InvalidTimeoutError):
             sup.terminate_child("a", timeout=math.nan)
+
+
+class IdEqRaises:
+    """A child id that hashes and equals itself, and raises when compared
+    with any other id (a BaseException: in the supervisor's thread)."""
+
+    def __hash__(self) -> int:
+        return 17
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise SystemExit("child id eq on purpose")
+
+
+def test_a_child_id_whose_eq_raises_never_stops_every_actor() -> None:
+    bystander = Echo.start()
+    try:
+        with Supervisor.start([ChildSpec(id=IdEqRaises(), start=Echo.start),
+                               ChildSpec(id="plain", start=Echo.start)]) as sup:
+            with pytest.raises(SupervisorError, match="SystemExit"):
+                sup.terminate_child("plain")  # compared with the hostile id first
+            assert bystander.is_alive(), "a BaseException in a supervisor stopped every actor"
+            assert sup.is_alive() and len(sup.which_children()) == 2
+    finally:
+        bystander.stop()
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_child_id_whose_hash_raises_is_a_type_error(error: type[BaseException]) -> None:
+    class HashRaises:
+        def __hash__(self) -> int:
+            raise error("hash on purpose")
+
+    with pytest.raises(TypeError, match="hashable"):
+        ChildSpec(id=HashRaises(), start=Echo.start)
