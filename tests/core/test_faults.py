@@ -774,3 +774,17 @@ def test_a_hostile_repr_in_a_server_error_message_keeps_the_right_error(
     with pytest.raises(ActorNotAliveError):
         registry.register_many(test_namespace(), [(ReprRaises(), dead)])
     assert registry.running and registry.stats().server_restarts == 0
+
+
+@pytest.mark.parametrize("error", [SystemExit, RuntimeError])
+def test_group_via_with_a_hostile_group_key_gets_invalid_key_error(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    stored, other = NamespaceEqRaises(error), NamespaceEqRaises(error)  # one hash
+    registry.join(ns, stored, actors())
+    with pytest.raises(InvalidKeyError):
+        registry.group_via(ns, other).tell("x")
+    with pytest.raises(InvalidKeyError):
+        registry.group_via(ns, stored, "hash").tell("x", key=HashRaises(error))
+    assert registry.running and len(registry.members(ns, stored)) == 1
