@@ -1232,7 +1232,9 @@ class Registry:
                     if ref is not None:
                         return ref
                     raise timed_out() from None
-                # No server to subscribe with (none restarts it): reads still work.
+                # The server did not answer (busy till just before the
+                # deadline, or down with no successor): reads need no server,
+                # so poll for the time left.
                 return self._poll_name(found, namespace, service, timeout, deadline, what)
             with subscription:
                 while True:
