@@ -3,11 +3,20 @@
 Every error the registry raises on purpose is a :class:`RegistryError`. Where an
 error is also a familiar built-in kind (a bad type, a missing key), it subclasses
 that built-in too, so ``except TypeError`` and ``except LookupError`` keep
-working. A call that raises one of these changed nothing, with one stated
-exception: :meth:`Registry.stop_namespace` raises
-:class:`RegistryTimeoutError` after it removed the names and told the actors
-to stop (some did not stop in time). Messages quote user values through
-:func:`safe_repr`, so building an error never raises.
+working. A call that raises one of these changed nothing (every copy and
+check a write makes, the copy of the metadata for its event included, comes
+before anything is stored), with these stated exceptions:
+
+* :meth:`Registry.stop_namespace` raises :class:`RegistryTimeoutError` after
+  it removed the names and told the actors to stop (some did not stop in
+  time), and :class:`InvalidKeyError` after it removed the names and told
+  their actors to stop when removing the group memberships then raised (its
+  message says what was done);
+* a write raising :class:`RegistryUnavailableError` may or may not have been
+  applied (its answer was lost).
+
+Messages quote user values through :func:`safe_repr`, so building an error
+never raises.
 """
 
 from __future__ import annotations

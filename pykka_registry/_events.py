@@ -10,6 +10,15 @@ Guarantees
   listener delays later events, never ``register``. A listener that raises
   anything, ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``),
   is logged and skipped; the others, the dispatcher and the registry carry on.
+* **The dispatcher never dies of user code.** Everything of the user's it
+  runs is contained: a subscription's namespace filter whose ``__eq__``
+  raises (or returns something whose truth raises) costs that subscription
+  that one event; a replayed entry whose metadata cannot be copied into its
+  event is left out of that replay; a hostile ``__repr__`` never breaks the
+  log line. Each is logged. Should anything else escape, the dispatcher logs
+  it and goes on with the next event. :meth:`EventBus.dispatcher_alive`
+  reports it (``Registry.health_check`` says ``"unhealthy"`` if it ever
+  stopped while the registry runs).
 * Group events (:class:`Joined`, :class:`Left`) come from the same writers
   under the same lock, so they are ordered with every other event: events
   of one group arrive in the order they happened.
@@ -37,6 +46,7 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
+from pykka_registry._errors import safe_repr
 from pykka_registry._metadata import copy_metadata, is_flat
 
 __all__ = [
@@ -112,9 +122,13 @@ EXPIRED = UnregisterReason(KIND_EXPIRED)
 NODE_STOPPED = UnregisterReason(KIND_NODE_STOPPED)
 
 
-def _frozen(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
+def event_metadata(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """A read-only view no listener can change the store through: the stored
-    mapping itself when it holds no mutable container, else a deep copy."""
+    mapping itself when it holds no mutable container, else a deep copy.
+
+    May raise (the copy runs a container's ``__deepcopy__``): the server
+    builds it *before* it writes, so a write whose event cannot be built
+    changes nothing; an event built from it does not copy again."""
     if isinstance(metadata, types.MappingProxyType):
         return metadata
     if isinstance(metadata, dict) and is_flat(metadata):
@@ -129,7 +143,7 @@ class Registered:
     namespace: Hashable
     service: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -140,7 +154,7 @@ class MetadataUpdated:
     namespace: Hashable
     service: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -161,7 +175,7 @@ class Joined:
     namespace: Hashable
     group: Hashable
     actor_ref: Any
-    metadata: Mapping[Any, Any] = attrs.field(converter=_frozen, eq=False)
+    metadata: Mapping[Any, Any] = attrs.field(converter=event_metadata, eq=False)
 
 
 @attrs.define(frozen=True)
@@ -175,6 +189,8 @@ class Left:
     actor_ref: Any
     reason: UnregisterReason
 
+
+_frozen = event_metadata
 
 Event = Union[Registered, MetadataUpdated, Unregistered, Joined, Left]
 EventListener = Callable[[Event], None]
@@ -194,8 +210,14 @@ class Subscription:
         self.cancelled = False
 
     def wants(self, event: Event) -> bool:
-        """True if ``event`` is of this subscription's namespace (or it has none)."""
-        return self._all_namespaces or event.namespace == self.namespace
+        """True if ``event`` is of this subscription's namespace (or it has none).
+
+        May raise: the namespaces are user objects and ``==`` runs their
+        ``__eq__`` (the dispatcher contains that, see the module docstring)."""
+        if self._all_namespaces:
+            return True
+        namespace = event.namespace
+        return namespace is self.namespace or bool(namespace == self.namespace)
 
     def cancel(self) -> None:
         """Stop delivering events to the listener. Idempotent; events already
@@ -272,6 +294,14 @@ class EventBus:
     def publish(self, event: Event) -> None:
         self._queue.put(event)
 
+    def dispatcher_alive(self) -> bool:
+        """False only when the dispatcher thread was started and is gone
+        while the bus is open (it never stops of user code: a bug). True
+        before the first subscription (no thread is needed yet) and after
+        :meth:`close`."""
+        thread = self._thread
+        return self._closed or thread is None or thread.is_alive()
+
     def close(self, timeout: float) -> None:
         """Deliver what is queued, then stop the dispatcher (within ``timeout``)."""
         with self._lock:
@@ -290,27 +320,68 @@ class EventBus:
             subscription.listener(event)
             self.delivered += 1
         except BaseException:  # one listener must not end delivery
-            logger.exception("registry event listener %r failed on %r", subscription.listener,
-                             event)
+            # safe_repr: the listener's and the event's repr are user code too.
+            logger.exception("registry event listener %s failed on %s",
+                             safe_repr(subscription.listener), safe_repr(event))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, _Start):
-                for entry in item.replay:
-                    if item.subscription.cancelled:
-                        break
+    def _wanted(self, subscription: Subscription, event: Event) -> bool:
+        """``subscription.wants(event)``; False (that one event dropped for
+        that one subscription, logged) if the namespaces' ``__eq__`` raises."""
+        try:
+            return subscription.wants(event)
+        except BaseException as error:  # user code in the dispatcher: contain it
+            logger.error("%s: comparing the namespace %s of a subscription with %s raised "
+                         "%s; that event is not delivered to %s", self._name,
+                         safe_repr(subscription.namespace), safe_repr(event.namespace),
+                         type(error).__name__, safe_repr(subscription.listener))
+            return False
+
+    def _replay(self, start: _Start) -> None:
+        subscription = start.subscription
+        try:
+            for entry in start.replay:
+                if subscription.cancelled:
+                    break
+                try:
                     if hasattr(entry, "group"):  # a backend Member
                         event: Event = Joined(entry.namespace, entry.group, entry.actor_ref,
                                               entry.metadata)
                     else:
                         event = Registered(entry.namespace, entry.service, entry.actor_ref,
                                            entry.metadata)
-                    self._deliver(item.subscription, event)
-                item.subscription.active = True
-                continue
-            for subscription in self._subscriptions:
-                if subscription.active and subscription.wants(item):
-                    self._deliver(subscription, item)
+                except BaseException as error:  # the copy of a hostile metadata value
+                    logger.error("%s: a replayed entry (%s in %s) cannot be turned into an "
+                                 "event (%s while copying its metadata); it is left out of "
+                                 "the replay to %s", self._name,
+                                 safe_repr(getattr(entry, "service", None)),
+                                 safe_repr(entry.namespace), type(error).__name__,
+                                 safe_repr(subscription.listener))
+                    continue
+                self._deliver(subscription, event)
+        finally:
+            # Even if the replay broke off, the live stream starts: the
+            # subscription must not stay silent for good.
+            subscription.active = True
+
+    def _run(self) -> None:
+        # Every item is handled inside this guard: nothing a user's object
+        # does (or a bug of ours) ends the thread, else no listener of this
+        # registry would get another event and await_name would wait out
+        # every deadline.
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                if isinstance(item, _Start):
+                    self._replay(item)
+                    continue
+                for subscription in self._subscriptions:
+                    if subscription.active and self._wanted(subscription, item):
+                        self._deliver(subscription, item)
+            except BaseException as error:
+                try:
+                    logger.error("%s: the event dispatcher failed on an event (%s); it goes "
+                                 "on with the next one", self._name, type(error).__name__)
+                except BaseException:  # a log handler of the user's: the thread lives on
+                    pass

@@ -29,6 +29,7 @@ from pykka_registry._errors import (
     InvalidKeyError,
     InvalidStrategyError,
     NotRegisteredError,
+    RegistryError,
     RegistryTimeoutError,
     safe_repr,
 )
@@ -84,7 +85,14 @@ class GroupVia:
             InvalidKeyError: ``key`` missing with ``"hash"``, given with
                 another strategy, or its ``__hash__`` raises.
         """
-        members = self._members(self.namespace, self.group)
+        try:
+            members = self._members(self.namespace, self.group)
+        except KeyboardInterrupt:
+            raise
+        except RegistryError:
+            raise
+        except BaseException as error:  # a group key whose __eq__ raises against a stored one
+            raise self.registry._key_error(self.namespace, self.group, error) from None
         strategy = self.strategy
         if strategy == "round_robin":
             if key is not _NO_KEY:
@@ -97,7 +105,9 @@ class GroupVia:
                 raise InvalidKeyError("strategy 'hash' needs key=... on every call")
             try:
                 slot = hash(key)
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
                 raise InvalidKeyError(
                     f"key must be hashable, got {type(key).__name__}: {safe_repr(key)} "
                     f"({type(error).__name__} from its __hash__)"

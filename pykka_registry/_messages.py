@@ -17,7 +17,8 @@ import attrs
 from pykka_registry._events import Subscription
 
 __all__ = [
-    "Call", "ClearNamespace", "Join", "Leave", "ReapDeaths", "Register", "RegisterMany",
+    "Call", "CallRaised", "ClearNamespace", "Join", "Leave", "ReapDeaths", "Register",
+    "RegisterMany",
     "Subscribe", "Unregister", "UnregisterMany", "UpdateMetadata",
 ]
 
@@ -91,6 +92,16 @@ class Call:
     """Run ``function(state)`` in the server thread (atomic with all writes)."""
 
     function: Any
+
+
+@attrs.define(frozen=True)
+class CallRaised:
+    """The answer to a :class:`Call` whose function raised a ``BaseException``
+    that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``...):
+    returned, not raised, because Pykka stops every actor of the process when
+    a handler raises one. The caller's thread raises ``error`` again."""
+
+    error: BaseException
 
 
 @attrs.define(frozen=True)

@@ -14,9 +14,17 @@ Limits
 Metadata may nest containers at most :data:`MAX_DEPTH` levels deep and hold
 at most :data:`MAX_ITEMS` container items in all (a self-referencing list
 counts as too deep). Metadata beyond them, or whose ``items()``, keys or
-values raise while being copied, is refused with
-:class:`~pykka_registry.InvalidMetadataError`; nothing is stored. Scalars
-(strings, bytes, numbers) may be of any size.
+values raise while being copied (any ``BaseException`` but
+``KeyboardInterrupt``, which passes through as the caller's Ctrl-C), is
+refused with :class:`~pykka_registry.InvalidMetadataError`; nothing is
+stored. Scalars (strings, bytes, numbers) may be of any size.
+
+Matching
+--------
+:func:`metadata_matches` never raises for a hostile value: a comparison
+that raises (a stored value's or a criterion's ``__eq__``, ``__hash__`` or
+``__bool__``) means "does not match", so one hostile entry cannot break the
+queries of its namespace; ``KeyboardInterrupt`` passes through.
 """
 
 from __future__ import annotations
@@ -99,7 +107,9 @@ def _copy_value(value: Any, depth: int, budget: _Budget) -> Any:
         # deques, arrays, UserList/UserDict, other mutable mappings...
         try:
             return copy.deepcopy(value)
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # user code: SystemExit from a __deepcopy__ too
             raise InvalidMetadataError(
                 f"metadata holds a {type(value).__name__} that cannot be copied: "
                 f"{type(error).__name__}"
@@ -143,7 +153,9 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
         raise InvalidMetadataError(
             f"metadata nests containers too deep to copy (the limit is {MAX_DEPTH} levels)"
         ) from None
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # user code: SystemExit from items() or a key too
         raise InvalidMetadataError(
             f"metadata cannot be copied: {type(error).__name__} from its items(), keys or "
             "values"
@@ -170,15 +182,22 @@ def is_flat(metadata: Mapping[Any, Any]) -> bool:
 
 
 def _field_matches(have: Any, want: Any) -> bool:
+    # A stored value (or a criterion) whose __eq__ or __bool__ raises does
+    # not match: one hostile entry must not break every query of its
+    # namespace. KeyboardInterrupt passes through (the caller's Ctrl-C).
     try:
         if have == want:
             return True
-    except Exception:  # an exotic __eq__ must not break a query
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
         return False
     if isinstance(have, COLLECTION_TYPES):
         try:
             return want in have
-        except TypeError:  # unhashable criterion against a set
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # an unhashable criterion against a set, a hostile item
             return False
     return False
 
@@ -187,9 +206,19 @@ def metadata_matches(metadata: Mapping[Any, Any], criteria: Mapping[Any, Any]) -
     """The meaning of ``Registry.match``: every ``key: value`` in ``criteria`` holds.
 
     A criterion holds when ``metadata[key] == value``, or when ``metadata[key]``
-    is a list, tuple, set or frozenset that contains ``value``.
+    is a list, tuple, set or frozenset that contains ``value``. A comparison
+    that raises (a hostile ``__eq__``, ``__hash__`` or ``__bool__``; any
+    ``BaseException`` but ``KeyboardInterrupt``, which passes through) means
+    "does not hold": never an error.
     """
     for key, want in criteria.items():
-        if key not in metadata or not _field_matches(metadata[key], want):
+        try:
+            if key not in metadata:
+                return False
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a criterion key whose hash or eq raises
+            return False
+        if not _field_matches(metadata[key], want):
             return False
     return True

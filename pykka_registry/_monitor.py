@@ -3,7 +3,9 @@
 Guarantees
 ----------
 * The callback runs exactly once per monitor: when the actor dies, or at once
-  if it is already dead, unless :meth:`Monitor.cancel` ran first.
+  if it is already dead, unless :meth:`Monitor.cancel` ran first. A
+  callback that raises anything (``BaseException`` too) is logged; the
+  other monitors of that death still fire.
 * It runs in the dying actor's thread, before that actor's ``actor_stopped``
   is set (or, for an actor already dead, in the thread calling
   :func:`monitor`). Keep it short and non-blocking: to do real work, ``tell``
@@ -26,6 +28,7 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._coerce import actor_ref_of
+from pykka_registry._errors import safe_repr
 
 __all__ = ["DownEvent", "Monitor", "monitor"]
 
@@ -80,8 +83,9 @@ def _fire(monitors: list[Monitor], event: DownEvent) -> None:
     for entry in monitors:
         try:
             entry.callback(event)
-        except Exception:
-            logger.exception("monitor callback %r failed for %s", entry.callback, event.actor_ref)
+        except BaseException:  # one callback (a SystemExit too) must not skip the others
+            logger.exception("monitor callback %s failed for %s", safe_repr(entry.callback),
+                             event.actor_ref)
 
 
 def _on_death(actor_ref: Any, reason: Optional[BaseException]) -> None:

@@ -23,7 +23,10 @@ Guarantees
   :class:`RegistryUnavailableError`. If the server dies, a call retries on its
   replacement until the deadline.
 * **Bad input changes nothing.** Keys, actor refs and metadata are checked in
-  the caller's thread before anything is sent.
+  the caller's thread before anything is sent; the server builds an event's
+  copy of the metadata before it stores anything, so a write whose event
+  cannot be built raises and stores nothing. (The stated exceptions:
+  :mod:`pykka_registry._errors`.)
 * Two registries share nothing; any number can live in one process.
 * **A stopped registry answers no names**: after :meth:`Registry.stop`,
   reads return nothing (``None``, ``[]``, ``0``) and writes raise
@@ -72,6 +75,7 @@ from pykka_registry._events import Event, EventListener, Registered, Subscriptio
 from pykka_registry._group_via import GroupVia
 from pykka_registry._messages import (
     Call,
+    CallRaised,
     ClearNamespace,
     Join,
     Leave,
@@ -84,7 +88,7 @@ from pykka_registry._messages import (
 )
 from pykka_registry._state import RegistryState
 from pykka_registry._stats import HealthReport, RegistryStats
-from pykka_registry._timeouts import check_timeout, maybe_timeout, optional_timeout
+from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import ActorRefLike, GroupStrategy, HealthStatus
 from pykka_registry._via import Via
 from pykka_registry.backends.base import (
@@ -119,7 +123,9 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
         if service in seen:
             return True
         seen.add(service)
-    except Exception as error:
+    except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+        raise
+    except BaseException as error:
         raise InvalidKeyError(
             f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
         ) from None
@@ -408,7 +414,8 @@ class Registry:
         was never handled.
         """
         state = self._state
-        deadline = time.monotonic() + (state.call_timeout if timeout is None else timeout)
+        limit = state.call_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while True:
             if state.closed:
                 raise RegistryUnavailableError(f"{state.name} is stopped")
@@ -416,7 +423,7 @@ class Registry:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RegistryUnavailableError(
-                    f"{state.name}: the server did not answer within the call timeout"
+                    f"{state.name}: the server did not answer within {limit}s"
                 )
             if server is None:
                 state.wait_for_new_server(None, remaining)
@@ -444,12 +451,13 @@ class Registry:
                     # the server died before handling the message
                     self._await_successor(server, deadline)
                     continue
-            answered, value = self._await_answer(server, reply, deadline)
+            answered, value = self._await_answer(server, reply, deadline, limit)
             if answered:
                 return value
             self._await_successor(server, deadline)
 
-    def _await_answer(self, server: Any, future: Any, deadline: float) -> tuple[bool, Any]:
+    def _await_answer(self, server: Any, future: Any, deadline: float,
+                      limit: float) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, None)`` if the server stopped
         without handling the message. Raises what the handler raised.
         ``future``: a :class:`_Reply` or a Pykka future."""
@@ -467,8 +475,7 @@ class Registry:
                 if remaining <= _LOST_CHECK_S:
                     raise RegistryUnavailableError(
                         f"{self._state.name}: the server did not answer within "
-                        f"{self._state.call_timeout}s; the call may or may not have been "
-                        "applied"
+                        f"{limit}s; the call may or may not have been applied"
                     ) from None
             except pykka.ActorDeadError:
                 if server.is_alive():
@@ -487,7 +494,7 @@ class Registry:
     def _check_key(self, namespace: Any, service: Any) -> None:
         self._backend.validate_key(namespace, service)
 
-    def _key_error(self, namespace: Any, service: Any, error: Exception) -> Exception:
+    def _key_error(self, namespace: Any, service: Any, error: BaseException) -> Exception:
         """The typed error for a read whose key made the backend raise
         ``error`` (an unhashable key, or a ``__hash__``/``__eq__`` that raises)."""
         self._check_key(namespace, service)  # raises the precise InvalidKeyError
@@ -497,6 +504,19 @@ class Registry:
             f"the key ({safe_repr(namespace)}, {safe_repr(service)}) cannot be looked up: "
             f"{type(error).__name__} from its __hash__ or __eq__"
         )
+
+    def _read(self, namespace: Any, service: Any, read: Callable[..., T], *args: Any) -> T:
+        """``read(*args)``, a backend read keyed by ``namespace``: a key whose
+        ``__hash__``/``__eq__`` raises (against another stored key) becomes
+        :class:`InvalidKeyError`; ``KeyboardInterrupt`` passes through."""
+        try:
+            return read(*args)
+        except KeyboardInterrupt:
+            raise
+        except RegistryError:
+            raise
+        except BaseException as error:
+            raise self._key_error(namespace, service, error) from None
 
     # -- writes -----------------------------------------------------------------------
 
@@ -611,7 +631,9 @@ class Registry:
             return False
         try:
             return len(dict.fromkeys(services)) == len(services)
-        except Exception:  # unhashable, or a hostile __hash__/__eq__
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException:  # unhashable, or a hostile __hash__/__eq__
             return False
 
     def unregister_many(self, namespace: Hashable, services: Iterable[Hashable]) -> None:
@@ -659,21 +681,27 @@ class Registry:
         Other namespaces keep their entries (an actor stopped here also
         loses names and memberships it held elsewhere).
 
-        Two steps: the entries are removed in one write, then the actors are
-        told to stop. The error below comes after both, so unlike other
-        errors it does not mean "nothing changed".
+        Two steps: the entries and memberships are removed in one write, then
+        the actors are told to stop. The two errors below come after both,
+        so unlike other errors they do not mean "nothing changed"; any other
+        error (a bad key, a namespace whose ``__eq__`` raises against a
+        stored one) comes before anything changed.
 
         Raises:
             RegistryTimeoutError: some actor had not stopped within
                 ``timeout``; the entries are already removed and every actor
                 was told to stop (the late ones stop when they can).
+            InvalidKeyError: the namespace's names were removed and their
+                actors told to stop, but removing its group memberships
+                raised (a group key's or namespace's ``__eq__``); the message
+                says so. Memberships still held end when their actors stop.
         """
         self._check_key(namespace, "")
         timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
         removed: list[Entry]
         left: list[Member]
-        removed, left = self._call(ClearNamespace(namespace))
+        removed, left, failure = self._call(ClearNamespace(namespace))
         actors = {e.actor_ref.actor_urn: e.actor_ref for e in removed}
         actors.update((m.actor_ref.actor_urn, m.actor_ref) for m in left)
         for ref in actors.values():
@@ -685,6 +713,14 @@ class Registry:
             ref for ref in actors.values()
             if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
         ]
+        if failure is not None:
+            stopped = (f"; {len(late)} of them had not stopped within {timeout}s"
+                       if late else "")
+            raise InvalidKeyError(
+                f"stop_namespace({safe_repr(namespace)}) removed {len(removed)} name(s) and "
+                f"told {len(actors)} actor(s) to stop{stopped}, but {failure} (from a key's "
+                "__hash__ or __eq__): memberships not removed end when their actors stop"
+            )
         if late:
             raise RegistryTimeoutError(
                 f"{len(late)} actor(s) of namespace {safe_repr(namespace)} did not stop within "
@@ -716,7 +752,9 @@ class Registry:
             namespace, service = split_key(namespace, service, "lookup")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
@@ -743,7 +781,9 @@ class Registry:
             # the hit path to two dict reads.
             try:
                 found = refs_get(namespace, empty).get(service)
-            except Exception as error:
+            except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+                raise
+            except BaseException as error:
                 if service is no_service:
                     namespace, service = split_key(namespace, service, "lookup")
                 raise key_error(namespace, service, error) from None
@@ -775,7 +815,9 @@ class Registry:
         namespace, service = split_key(namespace, service, "lookup_with_metadata")
         try:
             entry = self._backend.get(namespace, service)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, service, error) from None
         if entry is None or self._state.closed:
             return None
@@ -788,7 +830,7 @@ class Registry:
         self._check_key(namespace, "")
         if self._state.closed:
             return []
-        return self._backend.services(namespace)
+        return self._read(namespace, "", self._backend.services, namespace)
 
     def find_services_by_metadata(
         self, namespace: Hashable, predicate: Callable[[Mapping[Any, Any]], bool]
@@ -804,7 +846,7 @@ class Registry:
         found: list[tuple[Hashable, ActorRefLike, dict[Any, Any]]] = []
         if self._state.closed:
             return found
-        for entry in self._backend.entries(namespace):
+        for entry in self._read(namespace, "", self._backend.entries, namespace):
             if self._check_alive and not _is_alive(entry.actor_ref):
                 continue
             # A flat entry can be shown read-only; copy only what matches.
@@ -827,7 +869,7 @@ class Registry:
             return []
         return [
             entry.as_match()
-            for entry in self._backend.match(namespace, criteria)
+            for entry in self._read(namespace, "", self._backend.match, namespace, criteria)
             if not self._check_alive or _is_alive(entry.actor_ref)
         ]
 
@@ -835,7 +877,9 @@ class Registry:
         """How many names ``namespace`` holds; with ``None``, all namespaces."""
         try:
             found = self._backend.count(namespace)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, "", error) from None
         return 0 if self._state.closed else found
 
@@ -929,7 +973,9 @@ class Registry:
             refs = self._member_refs(namespace, group)
         except GroupsNotSupportedError:
             raise
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             self._require_groups()
             raise self._key_error(namespace, group, error) from None
         if self._state.closed:
@@ -951,7 +997,9 @@ class Registry:
                 cached = cache_get((namespace, group))
                 if cached is None:
                     cached = snapshot(namespace, group)
-            except Exception as error:
+            except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+                raise
+            except BaseException as error:
                 raise key_error(namespace, group, error) from None
             return list(cached[1])
 
@@ -962,7 +1010,9 @@ class Registry:
         self._require_groups()
         try:
             return self._backend.members(namespace, group)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, group, error) from None
 
     def members_with_metadata(
@@ -988,7 +1038,8 @@ class Registry:
         if self._state.closed:
             return []
         return [(m.actor_ref, m.metadata_copy())
-                for m in self._backend.match_members(namespace, group, criteria)]
+                for m in self._read(namespace, group, self._backend.match_members, namespace,
+                                    group, criteria)]
 
     def groups(self, namespace: Hashable) -> list[Hashable]:
         """The groups of ``namespace`` with at least one member (any order)."""
@@ -996,7 +1047,7 @@ class Registry:
         self._check_key(namespace, "")
         if self._state.closed:
             return []
-        return self._backend.groups(namespace)
+        return self._read(namespace, "", self._backend.groups, namespace)
 
     def groups_of(self, actor_ref: Any) -> list[tuple[Hashable, Hashable]]:
         """Every ``(namespace, group)`` the actor (or a proxy's actor) is a
@@ -1012,7 +1063,9 @@ class Registry:
         self._require_groups()
         try:
             found = self._backend.count_members(namespace, group)
-        except Exception as error:
+        except KeyboardInterrupt:  # Ctrl-C, not the key's fault: let it through
+            raise
+        except BaseException as error:
             raise self._key_error(namespace, group, error) from None
         return 0 if self._state.closed else found
 
@@ -1114,6 +1167,11 @@ class Registry:
         crash or stop, which may still be alive, and registered, when this is
         called.
 
+        The whole call keeps to ``timeout``, setting up the wait included: a
+        server too busy to answer within it ends the call at the deadline
+        (with :class:`RegistryTimeoutError`), not after ``call_timeout``;
+        ``timeout=0`` is a single check, no wait.
+
         Raises:
             RegistryTimeoutError: nobody (other than ``replacing``) took the
                 name in time.
@@ -1144,13 +1202,41 @@ class Registry:
         arrived = threading.Event()
 
         def listener(event: Event) -> None:
-            if isinstance(event, Registered) and event.service == service:
-                arrived.set()
+            if isinstance(event, Registered):
+                try:
+                    wanted = event.service is service or bool(event.service == service)
+                except BaseException:  # a hostile __eq__: wake up and look it up instead
+                    wanted = True
+                if wanted:
+                    arrived.set()
 
+        def timed_out() -> RegistryTimeoutError:
+            return RegistryTimeoutError(
+                f"{what} registered {safe_repr(service)} in namespace "
+                f"{safe_repr(namespace)} within {timeout}s"
+            )
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out()
         waiters = self._state.waiters
         waiters.add(arrived)  # registry.stop() sets it: we notice at once
         try:
-            with self.subscribe(listener, namespace=namespace):
+            try:
+                # The caller's deadline, not call_timeout, bounds the subscribe.
+                subscription = self._subscribe(listener, namespace, False, remaining)
+            except RegistryUnavailableError:
+                self._raise_if_closed(service, namespace)
+                if time.monotonic() >= deadline:  # the server was too busy to answer
+                    ref = found()
+                    if ref is not None:
+                        return ref
+                    raise timed_out() from None
+                # The server did not answer (busy till just before the
+                # deadline, or down with no successor): reads need no server,
+                # so poll for the time left.
+                return self._poll_name(found, namespace, service, timeout, deadline, what)
+            with subscription:
                 while True:
                     ref = found()
                     if ref is not None:
@@ -1158,10 +1244,7 @@ class Registry:
                     self._raise_if_closed(service, namespace)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise RegistryTimeoutError(
-                            f"{what} registered {safe_repr(service)} in namespace "
-                            f"{safe_repr(namespace)} within {timeout}s"
-                        )
+                        raise timed_out()
                     arrived.wait(remaining)
                     arrived.clear()
         finally:
@@ -1263,6 +1346,11 @@ class Registry:
         :class:`Joined` events (each group in join order), then the live
         stream, with no gap or duplicate between them.
         """
+        return self._subscribe(listener, namespace, replay)
+
+    def _subscribe(self, listener: EventListener, namespace: Optional[Hashable],
+                   replay: bool, timeout: Optional[float] = None) -> Subscription:
+        """:meth:`subscribe`, waiting at most ``timeout`` (``None``: ``call_timeout``)."""
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
         if namespace is not None:
@@ -1271,7 +1359,7 @@ class Registry:
             listener, namespace, all_namespaces=namespace is None
         )
         try:
-            self._call(Subscribe(subscription, replay))
+            self._call(Subscribe(subscription, replay), timeout)
         except BaseException:
             subscription.cancel()  # the server may still apply it after a timeout
             raise
@@ -1282,10 +1370,16 @@ class Registry:
         has been applied, so listings (``count``, ``match``...) reflect every
         actor that had stopped by then. ``lookup`` never needs this.
 
+        ``timeout`` (default ``call_timeout``) must be ``> 0``: only the
+        server can tell that it has caught up, and its answer takes time.
+
         Raises:
             RegistryUnavailableError: the server did not answer in time.
+            InvalidTimeoutError: ``timeout`` is zero, negative, NaN or not a
+                number (refused at once; nothing is sent).
         """
-        self._call(Call(_nothing), maybe_timeout(timeout))
+        self._call(Call(_nothing),
+                   None if timeout is None else check_timeout(timeout, positive=True))
 
     def run_in_server(self, function: Callable[[Backend], T]) -> T:
         """Run ``function(backend)`` in the server thread and return its
@@ -1299,6 +1393,10 @@ class Registry:
         clean-up may still change the backend meanwhile. A write it makes
         straight into the backend publishes no event.
 
+        Whatever ``function`` raises is raised here, in the caller's thread,
+        ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``):
+        the server and every other actor live on.
+
         Raises:
             RegistryUnavailableError: the server did not answer within
                 ``call_timeout`` (the function may still run later).
@@ -1306,8 +1404,11 @@ class Registry:
         def on_backend(state: RegistryState) -> T:
             return function(state.backend)
 
-        result: T = self._call(Call(on_backend))
-        return result
+        result = self._call(Call(on_backend))
+        if type(result) is CallRaised:
+            raise result.error
+        answer: T = result
+        return answer
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -1358,6 +1459,10 @@ class Registry:
             groups, memberships = self._group_totals()
         except Exception:  # a third-party backend's bug: report, don't fail
             groups = memberships = 0
+        dispatcher_alive = state.events.dispatcher_alive()
+        if not dispatcher_alive and not state.closed:
+            status = "unhealthy"
+            problems.append("the event dispatcher thread has stopped: no listener gets events")
         if len(state.pending_deaths) > 1000 and status == "healthy":
             status = "degraded"
             problems.append(f"{len(state.pending_deaths)} death notices wait for the server")
@@ -1370,8 +1475,8 @@ class Registry:
             problems=tuple(problems),
             groups=groups,
             memberships=memberships,
+            dispatcher_alive=dispatcher_alive,
         )
-
 
     def observe(self, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None) -> Any:
         """Start an observer for this registry: a live web page, a JSON API

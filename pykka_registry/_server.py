@@ -8,7 +8,10 @@ Guarantees
   (the rules of the write lock: :mod:`pykka_registry._state`).
 * Messages (:mod:`pykka_registry._messages`) are answered in the order
   received. An exception in a handler goes back to the caller and the
-  server lives on.
+  server lives on, ``BaseException`` included: nothing user code raises in
+  the server thread reaches Pykka (which would stop every actor of the
+  process). A write's goes back as a typed error; a ``run_in_server``
+  function's as itself, raised again in the caller's thread.
 * The server keeps no state of its own: a new server started on the same
   state (by the registry's supervisor) carries on where the old one stopped.
 """
@@ -17,13 +20,18 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 import pykka
 
 from pykka_registry import _deathwatch
-from pykka_registry._errors import ActorNotAliveError, InvalidKeyError, RegistryError
+from pykka_registry._errors import (
+    ActorNotAliveError,
+    InvalidKeyError,
+    RegistryError,
+    safe_repr,
+)
 from pykka_registry._events import (
     LEFT,
     NAMESPACE_STOPPED,
@@ -34,9 +42,11 @@ from pykka_registry._events import (
     Registered,
     Unregistered,
     UnregisterReason,
+    event_metadata,
 )
 from pykka_registry._messages import (
     Call,
+    CallRaised,
     ClearNamespace,
     Join,
     Leave,
@@ -99,7 +109,16 @@ class RegistryServer(pykka.ThreadingActor):
                 return self._reap_deaths()
             if isinstance(message, Call):
                 # Not under the write lock: the function may wait for actors to stop.
-                return message.function(self.state)
+                try:
+                    return message.function(self.state)
+                except Exception:
+                    # Pykka's rule: an asker gets it back; told, it crashes
+                    # the server, which its supervisor restarts.
+                    raise
+                except BaseException as error:
+                    # Raised, Pykka would stop every actor of the process:
+                    # handed back as a value, raised again in the caller's thread.
+                    return CallRaised(error)
             return super().on_receive(message)
         # The write lock, taken inline (this is every write's hot path).
         state = self.state
@@ -116,7 +135,8 @@ class RegistryServer(pykka.ThreadingActor):
             # stop every actor of the process.
             raise InvalidKeyError(
                 f"{type(error).__name__} raised while applying {type(message).__name__} "
-                "(from a key's __hash__ or __eq__); nothing was written"
+                "(from a key's __hash__ or __eq__, or a metadata value's copy); nothing was "
+                "written"
             ) from None
         finally:
             state.release_write()
@@ -128,11 +148,14 @@ class RegistryServer(pykka.ThreadingActor):
         if _death_seen(actor_ref) or not actor_ref.is_alive():
             raise ActorNotAliveError(f"{actor_ref} is not alive")
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
+        # Copy first, then write: the event's copy of the metadata may raise
+        # (a container's __deepcopy__), and then nothing may be stored.
+        view = event_metadata(entry.metadata) if self.events.active else None
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
         self.state.publish_backend_changes()
-        if self.events.active:
-            self._publish_registered(entry, replaced)
+        if view is not None and self.events.active:
+            self._publish_registered(entry, replaced, view)
         if _death_seen(actor_ref):
             # Only a backend that released the write lock for I/O gets here:
             # the actor died meanwhile and its clean-up may have run first.
@@ -146,27 +169,30 @@ class RegistryServer(pykka.ThreadingActor):
             checked.add(id(actor_ref))
             if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
                 raise ActorNotAliveError(
-                    f"{actor_ref} (for {service!r}) is not alive; nothing was registered",
+                    f"{actor_ref} (for {safe_repr(service)}) is not alive; nothing was registered",
                     service=service,
                 )
         namespace, create = msg.namespace, Entry.create
         entries = [create(namespace, service, actor_ref, metadata)
                    for service, actor_ref, metadata in msg.items]
+        # Copy first, then write (as in _register).
+        views = [event_metadata(e.metadata) for e in entries] if self.events.active else None
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)
         self.state.publish_backend_changes()
-        if self.events.active:
-            for entry, previous in zip(entries, replaced):
-                self._publish_registered(entry, previous)
+        if views is not None and self.events.active:
+            for entry, previous, view in zip(entries, replaced, views):
+                self._publish_registered(entry, previous, view)
         for entry in {id(e.actor_ref): e for e in entries}.values():
             if _deathwatch.death_seen(entry.actor_ref):  # as in _register
                 self.state.remove_dead(entry.actor_ref,
                                        _deathwatch.death_reason(entry.actor_ref))
 
-    def _publish_registered(self, entry: Entry, replaced: Optional[Entry]) -> None:
+    def _publish_registered(self, entry: Entry, replaced: Optional[Entry],
+                            view: Mapping[Any, Any]) -> None:
         if replaced is not None and replaced.actor_ref.actor_urn == entry.actor_ref.actor_urn:
             self.events.publish(
-                MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
+                MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, view)
             )
             return
         if replaced is not None:  # a holder whose death notice was left to the server
@@ -174,9 +200,7 @@ class RegistryServer(pykka.ThreadingActor):
             self.events.publish(
                 Unregistered(replaced.namespace, replaced.service, replaced.actor_ref, reason)
             )
-        self.events.publish(
-            Registered(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
-        )
+        self.events.publish(Registered(entry.namespace, entry.service, entry.actor_ref, view))
 
     def _unregister(self, msg: Unregister) -> None:
         removed = self.backend.unregister(msg.namespace, msg.service)
@@ -197,11 +221,13 @@ class RegistryServer(pykka.ThreadingActor):
                 )
 
     def _update_metadata(self, msg: UpdateMetadata) -> None:
+        # Copy first, then write (as in _register).
+        view = event_metadata(msg.metadata) if self.events.active else None
         entry = self.backend.update_metadata(msg.namespace, msg.service, msg.metadata)
         self.state.publish_backend_changes()
-        if self.events.active:
+        if view is not None and self.events.active:
             self.events.publish(
-                MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, entry.metadata)
+                MetadataUpdated(entry.namespace, entry.service, entry.actor_ref, view)
             )
 
     def _join(self, msg: Join) -> None:
@@ -209,10 +235,11 @@ class RegistryServer(pykka.ThreadingActor):
         if _deathwatch.death_seen(actor_ref) or not actor_ref.is_alive():
             raise ActorNotAliveError(f"{actor_ref} is not alive; it joined no group")
         member = Member.create(msg.namespace, msg.group, actor_ref, msg.metadata)
+        # Copy first, then write (as in _register).
+        view = event_metadata(member.metadata) if self.events.active else None
         self._backend_join(member)
-        if self.events.active:
-            self.events.publish(Joined(member.namespace, member.group, actor_ref,
-                                       member.metadata))
+        if view is not None and self.events.active:
+            self.events.publish(Joined(member.namespace, member.group, actor_ref, view))
         if _deathwatch.death_seen(actor_ref):  # as in _register
             self.state.remove_dead(actor_ref, _deathwatch.death_reason(actor_ref))
 
@@ -240,13 +267,31 @@ class RegistryServer(pykka.ThreadingActor):
         finally:
             self.state.release_write()
 
-    def _clear_namespace(self, msg: ClearNamespace) -> tuple[list[Entry], list[Member]]:
-        removed = self.backend.clear_namespace(msg.namespace)
+    def _clear_namespace(
+        self, msg: ClearNamespace
+    ) -> tuple[list[Entry], list[Member], Optional[str]]:
+        """Remove the namespace's names, then its group memberships; return
+        both, and ``None`` or what went wrong with the memberships (then the
+        names are gone, their events published, and the caller says so)."""
+        namespace, backend = msg.namespace, self.backend
+        groups_ok = getattr(backend, "supports_groups", False) is True
+        # Read first: a namespace whose __eq__ raises against another stored
+        # one raises here, before anything is removed.
+        backend.count(namespace)
+        if groups_ok:
+            backend.groups(namespace)
+        removed = backend.clear_namespace(namespace)
         self.state.unregistrations += len(removed)
         self.state.publish_backend_changes()
         left: list[Member] = []
-        if getattr(self.backend, "supports_groups", False) is True:
-            left = self._backend_clear_groups(msg.namespace)
+        failure: Optional[str] = None
+        if groups_ok:
+            try:
+                left = self._backend_clear_groups(namespace)
+            except BaseException as error:  # the names are gone already: say so, not raise
+                failure = f"{type(error).__name__} while removing its group memberships"
+                logger.error("%s: stop_namespace(%s): %s", self.state.name,
+                             safe_repr(namespace), failure)
         if self.events.active:
             for entry in removed:
                 self.events.publish(
@@ -257,7 +302,7 @@ class RegistryServer(pykka.ThreadingActor):
                 self.events.publish(
                     Left(member.namespace, member.group, member.actor_ref, NAMESPACE_STOPPED)
                 )
-        return removed, left
+        return removed, left, failure
 
     def _subscribe(self, msg: Subscribe) -> None:
         # Only the snapshot is taken here: one copy of each namespace (a

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pykka
 
-from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError
+from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError, safe_repr
 from pykka_registry._events import (
     EventBus,
     Joined,
@@ -177,8 +177,8 @@ class RegistryState:
         try:
             if not slot[0].acquire(timeout=timeout):
                 raise RegistryTimeoutError(
-                    f"another get_or_start of {service!r} in {namespace!r} is still "
-                    f"starting it after {timeout}s"
+                    f"another get_or_start of {safe_repr(service)} in {safe_repr(namespace)} "
+                    f"is still starting it after {timeout}s"
                 )
             try:
                 yield
@@ -211,7 +211,8 @@ class RegistryState:
         returns what it changed (a sequence of
         :class:`~pykka_registry.backends.base.Change`, or ``None``) and
         :meth:`run_submitted` publishes their events. An exception in
-        ``function`` is logged; the server lives on. Never blocks; if no
+        ``function`` (``BaseException`` included) is logged; the server and
+        every other actor live on. Never blocks; if no
         server runs, ``function`` waits for the next one."""
         self.pending_calls.append(function)
         self._wake_server()
@@ -293,42 +294,51 @@ class RegistryState:
         and :class:`~pykka_registry.backends.base.MemberChange` values
         ``changes`` (a sequence, or ``None``), in order. The one place where a
         backend's own changes become events. Never raises for a
-        backend's bad value: it is logged and skipped."""
+        backend's bad value, or metadata whose copy for the event raises:
+        it is logged and that one event skipped (the change stands)."""
         if not changes or not self.events.active:
             return
-        publish = self.events.publish
         for change in changes:
-            if isinstance(change, MemberChange):
-                if change.new is not None:
-                    member = change.new
-                    publish(Joined(member.namespace, member.group, member.actor_ref,
-                                   member.metadata))
-                elif change.old is not None:
-                    member = change.old
-                    publish(Left(member.namespace, member.group, member.actor_ref,
-                                 change.reason))
-                continue
-            if not isinstance(change, Change):
-                logger.error("%s: backend %s reported %r, not a Change; ignored", self.name,
-                             self.backend.name, change)
-                continue
-            old, new = change.old, change.new
-            if old is not None and new is not None and \
-                    old.actor_ref.actor_urn == new.actor_ref.actor_urn:
-                publish(MetadataUpdated(new.namespace, new.service, new.actor_ref,
-                                        new.metadata))
-                continue
-            if old is not None:
-                publish(Unregistered(old.namespace, old.service, old.actor_ref, change.reason))
-            if new is not None:
-                publish(Registered(new.namespace, new.service, new.actor_ref, new.metadata))
+            try:
+                self._publish_change(change)
+            except BaseException as error:  # a metadata copy for the event raised
+                logger.error("%s: no event for a change backend %s reported (%s while "
+                             "building it); skipped", self.name, self.backend.name,
+                             type(error).__name__)
+
+    def _publish_change(self, change: Any) -> None:
+        publish = self.events.publish
+        if isinstance(change, MemberChange):
+            if change.new is not None:
+                member = change.new
+                publish(Joined(member.namespace, member.group, member.actor_ref,
+                               member.metadata))
+            elif change.old is not None:
+                member = change.old
+                publish(Left(member.namespace, member.group, member.actor_ref,
+                             change.reason))
+            return
+        if not isinstance(change, Change):
+            logger.error("%s: backend %s reported %s, not a Change; ignored", self.name,
+                         self.backend.name, safe_repr(change))
+            return
+        old, new = change.old, change.new
+        if old is not None and new is not None and \
+                old.actor_ref.actor_urn == new.actor_ref.actor_urn:
+            publish(MetadataUpdated(new.namespace, new.service, new.actor_ref,
+                                    new.metadata))
+            return
+        if old is not None:
+            publish(Unregistered(old.namespace, old.service, old.actor_ref, change.reason))
+        if new is not None:
+            publish(Registered(new.namespace, new.service, new.actor_ref, new.metadata))
 
     def publish_backend_changes(self) -> None:
         """Publish what the backend changed on its own during the last write
         (``Backend.take_changes``). Server thread, write lock held."""
         try:
             changes = self._take_changes()
-        except Exception:
+        except BaseException:  # server thread: nothing may reach Pykka
             logger.exception("%s: backend %s failed to report its changes", self.name,
                              self.backend.name)
             return
@@ -339,8 +349,8 @@ class RegistryState:
         changes it returns. Server thread, write lock held; never raises."""
         try:
             changes = function(self)
-        except Exception:
-            logger.exception("%s: submitted call %r failed", self.name, function)
+        except BaseException:  # server thread: a BaseException would stop every actor
+            logger.exception("%s: submitted call %s failed", self.name, safe_repr(function))
             return
         self.publish_changes(changes)
 

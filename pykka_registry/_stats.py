@@ -62,7 +62,10 @@ class HealthReport:
     """``status`` is ``"healthy"``, ``"degraded"`` (reads work, something is
     wrong: writes may fail or be slow) or ``"unhealthy"`` (the server is down
     or the registry is stopped). ``problems`` says why, in words.
-    ``groups`` and ``memberships`` are as in :class:`RegistryStats`."""
+    ``groups`` and ``memberships`` are as in :class:`RegistryStats`.
+    ``dispatcher_alive`` is False when the event dispatcher thread (which
+    runs listeners and wakes ``await_name``) has stopped while the registry
+    runs; the status is then ``"unhealthy"``."""
 
     status: HealthStatus
     backend: str
@@ -72,3 +75,4 @@ class HealthReport:
     problems: tuple[str, ...] = ()
     groups: int = 0
     memberships: int = 0
+    dispatcher_alive: bool = True

@@ -27,6 +27,12 @@ Guarantees
   and left behind).
 * While :meth:`pykka.ActorRegistry.stop_all` runs, supervisors restart
   nothing: ``stop_all`` means "shut everything down".
+* User code in the supervisor's thread (a ``start`` function, a child id's
+  ``__eq__`` or ``__repr__``, the registry calls made for a child) never
+  makes Pykka stop every actor: a ``BaseException`` from it becomes a
+  :class:`SupervisorError` (raised to the caller of an asked operation, or
+  the supervisor's own failure); error messages quote ids through
+  :func:`~pykka_registry._errors.safe_repr`.
 * Introspection is read-only: :meth:`Supervisor.snapshot` asks the
   supervisor's own thread for a frozen :class:`SupervisorSnapshot` with a
   short timeout (it never waits longer, and a supervisor busy restarting a
@@ -60,8 +66,10 @@ from pykka_registry._errors import (
     RegistryUnavailableError,
     RestartIntensityExceeded,
     SupervisorError,
+    safe_repr,
 )
 from pykka_registry._monitor import DownEvent, Monitor, monitor
+from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import (
     RESTART_TYPES,
     SUPERVISOR_STRATEGIES,
@@ -149,17 +157,22 @@ class TreeAwareStart(Protocol):
 
 def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
     if isinstance(groups, (str, bytes)):
-        raise ValueError(f"groups must be (namespace, group) pairs, got {groups!r}")
+        raise ValueError(f"groups must be (namespace, group) pairs, got {safe_repr(groups)}")
     found = tuple(groups)
     for pair in found:
         if not (isinstance(pair, tuple) and len(pair) == 2):
-            raise ValueError(f"groups must be (namespace, group) tuples, got {pair!r}")
+            raise ValueError(f"groups must be (namespace, group) tuples, got {safe_repr(pair)}")
     return found
+
+
+def _check_shutdown(value: Any) -> float:
+    return check_timeout(value, "shutdown", positive=True)
 
 
 def _validate_name(name: Any) -> Any:
     if name is not None and not (isinstance(name, tuple) and len(name) == 2):
-        raise ValueError(f"name must be a (namespace, service) tuple or None, got {name!r}")
+        raise ValueError(
+            f"name must be a (namespace, service) tuple or None, got {safe_repr(name)}")
     return name
 
 
@@ -178,6 +191,12 @@ class ChildSpec:
     stopping it may take. A ``start`` that also has
     ``started_in(supervisor, child_id)`` (a :class:`TreeAwareStart`) is
     told, before each call, which tree starts it.
+
+    ``shutdown`` follows the rule of every timeout of the package
+    (:mod:`pykka_registry._timeouts`): a real number of seconds ``> 0``;
+    NaN, zero, negative numbers, strings and ``bool`` raise
+    :class:`~pykka_registry.InvalidTimeoutError` (a ``ValueError``) when
+    the spec is made; ``inf`` is clamped to a year.
     """
 
     id: Hashable
@@ -185,24 +204,25 @@ class ChildSpec:
     restart: RestartType = attrs.field(default="permanent")
     name: Optional[tuple[Hashable, Hashable]] = attrs.field(default=None, converter=_validate_name)
     metadata: Optional[Mapping[Any, Any]] = None
-    shutdown: float = 5.0
+    shutdown: float = attrs.field(default=5.0, converter=_check_shutdown)
     groups: tuple[tuple[Hashable, Hashable], ...] = attrs.field(
         default=(), converter=_validate_groups)
 
     @restart.validator
     def _check_restart(self, attribute: Any, value: Any) -> None:
         if value not in RESTART_TYPES:
-            raise ValueError(f"restart must be one of {RESTART_TYPES}, got {value!r}")
+            raise ValueError(f"restart must be one of {RESTART_TYPES}, got {safe_repr(value)}")
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.start):
             raise TypeError(f"start must be callable, got {type(self.start).__name__}")
         try:
             hash(self.id)
-        except TypeError:
-            raise TypeError(f"child id must be hashable, got {self.id!r}") from None
-        if not self.shutdown > 0:
-            raise ValueError(f"shutdown must be positive, got {self.shutdown!r}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # unhashable, or a hostile __hash__
+            raise TypeError(f"child id must be hashable, got {safe_repr(self.id)} "
+                            f"({type(error).__name__} from its __hash__)") from None
 
 
 @attrs.define(frozen=True)
@@ -345,7 +365,7 @@ class SupervisorActor(pykka.ThreadingActor):
     def _find(self, child_id: Hashable) -> _Child:
         child = self._get(child_id)
         if child is None:
-            raise SupervisorError(f"no child with id {child_id!r}")
+            raise SupervisorError(f"no child with id {safe_repr(child_id)}")
         return child
 
     def _get(self, child_id: Hashable) -> Optional[_Child]:
@@ -384,7 +404,8 @@ class SupervisorActor(pykka.ThreadingActor):
                 start.started_in(self.handle, child.spec.id)
             started = start()
         except ChildRetired:
-            logger.info("%s: child %r retired; removing it", self.handle.name, child.spec.id)
+            logger.info("%s: child %s retired; removing it", self.handle.name,
+                        safe_repr(child.spec.id))
             if child in self.children:
                 self.children.remove(child)
             return None
@@ -394,7 +415,7 @@ class SupervisorActor(pykka.ThreadingActor):
             # User code in the supervisor's thread: a BaseException reaching
             # Pykka would stop every actor of the process. A failed start.
             raise SupervisorError(
-                f"start() of child {child.spec.id!r} raised {type(error).__name__}"
+                f"start() of child {safe_repr(child.spec.id)} raised {type(error).__name__}"
             ) from None
         finally:
             _local.supervisor = previous
@@ -405,21 +426,23 @@ class SupervisorActor(pykka.ThreadingActor):
             started = started.actor_ref  # Pykka habit: Actor.start().proxy()
         if not isinstance(started, pykka.ActorRef):
             raise SupervisorError(
-                f"start() of child {child.spec.id!r} returned {type(started).__name__}, "
+                f"start() of child {safe_repr(child.spec.id)} returned {type(started).__name__}, "
                 "not a pykka.ActorRef, pykka.ActorProxy or Supervisor"
             )
         try:
             if child.spec.name is not None:
                 if self.registry is None:
                     raise SupervisorError(
-                        f"child {child.spec.id!r} has a name but the supervisor has no registry"
+                        f"child {safe_repr(child.spec.id)} has a name but the supervisor has "
+                        "no registry"
                     )
                 namespace, service = child.spec.name
                 self.registry.register(namespace, service, started, child.spec.metadata)
             if child.spec.groups:
                 if self.registry is None:
                     raise SupervisorError(
-                        f"child {child.spec.id!r} has groups but the supervisor has no registry"
+                        f"child {safe_repr(child.spec.id)} has groups but the supervisor has "
+                        "no registry"
                     )
                 for namespace, group in child.spec.groups:
                     self.registry.join(namespace, group, started, child.spec.metadata)
@@ -503,7 +526,8 @@ class SupervisorActor(pykka.ThreadingActor):
             try:
                 self._start(child)
             except Exception:
-                logger.exception("%s: restarting child %r failed", self.handle.name, child_id)
+                logger.exception("%s: restarting child %s failed", self.handle.name,
+                                 safe_repr(child_id))
                 self._note_restart()
                 self.actor_ref.tell(_RetryRestart(tuple(ids)))
                 return
@@ -516,6 +540,21 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- message handlers -------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        except Exception:
+            raise
+        except BaseException as error:
+            # User code in this thread (a child id's __eq__, a start's or a
+            # registry call's KeyboardInterrupt): raised to Pykka, it would
+            # stop every actor of the process. A SupervisorError instead: the
+            # caller gets it (asked), or this supervisor fails (told).
+            raise SupervisorError(
+                f"{self.handle.name}: {type(error).__name__} raised by user code in the "
+                f"supervisor's thread while handling {type(message).__name__}"
+            ) from None
+
+    def _handle(self, message: Any) -> Any:
         if isinstance(message, _ChildDown):
             return self._child_down(message.event)
         if isinstance(message, _StartChildren):
@@ -564,7 +603,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         if any(child.spec.id == spec.id for child in self.children):
-            raise SupervisorError(f"a child with id {spec.id!r} already exists")
+            raise SupervisorError(f"a child with id {safe_repr(spec.id)} already exists")
         child = _Child(spec)
         self.children.append(child)
         try:
@@ -573,7 +612,7 @@ class SupervisorActor(pykka.ThreadingActor):
             self.children.remove(child)
             raise
         if ref is None:
-            raise SupervisorError(f"child {spec.id!r} retired as it started")
+            raise SupervisorError(f"child {safe_repr(spec.id)} retired as it started")
         return ref
 
     def _child_op(self, op: str, child_id: Hashable) -> Any:
@@ -582,9 +621,9 @@ class SupervisorActor(pykka.ThreadingActor):
             self._terminate(child)
         elif op == "restart":
             if child.ref is not None:
-                raise SupervisorError(f"child {child_id!r} is running; terminate it first")
+                raise SupervisorError(f"child {safe_repr(child_id)} is running; terminate it first")
             if self._start(child) is None:
-                raise SupervisorError(f"child {child_id!r} retired as it started")
+                raise SupervisorError(f"child {safe_repr(child_id)} retired as it started")
             return child.ref
         elif op == "delete":
             self._terminate(child)
@@ -718,20 +757,28 @@ class Supervisor:
 
         If a child fails to start, the ones already started are stopped (in
         reverse order), the supervisor stops, and the error is raised here.
+
+        Every setting is checked before anything starts. ``max_seconds`` and
+        ``call_timeout`` follow the rule of every timeout of the package
+        (:mod:`pykka_registry._timeouts`): real numbers of seconds ``> 0``,
+        else :class:`~pykka_registry.InvalidTimeoutError` (a ``ValueError``);
+        ``inf`` is clamped to a year. ``max_restarts`` is an ``int >= 0``
+        (not a ``bool``), else ``ValueError``.
         """
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
-        if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {safe_repr(strategy)}")
+        if (isinstance(max_restarts, bool) or not isinstance(max_restarts, int)
+                or max_restarts < 0):
+            raise ValueError(f"max_restarts must be an int >= 0, got {safe_repr(max_restarts)}")
+        max_seconds = check_timeout(max_seconds, "max_seconds", positive=True)
+        call_timeout = check_timeout(call_timeout, "call_timeout", positive=True)
         specs = list(children)
         for spec in specs:
             if not isinstance(spec, ChildSpec):
                 raise TypeError(f"children must be ChildSpec values, got {type(spec).__name__}")
         ids = [spec.id for spec in specs]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"child ids must be unique, got {ids!r}")
+            raise ValueError(f"child ids must be unique, got {safe_repr(ids)}")
         handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
         actor_class = _DaemonSupervisorActor if daemon else SupervisorActor
         ref = actor_class.start(handle, specs, strategy, max_restarts, max_seconds, registry)
@@ -762,7 +809,7 @@ class Supervisor:
         return self._ref is not None and self._ref.is_alive()
 
     def _ask(self, message: Any, timeout: Optional[float] = None) -> Any:
-        timeout = self.call_timeout if timeout is None else timeout
+        timeout = optional_timeout(timeout, self.call_timeout)
         try:
             return self.actor_ref.ask(message, timeout=timeout)
         except pykka.ActorDeadError:
@@ -788,6 +835,7 @@ class Supervisor:
             SupervisorError: the supervisor is not running.
             RegistryUnavailableError: it did not answer within ``timeout``.
         """
+        timeout = check_timeout(timeout)
         deadline = time.monotonic() + timeout
         # One caller at a time takes the answer (a Pykka future hands its
         # value to one waiter first); others wait for the lock, within timeout.
@@ -813,7 +861,8 @@ class Supervisor:
                 raise SupervisorError(f"{self.name} is not running") from None
             except Exception as error:
                 self._snapshot_future = None
-                raise SupervisorError(f"{self.name} could not describe itself: {error!r}") from None
+                raise SupervisorError(
+                    f"{self.name} could not describe itself: {safe_repr(error)}") from None
             self._snapshot_future = None
             return result
         finally:
@@ -846,7 +895,7 @@ class Supervisor:
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop every child in reverse start order, then the supervisor; return
         once all have stopped. Idempotent."""
-        timeout = self.call_timeout if timeout is None else timeout
+        timeout = optional_timeout(timeout, self.call_timeout)
         ref = self._ref
         if ref is None:
             return
@@ -860,7 +909,7 @@ class Supervisor:
 
     def wait_finished(self, timeout: Optional[float] = None) -> bool:
         """Wait until the supervisor has stopped all its children after dying."""
-        return self._finished.wait(self.call_timeout if timeout is None else timeout)
+        return self._finished.wait(optional_timeout(timeout, self.call_timeout))
 
     def __enter__(self) -> Supervisor:
         return self

@@ -253,11 +253,16 @@ class Backend(abc.ABC):
 
     def validate_key(self, namespace: Any, service: Any) -> None:
         """Raise :class:`InvalidKeyError` unless both parts can be stored:
-        unhashable parts, and parts whose ``__hash__`` raises anything."""
+        unhashable parts, and parts whose ``__hash__`` raises anything,
+        ``BaseException`` included (``SystemExit``, ``GeneratorExit``), except
+        ``KeyboardInterrupt``, which passes through: in the caller's thread it
+        is most likely the user's Ctrl-C, landing while the hash ran."""
         for part, what in ((namespace, "namespace"), (service, "service")):
             try:
                 hash(part)
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
                 raise InvalidKeyError(
                     f"{what} must be hashable, got {type(part).__name__}: {safe_repr(part)} "
                     f"({type(error).__name__} from its __hash__)"

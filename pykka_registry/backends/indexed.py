@@ -37,9 +37,11 @@ the server thread (and, on removal, in a dying actor's thread). If indexing
 an entry raises anything (a ``__hash__`` or ``__eq__`` that raises, even a
 ``BaseException``), its partial terms are scrubbed and the entry is kept in a
 per-namespace "loose" set: a candidate for every query, checked by the exact
-rule. If removing an entry's terms raises, the namespace's postings are
-scrubbed of it instead. So the index never holds a stale term or misses an
-entry, whatever the values do, and no write raises because of them.
+rule. If removing an entry's terms raises, or a term is not found where its
+hash says (a value whose ``__hash__`` is inconsistent with its ``__eq__``,
+say one that changes), the namespace's postings are scrubbed of it instead.
+So the index never holds a stale term or misses an entry, whatever the
+values do, and no write raises because of them.
 """
 
 from __future__ import annotations
@@ -59,9 +61,45 @@ _Postings = dict[tuple[Any, Any], set[Hashable]]
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
+    except KeyboardInterrupt:  # the caller's Ctrl-C (in match); the writers contain it
+        raise
     except BaseException:  # unhashable, or a hostile __hash__: not indexable
         return False
     return True
+
+
+def _scrub_table(table: dict[Any, set[Any]], member: Any) -> set[Any]:
+    """Remove ``member`` from every posting of ``table`` without looking a
+    key up by its hash (a stale term's hash may have changed), and drop the
+    postings left empty. Returns the members whose postings had to be
+    dropped with a key that cannot be hashed any more (the caller makes
+    them "loose": candidates for every query), so none is ever missed."""
+    emptied = False
+    for postings in table.values():
+        if member in postings:
+            postings.discard(member)
+            emptied = emptied or not postings
+    if not emptied:
+        return set()
+    kept = [(key, postings) for key, postings in table.items() if postings]
+    table.clear()  # rebuilt: the only way to drop a key whose hash changed
+    lost: set[Any] = set()
+    for key, postings in kept:
+        try:
+            table[key] = postings
+        except BaseException:  # a hash that raises now: its members go loose
+            lost |= postings
+    return lost
+
+
+class _StaleTerm(Exception):
+    """A term to remove was not where its hash says: scrub instead."""
+
+
+def _seen(removed: list[Any], key: Any) -> bool:
+    """True if ``key`` was removed earlier in the same call (a repeated item
+    of a list value, say [1, 1]): then its absence is no stale term."""
+    return any(key == other for other in removed)
 
 
 def _index_terms(metadata: Mapping[Any, Any]) -> Iterator[tuple[Any, Any, bool]]:
@@ -196,6 +234,7 @@ class IndexedBackend(MemoryBackend):
                       metadata: Mapping[Any, Any]) -> None:
         postings = self._postings.get(namespace, {})
         unindexed = self._unindexed.get(namespace, {})
+        removed_here: list[Any] = []  # non-scalar terms removed by this call
         for field, value in metadata.items():
             if type(value) in SCALAR_TYPES:  # the common case, inline
                 key = (field, value)
@@ -209,19 +248,23 @@ class IndexedBackend(MemoryBackend):
                 table: dict[Any, set[Hashable]] = postings if indexable else unindexed
                 term_key = (term_field, term) if indexable else term_field
                 found = table.get(term_key)
-                if found is not None:
+                if found is not None and service in found:
                     found.discard(service)
                     if not found:
                         del table[term_key]
+                    removed_here.append(term_key)
+                elif not _seen(removed_here, term_key):
+                    # Stored under a hash the value no longer has (one
+                    # inconsistent with its __eq__): only a scrub finds it.
+                    raise _StaleTerm
 
     def _scrub(self, namespace: Hashable, service: Hashable) -> None:
         """Remove ``service`` from every posting of ``namespace`` (slow; only
         after a hostile value made the normal path raise)."""
         for table in (self._postings.get(namespace, {}), self._unindexed.get(namespace, {})):
-            for key in [k for k, services in table.items() if service in services]:
-                table[key].discard(service)
-                if not table[key]:
-                    del table[key]
+            lost = _scrub_table(table, service)
+            if lost:  # their terms could not be kept: always candidates now
+                self._loose.setdefault(namespace, set()).update(lost)
 
     def _drop_empty(self, namespace: Hashable) -> None:
         if not self._postings.get(namespace, True):
@@ -259,7 +302,9 @@ class IndexedBackend(MemoryBackend):
             index = self._member_index.get((namespace, group))
             try:
                 candidates = index.candidates(usable) if index is not None else set(members)
-            except Exception:  # a criterion whose __eq__ raises: scan instead
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # a criterion (or stored value) whose __eq__ raises: scan
                 candidates = set(members)
             # One C-speed pass over the ordered members keeps join order; the
             # exact (Python-level) check runs on the candidates only.
@@ -287,7 +332,9 @@ class IndexedBackend(MemoryBackend):
                     hits = postings.get((field, want), set())
                     loose = unindexed.get(field)
                     candidate_sets.append(hits | loose if loose else hits)
-            except Exception:  # a criterion whose __eq__ raises: scan instead
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # a criterion (or stored value) whose __eq__ raises: scan
                 found = list(services.values())
             else:
                 candidate_sets.sort(key=len)
@@ -332,23 +379,24 @@ class _MemberIndex:
             self.loose.discard(urn)
             return
         try:
+            removed_here: list[Any] = []
             for field, value, indexable in _index_terms(member.metadata):
                 table: dict[Any, set[str]] = self.postings if indexable else self.unindexed
                 key = (field, value) if indexable else field
                 urns = table.get(key)
-                if urns is not None:
+                if urns is not None and urn in urns:
                     urns.discard(urn)
                     if not urns:
                         del table[key]
+                    removed_here.append(key)
+                elif not _seen(removed_here, key):
+                    raise _StaleTerm  # as in IndexedBackend._remove_terms
         except BaseException:  # a value whose hash changed, or raises now
             self.scrub(urn)
 
     def scrub(self, urn: str) -> None:
         for table in (self.postings, self.unindexed):
-            for key in [k for k, urns in table.items() if urn in urns]:
-                table[key].discard(urn)
-                if not table[key]:
-                    del table[key]
+            self.loose.update(_scrub_table(table, urn))
 
     def empty(self) -> bool:
         return not (self.postings or self.unindexed or self.loose)

@@ -8,6 +8,8 @@ broken; the Redis side lives in tests/redis/test_redis_faults.py.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import math
 import threading
 import time
@@ -418,3 +420,371 @@ def test_a_child_start_raising_base_exception_is_a_failed_start() -> None:
         assert bystander.is_alive(), "a BaseException in start() stopped every actor"
     finally:
         bystander.stop()
+
+
+# -- the event dispatcher runs hostile user code -----------------------------------------
+
+
+class NamespaceEqRaises:
+    """A namespace equal only to itself, whose comparison with anything else
+    raises (a BaseException too)."""
+
+    def __init__(self, error: type[BaseException]) -> None:
+        self.error = error
+
+    def __hash__(self) -> int:
+        return 4242
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise self.error("namespace eq on purpose")
+
+
+class CopiesOnce(collections.UserList):  # type: ignore[type-arg]
+    """Metadata that copies once (the registry's own copy, in the caller's
+    thread), then raises on every later copy: the copy for an event."""
+
+    def __init__(self, data: Any, error: type[BaseException]) -> None:
+        super().__init__(data)
+        self.error = error
+        self.copies = 0
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        self.copies += 1
+        if self.copies > 1:
+            raise self.error("copy on purpose")
+        twin = CopiesOnce(list(self.data), self.error)
+        twin.copies = 1
+        return twin
+
+
+def _events_still_flow(registry: Registry, actors: Any) -> None:
+    """Another listener gets events and await_name wakes at once."""
+    seen: list[Any] = []
+    registry.subscribe(seen.append, namespace="after")
+    registry.register("after", "one", actors())
+    wait_until(lambda: len(seen) == 1, message="the dispatcher still delivers")
+    threading.Timer(0.05, registry.register, args=("after", "two", actors())).start()
+    started = time.monotonic()
+    registry.await_name("after", "two", timeout=10)
+    assert time.monotonic() - started < 5, "await_name waited out its deadline"
+    health = registry.health_check()
+    assert health.dispatcher_alive and health.status == "healthy", health.problems
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit, KeyboardInterrupt])
+def test_a_namespace_filter_whose_eq_raises_never_kills_the_dispatcher(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    hostile: list[Any] = []
+    registry.subscribe(hostile.append, namespace=NamespaceEqRaises(error))
+    registry.register(test_namespace(), "svc", actors())  # compared with the hostile filter
+    _events_still_flow(registry, actors)
+    assert hostile == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_replay_whose_metadata_copy_raises_never_kills_the_dispatcher(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    registry.register(ns, "bad", actors(), {"v": CopiesOnce([1], error)})
+    registry.register(ns, "good", actors(), {"v": 1})
+    replayed: list[Any] = []
+    registry.subscribe(replayed.append, namespace=ns, replay=True)
+    wait_until(lambda: [e.service for e in replayed] == ["good"],
+               message="the other entry is replayed, the hostile one left out")
+    registry.register(ns, "live", actors())
+    wait_until(lambda: [e.service for e in replayed] == ["good", "live"],
+               message="the live stream follows the replay")
+    _events_still_flow(registry, actors)
+
+
+def test_health_check_reports_a_dispatcher_that_stopped(registry: Registry) -> None:
+    from pykka_registry._events import _STOP
+
+    registry.subscribe(lambda event: None)
+    assert registry.health_check().dispatcher_alive
+    bus = registry._state.events
+    bus._queue.put(_STOP)  # the thread ends as if it had died
+    assert bus._thread is not None
+    bus._thread.join(5)
+    health = registry.health_check()
+    assert not health.dispatcher_alive
+    assert health.status == "unhealthy" and any("dispatcher" in p for p in health.problems)
+
+
+# -- BaseException from user code run in the server thread --------------------------------
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt, GeneratorExit, ValueError])
+def test_run_in_server_hands_any_exception_back_and_the_server_lives(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    bystander = actors()
+
+    def function(backend: Any) -> None:
+        raise error("from run_in_server on purpose")
+
+    with pytest.raises(error, match="on purpose"):
+        registry.run_in_server(function)
+    assert bystander.is_alive(), "a BaseException in the server stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0
+    assert registry.run_in_server(lambda backend: 42) == 42
+    registry.register(test_namespace(), "after", bystander)
+
+
+def test_a_submitted_call_raising_base_exception_is_logged_and_the_server_lives(
+    registry: Registry, actors: Any
+) -> None:
+    bystander = actors()
+    ran = threading.Event()
+
+    def submitted(state: Any) -> None:
+        ran.set()
+        raise SystemExit("from a submitted call on purpose")
+
+    registry._state.submit(submitted)
+    assert ran.wait(5)
+    registry.sync()
+    assert bystander.is_alive(), "a BaseException in the server stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0
+
+
+# -- copy first, then write: a raising call changed nothing ------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_write_whose_event_copy_raises_stores_nothing(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    seen: list[Any] = []
+    registry.subscribe(seen.append, namespace=ns)  # events are built: the copy runs
+    ref = actors()
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.register(ns, "svc", ref, {"v": CopiesOnce([1], error)})
+    assert registry.lookup(ns, "svc") is None, "the entry was stored though the call raised"
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.register_many(ns, [("a", ref), ("b", ref, {"v": CopiesOnce([1], error)})])
+    assert registry.list_services(ns) == []
+    registry.register(ns, "svc", ref, {"v": 1})
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.update_metadata(ns, "svc", {"v": CopiesOnce([2], error)})
+    assert registry.lookup_with_metadata(ns, "svc") == (ref, {"v": 1})
+    with pytest.raises((InvalidMetadataError, InvalidKeyError)):
+        registry.join(ns, "group", ref, {"v": CopiesOnce([3], error)})
+    assert registry.members(ns, "group") == []
+    registry.sync()
+    wait_until(lambda: len(seen) == 1, message="the one write that worked is published")
+    assert [type(e) for e in seen] == [Registered]
+    assert registry.running and registry.stats().server_restarts == 0
+
+
+def test_stop_namespace_refuses_a_namespace_that_cannot_be_compared_before_removing(
+    registry: Registry, actors: Any
+) -> None:
+    grouped = NamespaceEqRaises(RuntimeError)
+    named = NamespaceEqRaises(RuntimeError)  # same hash: collides with `grouped`
+    member, holder = actors(), actors()
+    registry.join(grouped, "group", member)
+    registry.register(named, "svc", holder)
+    with pytest.raises(InvalidKeyError, match="nothing was written"):
+        registry.stop_namespace(named, timeout=5)
+    assert registry.lookup(named, "svc") is holder and holder.is_alive()
+    assert registry.members(grouped, "group") == [member]
+
+
+class GroupsClearFails(MemoryBackend):
+    """A backend whose removal of a namespace's memberships fails midway."""
+
+    def clear_namespace_groups(self, namespace: Any) -> list[Any]:
+        raise SystemExit("clear_namespace_groups on purpose")
+
+
+def test_stop_namespace_failing_midway_says_what_it_did(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(backend=GroupsClearFails) as registry:
+        seen: list[Any] = []
+        registry.subscribe(seen.append, namespace=ns)
+        holder, member = actors(), actors()
+        registry.register(ns, "svc", holder)
+        registry.join(ns, "group", member)
+        with pytest.raises(InvalidKeyError, match=r"removed 1 name\(s\) and told 1 actor"):
+            registry.stop_namespace(ns, timeout=5)
+        assert registry.lookup(ns, "svc") is None
+        assert not holder.is_alive(), "the actor whose name was removed was not stopped"
+        wait_until(lambda: any(getattr(e, "service", None) == "svc" for e in seen),
+                   message="the removed name's Unregistered event is published")
+        assert registry.running and registry.stats().server_restarts == 0
+
+
+# -- await_name keeps to its own deadline; sync(timeout=0) ----------------------------
+
+
+def test_await_name_keeps_to_its_timeout_when_the_server_is_busy(actors: Any) -> None:
+    from pykka_registry.testing import holding_server
+
+    with Registry.start(call_timeout=5.0) as registry:
+        with holding_server(registry):  # the subscribe await_name sends waits behind it
+            for timeout in (0.2, 0):
+                started = time.monotonic()
+                with pytest.raises(RegistryTimeoutError):
+                    registry.await_name("ns", "never", timeout=timeout)
+                took = time.monotonic() - started
+                assert took < timeout + 1.0, f"await_name(timeout={timeout}) took {took:.2f}s"
+        assert registry.running
+        ref = actors()
+        threading.Timer(0.05, registry.register, args=("ns", "later", ref)).start()
+        assert registry.await_name("ns", "later", timeout=5) is ref
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_sync_with_a_zero_timeout_is_refused_at_once(busy: bool) -> None:
+    from pykka_registry.testing import holding_server
+
+    with Registry.start(call_timeout=5.0) as registry:
+        if busy:
+            with holding_server(registry):
+                started = time.monotonic()
+                with pytest.raises(InvalidTimeoutError):
+                    registry.sync(timeout=0)
+        else:
+            started = time.monotonic()
+            with pytest.raises(InvalidTimeoutError):
+                registry.sync(timeout=0)
+        assert time.monotonic() - started < 1.0
+        registry.sync(timeout=5)
+
+
+# -- BaseException from a key or a metadata value in the caller's thread -----------------
+
+
+@pytest.mark.parametrize("error", [SystemExit, GeneratorExit])
+def test_a_key_whose_hash_raises_base_exception_gets_invalid_key_error(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    bad = HashRaises(error)
+    ref = actors()
+    calls = [
+        lambda: registry.register("ns", bad, ref),
+        lambda: registry.register(bad, "svc", ref),
+        lambda: registry.lookup("ns", bad),
+        lambda: registry.lookup(bad, "svc"),
+        lambda: registry.lookup_with_metadata("ns", bad),
+        lambda: registry.unregister("ns", bad),
+        lambda: registry.count(bad),
+        lambda: registry.list_services(bad),
+        lambda: registry.match(bad, {}),
+        lambda: registry.members(bad, "g"),
+        lambda: registry.register_many("ns", [("ok", ref), (bad, ref)]),
+        lambda: registry.await_name("ns", bad, timeout=0.1),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert registry.count() == 0 and registry.running
+
+
+def test_keyboard_interrupt_from_a_key_in_the_callers_thread_passes_through(
+    registry: Registry, actors: Any
+) -> None:
+    bad = HashRaises(KeyboardInterrupt)
+    for call in (lambda: registry.lookup("ns", bad),
+                 lambda: registry.register("ns", bad, actors())):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    assert registry.count() == 0 and registry.running
+
+
+def test_reads_of_a_namespace_that_cannot_be_compared_get_invalid_key_error(
+    registry: Registry, actors: Any
+) -> None:
+    stored, other = NamespaceEqRaises(SystemExit), NamespaceEqRaises(SystemExit)  # one hash
+    registry.register(stored, "svc", actors())
+    registry.join(stored, "g", actors())
+    for call in (lambda: registry.list_services(other), lambda: registry.match(other, {}),
+                 lambda: registry.find_services_by_metadata(other, lambda m: True),
+                 lambda: registry.groups(other), lambda: registry.match_members(other, "g", {})):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert registry.list_services(stored) == ["svc"]
+
+
+@pytest.mark.parametrize("error", [SystemExit, GeneratorExit, RuntimeError])
+def test_a_stored_value_whose_eq_raises_base_exception_does_not_match(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    registry.register(ns, "hostile", actors(), {"k": EqRaises(error), "tags": [EqRaises(error)]})
+    registry.register(ns, "plain", actors(), {"k": 1, "tags": [1]})
+    for criteria in ({"k": 1}, {"tags": 1}, {"k": "x"}):
+        assert [s for s, _, _ in registry.match(ns, criteria)] in (["plain"], [])
+    assert [s for s, _, _ in registry.match(ns, {"k": 1})] == ["plain"]
+    assert registry.running
+
+
+# -- the index and values whose hash is inconsistent with their __eq__ --------------------
+
+
+class DriftingHash:
+    """Equal only to itself, with a new hash at every call."""
+
+    counter = itertools.count()
+
+    def __hash__(self) -> int:
+        return next(DriftingHash.counter)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+
+def test_a_value_whose_hash_drifts_leaves_no_stale_index_term(actors: Any) -> None:
+    ns = test_namespace()
+    with Registry.start(backend=IndexedBackend) as registry:
+        backend = registry.backend
+        assert isinstance(backend, IndexedBackend)
+        ref, member = actors(), actors()
+        metadata = {"v": DriftingHash(), "tags": [DriftingHash(), 1, 1], "role": "x"}
+        registry.register(ns, "a", ref, metadata)
+        registry.register(ns, "b", actors(), {"role": "x"})
+        assert sorted(s for s, _, _ in registry.match(ns, {"role": "x"})) == ["a", "b"]
+        registry.update_metadata(ns, "a", {"v": DriftingHash(), "role": "x"})
+        assert sorted(s for s, _, _ in registry.match(ns, {"role": "x"})) == ["a", "b"]
+        registry.unregister(ns, "a")
+        registry.unregister(ns, "b")
+        assert backend.index_size() == 0, "a stale index term was left behind"
+        registry.register(ns, "c", ref, {"v": DriftingHash()})
+        ref.stop(block=True)  # removed in the dying actor's thread
+        assert backend.index_size() == 0, "a stale index term was left behind"
+        registry.join(ns, "g", member, {"v": DriftingHash(), "role": "m"})
+        assert registry.match_members(ns, "g", {"role": "m"})[0][0] is member
+        registry.leave(ns, "g", member)
+        assert backend._member_index == {}, "a stale member index term was left behind"
+
+
+def test_a_hostile_repr_in_a_server_error_message_keeps_the_right_error(
+    registry: Registry, actors: Any
+) -> None:
+    from pykka_registry import ActorNotAliveError
+
+    dead = actors()
+    dead.stop(block=True)
+    with pytest.raises(ActorNotAliveError):
+        registry.register_many(test_namespace(), [(ReprRaises(), dead)])
+    assert registry.running and registry.stats().server_restarts == 0
+
+
+@pytest.mark.parametrize("error", [SystemExit, RuntimeError])
+def test_group_via_with_a_hostile_group_key_gets_invalid_key_error(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    ns = test_namespace()
+    stored, other = NamespaceEqRaises(error), NamespaceEqRaises(error)  # one hash
+    registry.join(ns, stored, actors())
+    with pytest.raises(InvalidKeyError):
+        registry.group_via(ns, other).tell("x")
+    with pytest.raises(InvalidKeyError):
+        registry.group_via(ns, stored, "hash").tell("x", key=HashRaises(error))
+    assert registry.running and len(registry.members(ns, stored)) == 1

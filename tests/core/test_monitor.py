@@ -229,3 +229,19 @@ def test_base_exception_in_a_handler_fires_every_monitor() -> None:
     assert doomed_events.fired.wait(5) and bystander_events.fired.wait(5)
     assert isinstance(doomed_events.events[0].reason, Fatal)
     assert bystander_events.events[0].reason is None  # stopped by stop_all: a normal stop
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_a_callback_raising_base_exception_does_not_skip_the_others(
+    error: type[BaseException]
+) -> None:
+    ref = Echo.start()
+    kept = Recorder()
+
+    def broken(event: DownEvent) -> None:
+        raise error("callback on purpose")
+
+    monitor(ref, broken)
+    monitor(ref, kept)
+    ref.stop(block=True)
+    assert kept.fired.wait(5), "a BaseException in one callback skipped the next"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pykka_registry import (
     AlreadyRegisteredError,
     ChildSpec,
     DownEvent,
+    InvalidTimeoutError,
     Registry,
     RestartIntensityExceeded,
     Supervisor,
@@ -21,6 +23,7 @@ from pykka_registry import (
     monitor,
     test_namespace,
 )
+from pykka_registry._timeouts import MAX_TIMEOUT_S
 from pykka_registry.testing import Echo, wait_until
 
 
@@ -471,3 +474,88 @@ def test_a_start_function_knows_its_tree_and_a_tree_aware_one_is_told_its_id() -
     with Supervisor.start([ChildSpec("aware", TreeAware())]) as sup:
         assert seen == [("told", sup, "aware"), ("started", sup)]
     assert current_supervisor() is None
+
+
+# -- settings are checked at the boundary, by the package's timeout rule ----------------
+
+
+BAD_SECONDS = [math.nan, -1, 0, "1", True, None]
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS, ids=repr)
+def test_bad_shutdown_is_refused_when_the_spec_is_made(bad: Any) -> None:
+    with pytest.raises(InvalidTimeoutError):
+        ChildSpec(id="a", start=Echo.start, shutdown=bad)
+
+
+@pytest.mark.parametrize("setting", ["max_seconds", "call_timeout"])
+@pytest.mark.parametrize("bad", BAD_SECONDS, ids=repr)
+def test_bad_supervisor_seconds_are_refused_before_anything_starts(
+    setting: str, bad: Any
+) -> None:
+    started: list[Any] = []
+
+    def start() -> Any:
+        started.append(1)
+        return Echo.start()
+
+    before = len(pykka.ActorRegistry.get_all())
+    with pytest.raises(InvalidTimeoutError):
+        Supervisor.start([ChildSpec(id="a", start=start)], **{setting: bad})
+    assert started == [] and len(pykka.ActorRegistry.get_all()) == before
+    if setting == "max_seconds":
+        with pytest.raises(InvalidTimeoutError):
+            Registry.start(max_seconds=bad)
+
+
+@pytest.mark.parametrize("bad", [True, -1, 1.5, "1"], ids=repr)
+def test_bad_max_restarts_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        Supervisor.start([], max_restarts=bad)
+
+
+def test_infinite_supervisor_seconds_are_clamped() -> None:
+    spec = ChildSpec(id="a", start=Echo.start, shutdown=math.inf)
+    assert spec.shutdown == MAX_TIMEOUT_S
+    with Supervisor.start([spec], max_seconds=math.inf, call_timeout=math.inf) as sup:
+        assert sup.call_timeout == MAX_TIMEOUT_S
+        assert sup.snapshot(timeout=5).max_seconds == MAX_TIMEOUT_S
+        sup.terminate_child("a", timeout=math.inf)
+        with pytest.raises(InvalidTimeoutError):
+            sup.terminate_child("a", timeout=math.nan)
+
+
+class IdEqRaises:
+    """A child id that hashes and equals itself, and raises when compared
+    with any other id (a BaseException: in the supervisor's thread)."""
+
+    def __hash__(self) -> int:
+        return 17
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise SystemExit("child id eq on purpose")
+
+
+def test_a_child_id_whose_eq_raises_never_stops_every_actor() -> None:
+    bystander = Echo.start()
+    try:
+        with Supervisor.start([ChildSpec(id=IdEqRaises(), start=Echo.start),
+                               ChildSpec(id="plain", start=Echo.start)]) as sup:
+            with pytest.raises(SupervisorError, match="SystemExit"):
+                sup.terminate_child("plain")  # compared with the hostile id first
+            assert bystander.is_alive(), "a BaseException in a supervisor stopped every actor"
+            assert sup.is_alive() and len(sup.which_children()) == 2
+    finally:
+        bystander.stop()
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_child_id_whose_hash_raises_is_a_type_error(error: type[BaseException]) -> None:
+    class HashRaises:
+        def __hash__(self) -> int:
+            raise error("hash on purpose")
+
+    with pytest.raises(TypeError, match="hashable"):
+        ChildSpec(id=HashRaises(), start=Echo.start)
