@@ -1,0 +1,209 @@
+"""RedisBackend and ``ls`` against hostile values written straight into Redis:
+records whose strings are not valid Unicode or whose metadata holds NaN,
+stray lease and info keys, shared keys of the wrong type, far-future and
+exhausted stream ids in the group feed and in inboxes, a node id reused while
+its old owner was paused, and what a stopped node leaves behind.
+
+Every test starts from a real redis-server on a free loopback port
+(``tests/redis/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis_helpers import Factory, redis_nodes, wait_for
+from redis_server import RedisServer, unique_prefix
+
+from pykka_registry._inspect import list_groups, list_names
+from pykka_registry._inspect import main as ls_main
+
+SECRET = "a hostile-data-suite secret, long enough"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix("h")
+
+
+@pytest.fixture
+def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
+    with redis_nodes(redis_url, prefix, secret=SECRET) as make:
+        yield make
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[Any]:
+    c = redis_server.client()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` parsed as JSON that any reader accepts: no NaN, and
+    encodable as UTF-8 (no lone surrogate)."""
+    text.encode("utf-8")
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in the output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _ls(url: str, prefix: str, *extra: str) -> tuple[int, Any, str]:
+    out, err = io.StringIO(), io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stderr(err):
+        status = ls_main(["--redis", url, "--prefix", prefix, "--json", *extra], out=out)
+    return status, (_strict_json(out.getvalue()) if status == 0 else None), err.getvalue()
+
+
+def _record(client: Any, prefix: str, service: str, meta: str, node: str = "evil",
+            cls: str = "C", tok: int = 1) -> None:
+    """A name record of the fake live node ``node`` (its lease: ``i1``)."""
+    kjson = json.dumps(["ns", service], separators=(",", ":"))
+    key = f"{prefix}:name:{kjson}"
+    client.hset(key, mapping={"k": kjson, "node": node, "inc": "i1", "tok": tok, "rev": tok,
+                              "urn": f"urn-{service}", "cls": cls, "meta": meta})
+    client.sadd(f"{prefix}:names", key)
+    client.set(f"{prefix}:node:{node}", "i1", px=60_000)
+
+
+# A string that is not valid Unicode cannot be written as UTF-8 (json.loads of
+# the escape gives a lone surrogate); NaN and Infinity are not JSON.
+HOSTILE_META = {
+    "lone surrogate value": '{"a": "\\ud800"}',
+    "lone surrogate key": '{"\\udc00": 1}',
+    "NaN": '{"a": NaN}',
+    "Infinity": '{"a": [1, -Infinity]}',
+    "a 5000-digit int": '{"a": ' + "9" * 5000 + "}",
+}
+
+
+@pytest.mark.parametrize("meta", list(HOSTILE_META.values()), ids=list(HOSTILE_META))
+def test_a_name_record_with_unprintable_metadata_is_skipped_by_ls_and_nodes(
+    nodes: Factory, client: Any, redis_url: str, prefix: str, meta: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _record(client, prefix, "ok", "{}")
+    _record(client, prefix, "bad", meta, tok=2)
+    status, rows, err = _ls(redis_url, prefix)
+    assert status == 0
+    assert [r["service"] for r in rows] == ["ok"]
+    assert "bad" in err and "warning" in err
+    with caplog.at_level(logging.WARNING, logger="pykka_registry.redis"):
+        b = nodes()  # the snapshot reader skips it too
+    assert b.list_services("ns") == ["ok"]
+    assert any("malformed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_name_record_with_a_lone_surrogate_in_a_text_field_is_skipped(
+    nodes: Factory, client: Any, redis_url: str, prefix: str
+) -> None:
+    _record(client, prefix, "ok", "{}")
+    # in the stored hash the field is bytes: invalid UTF-8 (an encoded surrogate)
+    _record(client, prefix, "bad", "{}", tok=2)
+    client.hset(f'{prefix}:name:["ns","bad"]', "cls", b"C\xed\xa0\x80")
+    status, rows, _err = _ls(redis_url, prefix)
+    assert status == 0 and [r["service"] for r in rows] == ["ok"]
+    assert nodes().list_services("ns") == ["ok"]
+
+
+def test_a_feed_event_with_a_lone_surrogate_is_skipped_alone(
+    nodes: Factory, client: Any, prefix: str
+) -> None:
+    b = nodes()
+    seq = client.incr(f"{prefix}:seq")
+    client.set(f"{prefix}:node:evil", "i1", px=60_000)
+    bad = {"op": "set", "k": '["ns","bad"]', "node": "evil", "inc": "i1", "tok": seq,
+           "urn": "u1", "cls": "C\ud800", "meta": "{}"}
+    # json.dumps writes the lone surrogate as the escape \ud800 (valid ASCII)
+    client.xadd(f"{prefix}:events", {"s": seq, "e": json.dumps(bad)})
+    seq = client.incr(f"{prefix}:seq")
+    good = dict(bad, k='["ns","good"]', tok=seq, cls="C", urn="u2")
+    client.xadd(f"{prefix}:events", {"s": seq, "e": json.dumps(good)})
+    wait_for(lambda: b.list_services("ns") == ["good"], 5.0, "the good event applied")
+    assert b.list_services("ns") == ["good"]
+
+
+@pytest.mark.parametrize("meta", ['{"x": NaN}', '{"x": "\\ud800"}'], ids=["NaN", "surrogate"])
+def test_a_group_record_with_unprintable_metadata_is_skipped(
+    nodes: Factory, client: Any, redis_url: str, prefix: str, meta: str
+) -> None:
+    client.set(f"{prefix}:node:evil", "i1", px=60_000)
+    client.sadd(f"{prefix}:gnodes", "evil")
+    for urn, m in (("u1", "{}"), ("u2", meta)):
+        client.hset(f"{prefix}:gmem:evil", f'{urn} ["ns","g"]', json.dumps(
+            {"node": "evil", "inc": "i1", "k": '["ns","g"]', "urn": urn, "cls": "C",
+             "meta": m, "n": 1, "s": 1}))
+    status, members, err = _ls(redis_url, prefix, "--groups")
+    assert status == 0 and [m["urn"] for m in members] == ["u1"]
+    assert "u2" in err
+    b = nodes()
+    assert [ref.actor_urn for ref in b.members("ns", "g")] == ["u1"]
+
+
+# -- stray lease and info keys -----------------------------------------------------------
+
+
+def _lease_hash(client: Any, prefix: str) -> None:
+    client.delete(f"{prefix}:node:evil")
+    client.hset(f"{prefix}:node:evil", "a", 1)
+
+
+STRAY = {
+    "a lease key that is a hash": _lease_hash,
+    "an info key that is a hash": lambda c, p: c.hset(f"{p}:nodeinfo:evil", "a", 1),
+    "an info record nested too deep": lambda c, p: c.set(f"{p}:nodeinfo:evil", "[" * 100_000),
+    "an info record with a NaN ttl": lambda c, p: c.set(f"{p}:nodeinfo:evil",
+                                                        '{"ttl_ms": NaN}'),
+}
+
+
+@pytest.mark.parametrize("spoil", list(STRAY.values()), ids=list(STRAY))
+def test_a_stray_lease_or_info_key_is_skipped_alone_by_ls(
+    nodes: Factory, client: Any, redis_url: str, prefix: str, spoil: Any
+) -> None:
+    a = nodes()
+    from redis_helpers import recorders
+
+    with recorders() as start:
+        a.register("ns", "mine", start("a"))
+        a.join("ns", "g", start("b"))
+        _record(client, prefix, "theirs", "{}")
+        client.sadd(f"{prefix}:gnodes", "evil")
+        spoil(client, prefix)
+        status, rows, err = _ls(redis_url, prefix)
+        assert status == 0, err
+        assert "mine" in [r["service"] for r in rows]
+        mine = next(r for r in rows if r["service"] == "mine")
+        assert isinstance(mine["lease_age_s"], float)
+        assert "evil" in err
+        status, members, err = _ls(redis_url, prefix, "--groups")
+        assert status == 0, err
+        assert [m["group"] for m in members] == ["g"]
+
+
+@pytest.mark.parametrize("key", ["names", "gnodes"])
+def test_a_shared_set_of_the_wrong_type_is_reported_not_fatal_to_ls(
+    client: Any, redis_url: str, prefix: str, key: str
+) -> None:
+    _record(client, prefix, "ok", "{}")
+    client.sadd(f"{prefix}:gnodes", "evil")
+    client.delete(f"{prefix}:{key}")
+    client.set(f"{prefix}:{key}", "not a set")
+    names = list_names(client, prefix, warn=lambda m: None)
+    groups = list_groups(client, prefix, warn=lambda m: None)
+    assert names == ([] if key == "names" else names) and groups == []
+    for extra in ((), ("--groups",)):
+        status, _rows, err = _ls(redis_url, prefix, *extra)
+        assert status == 0
+    assert f"{prefix}:{key}" in err or key == "names"
