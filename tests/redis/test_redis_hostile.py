@@ -207,3 +207,48 @@ def test_a_shared_set_of_the_wrong_type_is_reported_not_fatal_to_ls(
         status, _rows, err = _ls(redis_url, prefix, *extra)
         assert status == 0
     assert f"{prefix}:{key}" in err or key == "names"
+
+
+# -- wording: refused vs out of reach ----------------------------------------------------
+
+
+def test_an_error_reply_says_refused_and_a_dead_port_says_out_of_reach(
+    fresh_redis: RedisServer, prefix: str
+) -> None:
+    import socket
+
+    from redis_helpers import recorders
+
+    from pykka_registry import Registry, RegistryUnavailableError
+    from pykka_registry.backends.redis import RedisBackend
+
+    def start(url: str) -> Registry:
+        return Registry.start(backend=RedisBackend, backend_opts={
+            "url": url, "prefix": prefix, "lease_ttl": 1.0, "secret": SECRET},
+            call_timeout=2.0)
+
+    with redis_nodes(fresh_redis.url, prefix, secret=SECRET) as make, recorders() as actor:
+        a = make()
+        ref = actor("a")
+        a.register("ns", "x", ref)
+        client = fresh_redis.client()
+        try:
+            client.config_set("maxmemory", 1)  # every write is refused (OOM)
+            for call in (lambda: a.register("ns", "y", ref), lambda: a.join("ns", "g", ref)):
+                with pytest.raises(RegistryUnavailableError) as caught:
+                    call()
+                assert "refused: OOM" in str(caught.value), str(caught.value)
+                assert "out of reach" not in str(caught.value)
+            with pytest.raises(RegistryUnavailableError) as caught:
+                start(fresh_redis.url)
+            assert "refused: OOM" in str(caught.value), str(caught.value)
+        finally:
+            client.config_set("maxmemory", 0)
+            client.close()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(RegistryUnavailableError) as caught:
+        start(f"redis://127.0.0.1:{port}/0")
+    assert "out of reach" in str(caught.value) and "refused:" not in str(caught.value)

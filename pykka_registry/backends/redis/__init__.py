@@ -147,6 +147,7 @@ from pykka_registry.backends.redis._schema import key_problem as _key_problem
 from pykka_registry.backends.redis._schema import parse_record as parse_record
 from pykka_registry.backends.redis._schema import text as _text
 from pykka_registry.backends.redis._store import BLOCK_MS, RedisError, Store
+from pykka_registry.backends.redis._store import describe as _describe
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -359,7 +360,8 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         Runs in the caller's thread (``Registry.start``).
 
         Raises:
-            RegistryUnavailableError: Redis is out of reach.
+            RegistryUnavailableError: Redis is out of reach, or refused
+                (the message says which: ``refused: <reply>``).
             ValueError: another live node uses ``node_id``.
         """
         if self._started:
@@ -392,7 +394,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         except RedisError as error:
             store.close_clients()
             raise RegistryUnavailableError(
-                f"cannot reach Redis at {safe_url(self.url)}: {error}"
+                f"cannot start: Redis at {safe_url(self.url)} {_describe(error)}"
             ) from error
         except BaseException:
             store.close_clients()

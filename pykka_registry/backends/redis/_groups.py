@@ -571,7 +571,9 @@ class RedisGroups:
         return self._ctx.unlocked()
 
     def _unavailable(self, error: BaseException, what: str) -> RegistryUnavailableError:
-        return RegistryUnavailableError(f"{what}: Redis refused or is out of reach ({error})")
+        from pykka_registry.backends.redis._store import describe
+
+        return RegistryUnavailableError(f"{what}: Redis {describe(error)}")
 
     def join(self, member: Member) -> Optional[Member]:
         """Join in Redis (one ``GJOIN``, the write lock released), then in

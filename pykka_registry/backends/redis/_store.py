@@ -12,10 +12,12 @@ Guarantees
   :data:`BLOCK_MS` more) and no retries of its own: a call fails within its
   timeout.
 * **One error map.** :meth:`Store.failure` is the only place where a Redis
-  error becomes a :class:`RegistryUnavailableError`: an error *reply*
-  (``maxmemory``, a read-only replica, an ACL refusal) is reported as a
-  refusal and keeps ``health()`` degraded until a write succeeds
-  (:meth:`Store.write_ok`); any other error means Redis is out of reach.
+  error becomes a :class:`RegistryUnavailableError` (:func:`describe` words
+  it): an error *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``, ``NOSCRIPT``,
+  an ACL or password refusal, ``LOADING``) says ``refused: <the reply>`` and
+  keeps ``health()`` degraded until a write succeeds
+  (:meth:`Store.write_ok`); only a connection failure or a timeout says
+  Redis is *out of reach*.
   :meth:`Store.note` records an error for ``health()`` the same way, for
   the threads that do not raise.
 * **Leases.** :meth:`Store.take_lease` takes a new incarnation (refused if
@@ -47,13 +49,48 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
         "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
     ) from _error
 
-__all__ = ["BLOCK_MS", "RedisError", "Store"]
+__all__ = ["BLOCK_MS", "RedisError", "Store", "describe", "refused"]
 
 BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
 _REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
 
 #: What every Redis call may raise (re-exported so that callers need not import redis).
 RedisError = redis.RedisError
+
+#: Errors that mean Redis answered, with a refusal: redis-py makes a password
+#: refusal and a server still loading its data connection errors, but Redis
+#: did answer them.
+_REFUSALS: tuple[type[BaseException], ...] = (
+    redis.ResponseError, redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError, redis.exceptions.BusyLoadingError)
+
+
+def refused(error: BaseException) -> bool:
+    """True if ``error`` is Redis's error reply (a refusal), False if Redis
+    could not be reached (connection failure, timeout)."""
+    return isinstance(error, _REFUSALS)
+
+
+#: The reply codes redis-py strips from the message of its own error classes
+#: (put back: ``OOM`` says more than "command not allowed...").
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (redis.exceptions.OutOfMemoryError, "OOM"), (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.NoScriptError, "NOSCRIPT"), (redis.exceptions.NoPermissionError, "NOPERM"),
+    (redis.exceptions.ExecAbortError, "EXECABORT"),
+    (redis.exceptions.BusyLoadingError, "LOADING"))
+
+
+def describe(error: BaseException) -> str:
+    """``"refused: <reply>"`` for an error reply, else ``"is out of reach
+    (<error>)"``: the end of a sentence that starts "Redis at URL "."""
+    if refused(error):
+        reply = str(error)
+        for kind, code in _CODES:
+            if isinstance(error, kind) and not reply.startswith(code):
+                reply = f"{code} {reply}"
+                break
+        return f"refused: {reply}"
+    return f"is out of reach ({type(error).__name__}: {error})"
 
 
 class Store:
@@ -118,16 +155,12 @@ class Store:
         """The error a failed call raises (see the module docstring), noted
         for ``health()``."""
         self.note(error)
-        if isinstance(error, redis.ResponseError):
-            return RegistryUnavailableError(
-                f"{what}: Redis at {safe_url(self.url)} refused the write ({error})")
-        return RegistryUnavailableError(
-            f"{what}: Redis at {safe_url(self.url)} is out of reach ({error})"
-        )
+        return RegistryUnavailableError(f"{what}: Redis at {safe_url(self.url)} "
+                                        f"{describe(error)}")
 
     def note(self, error: BaseException) -> None:
         """Record ``error`` for ``health()``: a refused write, or Redis out of reach."""
-        if isinstance(error, redis.ResponseError):
+        if refused(error):
             self.write_error = f"{type(error).__name__}: {error}"
             return
         self.connected = False
