@@ -252,3 +252,32 @@ def test_an_error_reply_says_refused_and_a_dead_port_says_out_of_reach(
     with pytest.raises(RegistryUnavailableError) as caught:
         start(f"redis://127.0.0.1:{port}/0")
     assert "out of reach" in str(caught.value) and "refused:" not in str(caught.value)
+
+
+# -- no default server ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opts", [{}, {"url": None}, {"url": ""}, {"url": 6379},
+                                  {"url": "localhost:6379"}, {"url": "http://x:pw@h/0"}],
+                         ids=["absent", "None", "empty", "an int", "no scheme", "http"])
+def test_the_redis_backend_needs_a_url_and_connects_nowhere_without_one(
+    opts: dict[str, Any], monkeypatch: Any
+) -> None:
+    import redis
+
+    from pykka_registry import Registry
+    from pykka_registry.backends.redis import InvalidRedisUrlError
+
+    def no_connection(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a connection was made")
+
+    monkeypatch.setattr(redis.Redis, "from_url", no_connection)
+    for backend in ("redis", None):
+        from pykka_registry.backends.redis import RedisBackend
+
+        with pytest.raises(InvalidRedisUrlError) as caught:
+            Registry.start(backend=backend or RedisBackend,
+                           backend_opts={"prefix": "p", "secret": SECRET, **opts})
+        assert isinstance(caught.value, ValueError)
+        assert "url" in str(caught.value)
+        assert "pw" not in str(caught.value)

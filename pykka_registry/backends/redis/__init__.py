@@ -7,6 +7,10 @@ Requires redis-py (``pip install "pykka-registry[redis]"``)::
         "node_id": None, "lease_ttl": 5.0,
     })
 
+``url`` is required: without one :class:`InvalidRedisUrlError` (a
+``ValueError``) is raised and nothing connects (a library never talks to a
+server its user did not name).
+
 Every registry started on this backend is a *node*: it holds one lease key in
 Redis, refreshed every ``lease_ttl / 3``, and its names are valid only while
 that lease lives. See ``docs/redis.md`` for the full story; in short:
@@ -111,6 +115,7 @@ from pykka_registry._errors import (
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidRedisUrlError,
     InvalidSecretError,
     NotHeldHereError,
     NotRegisteredError,
@@ -153,6 +158,7 @@ __all__ = [
     "MAX_KEY_DEPTH",
     "MAX_METADATA_DEPTH",
     "MIN_SECRET_BYTES",
+    "InvalidRedisUrlError",
     "InvalidSecretError",
     "NotHeldHereError",
     "RedisBackend",
@@ -190,13 +196,36 @@ def _warn_unsigned_once(message: str) -> None:
     warnings.warn(message, UnsignedMessagesWarning, stacklevel=level)
 
 
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _checked_url(url: Any) -> str:
+    """``url`` if it is a URL redis-py takes, else :class:`InvalidRedisUrlError`."""
+    if url is None or url == "":
+        raise InvalidRedisUrlError(
+            "the redis backend needs the URL of the Redis server to use: "
+            "Registry.start(backend='redis', backend_opts={'url': 'redis://HOST:6379/0', ...}) "
+            "(there is no default server)")
+    if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+        try:
+            shown = safe_url(url) if isinstance(url, str) else _brief(url)
+        except ValueError:  # not even a URL: it may hold a password, not shown
+            shown = "a text that is not a URL"
+        raise InvalidRedisUrlError(
+            f"backend_opts 'url' must be a str starting with one of {', '.join(_URL_SCHEMES)}; "
+            f"got {shown}")
+    return url
+
+
 class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     """Names shared through Redis; see the module docstring.
 
     Options (``backend_opts``):
 
-    * ``url``: redis-py URL (``redis://``, ``rediss://`` for TLS, ``unix://``;
-      ACL user and password as ``redis://user:password@host:port/db``).
+    * ``url`` (required: no default): redis-py URL (``redis://``,
+      ``rediss://`` for TLS, ``unix://``; ACL user and password as
+      ``redis://user:password@host:port/db``). Missing, empty or of another
+      scheme: :class:`InvalidRedisUrlError`.
     * ``prefix``: every key this backend writes starts with it; processes
       sharing ``url`` and ``prefix`` share one name space.
     * ``node_id``: this node's name (default ``host:pid:random``); must be
@@ -228,7 +257,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: Optional[str] = None,
         prefix: str = "pykka_registry",
         node_id: Optional[str] = None,
         lease_ttl: float = 5.0,
@@ -239,6 +268,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         max_message_age: float = 120.0,
         redis_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        url = _checked_url(url)
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
         if not lease_ttl > 0.05:
