@@ -281,3 +281,36 @@ def test_the_redis_backend_needs_a_url_and_connects_nowhere_without_one(
         assert isinstance(caught.value, ValueError)
         assert "url" in str(caught.value)
         assert "pw" not in str(caught.value)
+
+
+# -- the group change feed: far-future and exhausted stream ids ---------------------------
+
+
+@pytest.mark.parametrize("stream_id", ["99999999999999-0",
+                                       "18446744073709551615-18446744073709551615"],
+                         ids=["far future", "the last id"])
+def test_a_far_future_group_stream_id_does_not_wedge_joins_and_leaves(
+    nodes: Factory, client: Any, prefix: str, stream_id: str
+) -> None:
+    import time
+
+    from redis_helpers import recorders
+
+    a, b = nodes(), nodes()
+    with recorders() as start:
+        first = start("first")
+        a.join("ns", "g", first)
+        wait_for(lambda: len(b.members("ns", "g")) == 1, message="b follows the group feed")
+        client.xadd(f"{prefix}:gevents", {"e": b"{}"}, id=stream_id)
+        refs = [start(str(i)) for i in range(5)]
+        for ref in refs:
+            a.join("ns", "g", ref)  # must not fail
+        wait_for(lambda: len(b.members("ns", "g")) == 6, 10.0, "b sees every join")
+        resyncs = b.backend._groups.resyncs  # type: ignore[attr-defined]
+        time.sleep(1.0)  # measuring a rate: nothing to wait for but time
+        assert b.backend._groups.resyncs - resyncs <= 2  # type: ignore[attr-defined]
+        a.leave("ns", "g", first)
+        wait_for(lambda: len(b.members("ns", "g")) == 5, 10.0, "and every leave")
+        health = b.backend.health()  # type: ignore[attr-defined]
+        assert health["status"] == "degraded"
+        assert any("groups: change feed" in p for p in health["problems"]), health

@@ -363,7 +363,7 @@ def _read_metadata(raw: Mapping[str, Any]) -> dict[Any, Any]:
     try:
         # what a write would refuse (a lone surrogate, a huge int) is refused
         # here too: a reader (``ls``, a JSON dump) could not print it
-        return copy_metadata(_json_object(metadata, "meta"))
+        return _json_object(copy_metadata(metadata), "meta")
     except InvalidMetadataError as error:
         raise ValueError(f"metadata: {error}") from None
 
