@@ -314,3 +314,49 @@ def test_a_far_future_group_stream_id_does_not_wedge_joins_and_leaves(
         health = b.backend.health()  # type: ignore[attr-defined]
         assert health["status"] == "degraded"
         assert any("groups: change feed" in p for p in health["problems"]), health
+
+
+# -- inboxes: far-future and exhausted ids, wrong types; what a stop leaves -----------------
+
+
+def _spoil_inbox(client: Any, key: str, how: str) -> None:
+    if how == "a string":
+        client.delete(key)
+        client.set(key, "not a stream")
+    else:
+        client.xadd(key, {"m": b"junk"}, id=how)
+
+
+@pytest.mark.parametrize("how", ["99999999999999-0",
+                                 "18446744073709551615-18446744073709551615", "a string"],
+                         ids=["far future", "the last id", "a string"])
+def test_a_spoilt_inbox_does_not_wedge_delivery_and_a_stop_leaves_no_key(
+    nodes: Factory, client: Any, prefix: str, how: str
+) -> None:
+    from redis_helpers import recorders
+
+    a, b = nodes(), nodes()
+    a_id = a.backend.node_id  # type: ignore[attr-defined]
+    with recorders() as start:
+        a.register("ns", "x", start("a"))
+        a.join("ns", "g", start("m"))
+        remote = wait_for(lambda: b.lookup("ns", "x"), message="b sees a's name")
+        assert remote.ask("hi", timeout=5)[0] == "echo"
+        _spoil_inbox(client, f"{prefix}:inbox:{a_id}", how)
+        for i in range(3):  # delivery goes on (the first may be lost with a replaced inbox)
+            message = f"m{i}"
+            answer = wait_for(lambda m=message: _try_ask(remote, m), 10.0, "an answer")
+            assert answer[0] == "echo"
+        remote.tell("told")
+        a.stop()
+        left = [k.decode() for k in client.scan_iter(match=f"{prefix}:*") if a_id.encode() in k]
+        assert left == []
+        b.stop()
+        assert list(client.scan_iter(match=f"{prefix}:*")) == []
+
+
+def _try_ask(ref: Any, message: str) -> Any:
+    try:
+        return ref.ask(message, timeout=1.0)
+    except Exception:  # a timeout while the inbox is replaced: ask again
+        return None

@@ -153,6 +153,7 @@ from pykka_registry.backends.redis._schema import parse_record as parse_record
 from pykka_registry.backends.redis._schema import text as _text
 from pykka_registry.backends.redis._store import BLOCK_MS, RedisError, Store
 from pykka_registry.backends.redis._store import describe as _describe
+from pykka_registry.backends.redis._store import refused as _refused
 
 __all__ = [
     "MAX_KEY_DEPTH",
@@ -457,8 +458,10 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         if reachable:
             try:
                 self.wake_receiver()
-            except Exception:
-                reachable = False
+            except Exception as error:
+                # Redis refused (OOM...): it is there, and this node's keys
+                # must still go; only a connection failure skips the clean-up
+                reachable = _refused(error)
         self._node.stop(BLOCK_MS / 1000 + 2 * io_timeout + 1.0)
         if self._messenger is not None:
             self._messenger.close(2 * io_timeout + 1.0)

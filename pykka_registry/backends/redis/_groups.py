@@ -503,6 +503,8 @@ class RedisGroups:
             try:  # wake the blocking XREAD: an entry without "s" that readers skip
                 self._r.xadd(self._gevents, {"w": self.node_id}, maxlen=self.feed_maxlen,
                              approximate=True)
+            except _refusals():
+                pass  # (ids exhausted, OOM...): Redis is there; the read ends by itself
             except Exception:
                 reachable = False
         if thread is not None and thread is not threading.current_thread():

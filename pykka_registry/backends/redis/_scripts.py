@@ -16,6 +16,9 @@ Guarantees
 * **Group keys cannot wedge writes.** A ``P:gnodes`` that is not a set, or
   a ``P:gseq`` that is not a counter, is replaced by the group script that
   meets it (the counter resumes above every value handed out).
+* **Inboxes cannot be wedged.** ``SEND``, ``SEND_ASK`` and ``POST`` append
+  with an id assigned by Redis, and replace an inbox whose ids are
+  exhausted or that is not a stream (``INBOX``).
 * **No SCRIPT EXISTS per call.** A registered script runs by ``EVALSHA``;
   redis-py loads it again only after a ``NOSCRIPT`` reply (a restarted or
   flushed Redis). In a pipeline a script runs by plain ``EVALSHA`` too
@@ -310,13 +313,53 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1
 """
 
+# Inboxes (P:inbox:<node>) are streams too: ids assigned by Redis, and an
+# inbox whose ids are exhausted (someone appended the last possible id) or
+# that is not a stream is replaced by the script that meets it (the messages
+# it held are lost: delivery is at most once). Its node's receiver reads from
+# the start again once it has deleted what it handled, so it finds the new
+# stream even if its position was past it.
+INBOX = """
+local function inbox_add(inbox, maxlen, blob, ttl)
+  local ok = redis.pcall('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'm', blob)
+  if type(ok) == 'table' and ok.err then
+    if string.find(ok.err, 'OOM', 1, true) then error(ok) end
+    redis.call('DEL', inbox)
+    redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'm', blob)
+  end
+  redis.call('PEXPIRE', inbox, ttl)
+end
+"""
+
 # KEYS: target lease, target inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.
 # Returns 1 if appended, 0 if the target node has no lease (nothing written).
-SEND = """
+SEND = INBOX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+inbox_add(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 return 1
+"""
+
+# A node's message to its own inbox (the receiver's wake-up).
+# KEYS: own inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.  Returns 1.
+POST = INBOX + """
+inbox_add(KEYS[1], ARGV[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+# The receiver's repair after its XREAD was refused: of the streams it reads
+# (KEYS: P:events, own inbox), each that exists and is not a stream goes (it
+# cannot be the backend's: every writer of it replaces it anyway).
+# Returns how many keys were deleted.
+UNSTICK = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'stream' and kind ~= 'none' then
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+return n
 """
 
 # An ask's message, sent in the same round trip as the asker's wait on its
@@ -326,14 +369,13 @@ return 1
 # Returns 1 if appended; 0 if the target node has no lease: nothing is sent,
 # and an empty marker is pushed to the reply list instead, so that the
 # pipelined BLPOP returns at once (the asker reads the 0 first).
-SEND_ASK = """
+SEND_ASK = INBOX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('LPUSH', KEYS[3], '')
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+inbox_add(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 return 1
 """
 
@@ -341,8 +383,8 @@ class Scripts:
     """Every script of the backend, registered once on ``client`` (which may
     be a pipeline's client). Immutable after construction; any thread."""
 
-    __slots__ = ("acquire", "claim", "claim_many", "leave", "reap", "refresh",
-                 "release", "send", "snapshot", "update")
+    __slots__ = ("acquire", "claim", "claim_many", "leave", "post", "reap", "refresh",
+                 "release", "send", "snapshot", "unstick", "update")
 
     def __init__(self, client: Any) -> None:
         self.claim = client.register_script(CLAIM)
@@ -355,6 +397,8 @@ class Scripts:
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
         self.send = client.register_script(SEND)
+        self.post = client.register_script(POST)
+        self.unstick = client.register_script(UNSTICK)
 
 
 # -- groups (pykka_registry.backends.redis._groups) ------------------------------------

@@ -313,7 +313,7 @@ class Store:
         pipe = self.rb.pipeline(transaction=False)
         # EVAL, not EVALSHA: after a Redis restart a NOSCRIPT reply would be
         # seen only once the BLPOP behind it had waited in vain (the script is
-        # 256 bytes; Redis caches its compiled form by hash).
+        # under 1 kB; Redis caches its compiled form by hash).
         pipe.eval(SEND_ASK, 3, self.k("node", node_id), self.inbox(node_id), reply_key, blob,
                   self.inbox_maxlen, self._inbox_ttl_ms(), _REPLY_TTL_MS)
         pipe.blpop([reply_key], timeout=max(0.01, min(timeout, BLOCK_MS / 1000)))
@@ -369,16 +369,18 @@ class Store:
 
     def post_own(self, blob: bytes) -> None:
         """Append ``blob`` to this node's own inbox (wakes its receiver)."""
-        inbox = self.inbox()
-        pipe = self.r.pipeline(transaction=False)
-        pipe.xadd(inbox, {"m": blob}, maxlen=self.inbox_maxlen, approximate=True)
-        pipe.pexpire(inbox, self._inbox_ttl_ms())
-        pipe.execute()
+        self.scripts.post(keys=[self.inbox()],
+                          args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()])
 
     def read_streams(self, feed_id: Any, inbox_id: Any) -> Any:
         """One blocking ``XREAD`` of the change stream and this node's inbox."""
         return self.rx.xread({self.k("events"): feed_id, self.inbox(): inbox_id},
                              count=1000, block=BLOCK_MS)
+
+    def unstick(self) -> int:
+        """After a refused ``XREAD``: delete the change stream or this node's
+        inbox if it is not a stream (someone else wrote it); how many went."""
+        return int(self.scripts.unstick(keys=[self.k("events"), self.inbox()]))
 
     def done_with(self, entry_ids: list[Any]) -> None:
         """Delete handled messages from this node's inbox."""
