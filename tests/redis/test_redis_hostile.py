@@ -360,3 +360,50 @@ def _try_ask(ref: Any, message: str) -> Any:
         return ref.ask(message, timeout=1.0)
     except Exception:  # a timeout while the inbox is replaced: ask again
         return None
+
+
+# -- fencing by incarnation: a node id reused while its old owner was away -----------------
+
+
+def test_a_stale_owner_cannot_touch_the_claims_of_a_new_process_with_its_node_id(
+    nodes: Factory, client: Any, prefix: str
+) -> None:
+    import time
+
+    from redis_helpers import recorders
+
+    from pykka_registry import RegistryUnavailableError
+
+    with recorders() as start:
+        old = nodes(node_id="N")
+        old.register("ns", "old", start("old"))
+        old.join("ns", "g", start("old-member"))
+        client.delete(f"{prefix}:node:N")  # its lease lapsed (it was paused, say)
+        new = nodes(node_id="N")  # another process takes the node id
+        new.register("ns", "new", start("new"))
+        new.join("ns", "g", start("new-member"))
+        watcher = nodes()
+        new_lease = client.get(f"{prefix}:node:N")
+
+        def fenced() -> bool:
+            problems = old.backend.health()["problems"]  # type: ignore[attr-defined]
+            return any("taken by another process" in p for p in problems)
+
+        deadline = time.monotonic() + 2.0  # a few lease ticks of the old owner
+        while time.monotonic() < deadline:  # (no event to wait for: nothing may happen)
+            assert client.get(f"{prefix}:node:N") == new_lease
+            time.sleep(0.1)
+        assert watcher.lookup("ns", "new") is not None
+        assert watcher.lookup("ns", "old") is None
+        assert len(watcher.members("ns", "g")) == 1
+        wait_for(fenced, 5.0, "the old owner noticed it was fenced out")
+        with pytest.raises(RegistryUnavailableError, match="taken by another process"):
+            old.register("ns", "again", start("again"))
+        old.stop()  # fenced too: the new process's keys stay
+        assert client.get(f"{prefix}:node:N") == new_lease
+        assert client.exists(f'{prefix}:name:["ns","new"]')
+        assert client.sismember(f"{prefix}:nodes", "N")
+        remote = wait_for(lambda: watcher.lookup("ns", "new"), message="still there")
+        assert remote.ask("hi", timeout=5)[0] == "echo"
+        assert len(watcher.members("ns", "g")) == 1
+        assert new.backend.health()["status"] == "healthy"  # type: ignore[attr-defined]

@@ -28,7 +28,11 @@ Guarantees
   paused owner wakes it takes a new lease, claims again those of its live
   actors' names that are still free, and
   reports the others as lost (a warning in the log and an ``Unregistered``
-  event with reason ``"lost"``).
+  event with reason ``"lost"``). Fencing is by incarnation as well as node
+  id: if another process took this node id while this one was away, this
+  one cannot take its lease, delete or change its claims or members, nor
+  delete its inbox at stop; it reports every own name lost, each write
+  raises :class:`RegistryUnavailableError`, and ``health()`` says why.
 * **Leases.** A node's names are free once its lease lapses; every node
   watches the leases of the nodes it has names from (every
   ``min(lease_ttl / 3, 0.5)`` s), so the names of a process killed with
@@ -319,6 +323,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._release_queued = False
         # groups: every node's memberships (backends/redis/_groups.py)
         self._groups = RedisGroups(self.prefix, self.node_id, self.lease_ttl, self.feed_maxlen)
+        self._groups.own_incs = self._replica.own_incs
         self._recover_queued = False
         self._changes: list[Change] = []  # made on our own account, not yet handed over
         self._state: Optional[BackendContext] = None
@@ -481,6 +486,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     def _take_lease(self, first: bool = False) -> None:
         """A new lease incarnation, known to the messenger and the copy."""
         lost = self._store.take_lease(first)
+        self._replica.own_incs.add(self._store.inc)
         if self._messenger is not None:
             self._messenger.add_incarnation(self._store.inc)
         self._replica.inc = self._store.inc
@@ -632,6 +638,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 return self._claims_made([entry], [int(result[1])], [kjson])[0]
             if tag == "nolease":
                 self._recover()
+                self._writable()
                 continue
             replace_token = self._conflict(entry, holder_record(result, kjson), is_alive)
         raise RegistryUnavailableError(
@@ -668,6 +675,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 return self._claims_made(entries, [int(t) for t in result[1:]], texts)
             if tag == "nolease":
                 self._recover()
+                self._writable()
                 continue
             index = int(result[1]) - 1
             replace[index] = self._conflict(entries[index],
@@ -762,7 +770,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         if not items:
             return
         texts = [key_json(entry.namespace, entry.service) for entry, _why, _err in items]
-        args: list[Any] = [self.prefix, self.feed_maxlen, len(items)]
+        args: list[Any] = [self.prefix, self.feed_maxlen, len(items), self.node_id, self._inc]
         for (entry, why, err), text in zip(items, texts):
             args += [text, entry.token, entry.node, why, err]
         with self._io("unregister"):
@@ -814,6 +822,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 raise NotRegisteredError(namespace, service, "it is no longer held")
             if tag == "lapsed":  # our claim is of an older lease: claim again, retry
                 self._recover()
+                self._writable()
                 continue
             # moved: another claim holds the name now
             holder = holder_record(result, kjson)
@@ -885,11 +894,15 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         try:
             with self._io("recover"):
                 if not store.lease_current():
-                    if store.inc:
+                    if store.inc and not store.superseded:
                         logger.warning("%s: the lease lapsed (paused, or Redis lost it): "
                                        "taking a new one and claiming our names again",
                                        self.node_id)
-                    self._take_lease()
+                    try:
+                        self._take_lease()
+                    except ValueError:  # another process took our node id: fenced out
+                        self._superseded()
+                        return
                     self.recoveries += 1
             if self._orphans:
                 orphans = list(self._orphans)
@@ -902,6 +915,23 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             store.connected = True
         except RegistryUnavailableError:
             self._node.needs_recover = True
+
+    def _superseded(self) -> None:
+        """A renewal found this node id leased by another process (this one
+        was away past its lease): every own name is lost, and nothing is
+        written as this node id until that process's lease is gone (the
+        lease thread keeps trying). Server thread."""
+        if not self._node.needs_recover:
+            logger.warning("%s: %s", self.node_id, self._store.superseded)
+        self._node.needs_recover = True
+        for entry in self._replica.own_entries():
+            self._replica.lose(entry, None)
+
+    def _writable(self) -> None:
+        """Raise if this node id was taken by another process (see
+        :meth:`_superseded`)."""
+        if self._store.superseded:
+            raise RegistryUnavailableError(self._store.superseded)
 
     def _reclaim(self, todo: list[Claim]) -> None:
         calls = []
@@ -949,6 +979,8 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             problems.append("this node's lease lapsed or is not confirmed")
         if store.write_error:
             problems.append(f"Redis refuses writes ({store.write_error})")
+        if store.superseded:
+            problems.append(store.superseded)
         if self._orphans:
             problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
         if now - node.feed_problem_at < self._FEED_ALERT_S:

@@ -443,6 +443,9 @@ class RedisGroups:
         self._feed_seq = 0
         self._feed_id: Any = "0-0"
         self._written_inc = ""  # the incarnation own records were last written with
+        #: every lease incarnation this process held as this node (shared
+        #: with the backend's copy, which fills it)
+        self.own_incs: set[str] = set()
         self._seen_epoch = ""
         self._resync_requested = False
         self._reassert_queued = False
@@ -651,7 +654,7 @@ class RedisGroups:
             client=client)
 
     def _gleave(self, items: Sequence[tuple[str, str, str, str, str, str]]) -> list[int]:
-        args: list[Any] = [self.feed_maxlen, len(items)]
+        args: list[Any] = [self.feed_maxlen, len(items), self.node_id, self._incarnation()]
         for item in items:
             args.extend(item)
         result = self._scripts["GLEAVE"](
@@ -1133,6 +1136,11 @@ class RedisGroups:
         holds takes the record's place and metadata (what every other node
         sees)."""
         key, urn = record.key, record.urn
+        if record.inc not in self.own_incs:
+            # another process took this node id while this one was away past
+            # its lease: its member, not ours to adopt or delete (fenced by
+            # the incarnation; GLEAVE refuses it too)
+            return []
         current = self.replica.get(key[0], key[1], urn)
         if current is not None and current.node == self.node_id:
             if current.seq >= record.seq:

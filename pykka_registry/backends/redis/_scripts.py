@@ -12,7 +12,12 @@ Guarantees
   fencing token, writing the name and its event happen in one script: two
   processes never both hold a name.
 * **Fenced deletes and updates.** ``RELEASE`` and ``UPDATE`` change a name
-  only if it still carries the token and node given.
+  only if it still carries the token and node given, and (fencing by
+  incarnation) never a claim of another live incarnation of the caller's
+  node id: a process paused past its lease whose node id was taken by
+  another process meanwhile cannot delete or change that process's claims,
+  nor take its lease (``ACQUIRE``), drop it (``DROP_LEASE``) or delete its
+  inbox (``LEAVE``).
 * **Group keys cannot wedge writes.** A ``P:gnodes`` that is not a set, or
   a ``P:gseq`` that is not a counter, is replaced by the group script that
   meets it (the counter resumes above every value handed out).
@@ -153,19 +158,25 @@ return tokens
 
 # A batch of fenced deletes (unregister, unregister_many, clear_namespace,
 # releases after deaths): each name goes only if it still carries the token
-# and node given.
+# and node given, and (a claim of the caller's node id) if it is of the
+# caller's incarnation or of none that lives: a process paused past its lease
+# whose node id another process took meanwhile cannot delete that process's
+# claims, even with a token it learnt from the feed.
 # KEYS: P:names, P:events, P:seq, then the N name hashes.
-# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
-#       error text.
-# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
+# ARGV: prefix, feed maxlen, N, caller's node id, caller's incarnation, then 5
+#       per name: name JSON, token, node, why, error text.
+# Returns one value per name: the seq of its 'del' event, or 0 (gone, moved,
+# or of another live incarnation of the caller's node id).
 RELEASE = FEED + """
 local n = tonumber(ARGV[3])
 local out = {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 5
+  local a = 5 + (i - 1) * 5
   local key = KEYS[3 + i]
   local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
-  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
+  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] or
+      (cur[1] == ARGV[4] and cur[4] ~= ARGV[5] and
+       redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[4]) then
     out[i] = 0
   else
     local seq = redis.call('INCR', KEYS[3])
@@ -207,15 +218,29 @@ return {'ok', seq}
 
 # KEYS: own lease, own nodeinfo, P:epoch, P:nodes.
 # ARGV: incarnation, ttl ms, nodeinfo JSON, a new epoch (used if none), '1' =
-#       refuse if the lease exists, node id.
+#       refuse if the lease exists (a start), node id, the previous
+#       incarnation (a renewal: refused if the lease is another one, that is,
+#       another process took the node id while this one was paused).
 # Returns {'ok', epoch} | {'taken'}.
 ACQUIRE = """
-if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {'taken'} end
+local held = redis.call('GET', KEYS[1])
+if held and (ARGV[5] == '1' or held ~= ARGV[7]) then return {'taken'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
 redis.call('SADD', KEYS[4], ARGV[6])
 return {'ok', redis.call('GET', KEYS[3])}
+"""
+
+# KEYS: own lease, own nodeinfo.  ARGV: incarnation.
+# Drops the lease and info only if they are of this incarnation (fenced: a
+# process paused past its lease must not drop the lease of the process that
+# took its node id since). Returns 1 if dropped (or none was left), else 0.
+DROP_LEASE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
 """
 
 # KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
@@ -294,11 +319,17 @@ end
 return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
 """
 
-# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch.  ARGV: prefix, node id.
-# A node leaves: if no other node holds a live lease, every key of the prefix
-# that outlives its nodes goes too (the prefix is left empty).
+# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch, own lease, own inbox, own
+#       held set.  ARGV: prefix, node id.
+# A node leaves (after its lease was dropped and its names reaped): its inbox,
+# held set and place in P:nodes go, unless its node id has a live lease again
+# (another process took it: those are that process's now). If no other node
+# holds a live lease, every key of the prefix that outlives its nodes goes too
+# (the prefix is left empty).
 # Returns 1 if the prefix was cleared, else 0.
 LEAVE = """
+if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
+redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SREM', KEYS[1], ARGV[2])
 local others = redis.call('SMEMBERS', KEYS[1])
 for _, n in ipairs(others) do
@@ -383,8 +414,8 @@ class Scripts:
     """Every script of the backend, registered once on ``client`` (which may
     be a pipeline's client). Immutable after construction; any thread."""
 
-    __slots__ = ("acquire", "claim", "claim_many", "leave", "post", "reap", "refresh",
-                 "release", "send", "snapshot", "unstick", "update")
+    __slots__ = ("acquire", "claim", "claim_many", "drop_lease", "leave", "post", "reap",
+                 "refresh", "release", "send", "snapshot", "unstick", "update")
 
     def __init__(self, client: Any) -> None:
         self.claim = client.register_script(CLAIM)
@@ -396,6 +427,7 @@ class Scripts:
         self.reap = client.register_script(REAP)
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
+        self.drop_lease = client.register_script(DROP_LEASE)
         self.send = client.register_script(SEND)
         self.post = client.register_script(POST)
         self.unstick = client.register_script(UNSTICK)
@@ -511,17 +543,22 @@ return {'ok', seq, order}
 
 # A batch of fenced leaves (leave, deaths, stop_namespace).
 # KEYS: P:gseq, P:gevents, then the N members' P:gmem hashes.
-# ARGV: feed maxlen, N, then 6 per member: node id, group JSON, urn, place
-#       ("n"; '' = any), why, error text.
+# ARGV: feed maxlen, N, caller's node id, caller's incarnation, then 6 per
+#       member: node id, group JSON, urn, place ("n"; '' = any), why, error
+#       text.
 # A member goes only if its record still has that place (a later leave and
-# rejoin is left alone). Returns one value per member: the seq of its
-# 'leave' event, or 0 (not there any more).
+# rejoin is left alone), and (a member of the caller's node id) if it is not
+# of another live incarnation of it (another process took the node id while
+# the caller was away past its lease: fenced by the incarnation).
+# Returns one value per member: the seq of its 'leave' event, or 0 (not there
+# any more, or fenced).
 GLEAVE = FEED + GHELPERS + """
 local n = tonumber(ARGV[2])
-local gnodes = string.sub(KEYS[1], 1, -6) .. ':gnodes'
+local prefix = string.sub(KEYS[1], 1, -6)
+local gnodes = prefix .. ':gnodes'
 local out = {}
 for i = 1, n do
-  local a = 2 + (i - 1) * 6
+  local a = 4 + (i - 1) * 6
   local field = ARGV[a + 3] .. ' ' .. ARGV[a + 2]
   local old = redis.pcall('HGET', KEYS[2 + i], field)
   local rec = nil
@@ -530,7 +567,9 @@ for i = 1, n do
     if ok and type(decoded) == 'table' then rec = decoded end
   end
   if type(old) ~= 'string' or (ARGV[a + 4] ~= '' and
-      (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) then
+      (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) or
+      (ARGV[a + 1] == ARGV[3] and rec ~= nil and rec.inc ~= ARGV[4] and
+       redis.call('GET', prefix .. ':node:' .. ARGV[a + 1]) == rec.inc) then
     out[i] = 0
   else
     redis.call('HDEL', KEYS[2 + i], field)

@@ -21,8 +21,10 @@ Guarantees
   :meth:`Store.note` records an error for ``health()`` the same way, for
   the threads that do not raise.
 * **Leases.** :meth:`Store.take_lease` takes a new incarnation (refused if
-  another live node uses the node id) and tells whether Redis lost data
-  since the last one (the epoch changed).
+  another live node uses the node id; a renewal is refused if the lease is
+  another process's incarnation: :attr:`Store.superseded` says so) and tells
+  whether Redis lost data since the last one (the epoch changed).
+  :meth:`Store.leave` is fenced by the incarnation as well.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ class Store:
         self.connected = False
         self.last_error = ""
         self.write_error = ""  # the last error reply to a write, until one succeeds
+        # Set when a renewal of the lease found the node id taken by another
+        # process (this one was paused past its lease): why this node cannot
+        # write, until the other one leaves.
+        self.superseded = ""
 
     def k(self, *parts: str) -> str:
         return self.layout.key(*parts)
@@ -178,7 +184,8 @@ class Store:
         last one (its epoch changed).
 
         Raises:
-            ValueError: another live node uses this node id.
+            ValueError: another live node uses this node id (at the first
+                lease; for a renewal :attr:`superseded` says so too).
             redis.RedisError: as any call.
         """
         inc = os.urandom(8).hex()
@@ -188,10 +195,17 @@ class Store:
         result = self.scripts.acquire(
             keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
                   self.k("epoch"), self.k("nodes")],
-            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id],
+            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id,
+                  self.inc],
         )
         if _text(result[0]) == "taken":
+            if not first:
+                self.superseded = (
+                    f"node_id {self.node_id!r} was taken by another process while this "
+                    "one was away past its lease: this registry cannot write any more "
+                    "(stop it, and start it with another node_id)")
             raise ValueError(f"node_id {self.node_id!r} is in use by a live node")
+        self.superseded = ""
         epoch = _text(result[1])
         self.nodeinfo = info
         self.inc = inc
@@ -247,13 +261,19 @@ class Store:
     def leave(self) -> None:
         """Delete every key of this node: its lease, info, names (one
         ``node_stopped`` event each), held set and inbox; and if it was the
-        last live node of the prefix, the prefix's shared keys too."""
-        self.r.delete(self.k("node", self.node_id), self.k("nodeinfo", self.node_id))
+        last live node of the prefix, the prefix's shared keys too.
+
+        Fenced by the incarnation: if another process took this node id
+        while this one was away past its lease, only the names of this
+        process's incarnations go; that process's lease, names, inbox and
+        held set stay."""
+        self.scripts.drop_lease(keys=[self.k("node", self.node_id),
+                                      self.k("nodeinfo", self.node_id)], args=[self.inc])
         self.scripts.reap(keys=self._reap_keys(self.node_id),
                           args=[self.node_id, self.feed_maxlen, KIND_NODE_STOPPED, self.prefix])
-        self.r.delete(self.k("inbox", self.node_id), self.k("held", self.node_id))
         self.scripts.leave(keys=[self.k("nodes"), self.k("names"), self.k("events"),
-                                 self.k("seq"), self.k("epoch")],
+                                 self.k("seq"), self.k("epoch"), self.k("node", self.node_id),
+                                 self.inbox(), self.k("held", self.node_id)],
                            args=[self.prefix, self.node_id])
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -373,9 +393,12 @@ class Store:
                           args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()])
 
     def read_streams(self, feed_id: Any, inbox_id: Any) -> Any:
-        """One blocking ``XREAD`` of the change stream and this node's inbox."""
-        return self.rx.xread({self.k("events"): feed_id, self.inbox(): inbox_id},
-                             count=1000, block=BLOCK_MS)
+        """One blocking ``XREAD`` of the change stream and this node's inbox
+        (not the inbox while :attr:`superseded`: it is the other process's)."""
+        streams = {self.k("events"): feed_id}
+        if not self.superseded:
+            streams[self.inbox()] = inbox_id
+        return self.rx.xread(streams, count=1000, block=BLOCK_MS)
 
     def unstick(self) -> int:
         """After a refused ``XREAD``: delete the change stream or this node's
