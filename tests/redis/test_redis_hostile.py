@@ -407,3 +407,92 @@ def test_a_stale_owner_cannot_touch_the_claims_of_a_new_process_with_its_node_id
         assert remote.ask("hi", timeout=5)[0] == "echo"
         assert len(watcher.members("ns", "g")) == 1
         assert new.backend.health()["status"] == "healthy"  # type: ignore[attr-defined]
+
+
+# -- shared keys of the wrong type: typed errors, health says why --------------------------
+
+
+def _seq_hash(client: Any, key: str) -> None:
+    client.delete(key)
+    client.hset(key, "a", 1)
+
+
+SPOILT_SEQ = {
+    "a hash": (_seq_hash, "is a hash"),
+    "a string": (lambda c, k: c.set(k, "abc"), "is not a counter"),
+    "at 2**63-1": (lambda c, k: c.set(k, str(2**63 - 1)), "highest value"),
+}
+
+
+@pytest.mark.parametrize("spoil,said", list(SPOILT_SEQ.values()), ids=list(SPOILT_SEQ))
+def test_a_spoilt_counter_gives_typed_errors_and_health_says_why(
+    nodes: Factory, client: Any, prefix: str, spoil: Any, said: str
+) -> None:
+    import time
+
+    import redis
+    from redis_helpers import recorders
+
+    from pykka_registry import RegistryUnavailableError
+
+    a, b = nodes(), nodes()
+    with recorders() as start:
+        ref = start("a")
+        a.register("ns", "first", ref)
+        wait_for(lambda: b.lookup("ns", "first") is not None, message="b follows")
+        spoil(client, f"{prefix}:seq")
+        for call in (lambda: a.register("ns", "x", ref),
+                     lambda: a.update_metadata("ns", "first", {"v": 1}),
+                     lambda: a.unregister("ns", "first")):
+            with pytest.raises(RegistryUnavailableError) as caught:
+                call()
+            assert not isinstance(caught.value, redis.RedisError)
+            assert "refused: " in str(caught.value)
+
+        def says_why(registry: Any) -> bool:
+            health = registry.backend.health()
+            return health["status"] == "degraded" and any(
+                f"{prefix}:seq" in p and said in p for p in health["problems"])
+
+        wait_for(lambda: says_why(a) and says_why(b), 5.0, "health says why")
+        time.sleep(1.0)  # several lease refreshes (probe writes) later: still said
+        assert says_why(a) and says_why(b)
+        assert a.lookup("ns", "first") is ref  # reads go on
+        client.delete(f"{prefix}:seq")  # repaired (as after a data loss)
+        wait_for(lambda: _registers(a, ref), 10.0, "writes work again")
+        wait_for(lambda: b.lookup("ns", "again") is not None, 10.0, "b sees the write")
+        wait_for(lambda: not says_why(a) and not says_why(b), 5.0, "health recovers")
+
+
+def _registers(registry: Any, ref: Any) -> bool:
+    from pykka_registry import RegistryUnavailableError
+
+    try:
+        registry.register("ns", "again", ref)
+    except RegistryUnavailableError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("key", ["names", "events", "nodes", "epoch"])
+def test_a_shared_key_of_the_wrong_type_is_said_or_repaired(
+    nodes: Factory, client: Any, prefix: str, key: str
+) -> None:
+    from redis_helpers import recorders
+
+    a = nodes()
+    with recorders() as start:
+        ref = start("a")
+        a.register("ns", "first", ref)
+        client.delete(f"{prefix}:{key}")
+        client.hset(f"{prefix}:{key}", "stray", 1)
+        if key in ("epoch", "events"):  # replaced: as a data loss, then healthy again
+            wait_for(lambda: client.type(f"{prefix}:{key}") in (b"string", b"stream", b"none"),
+                     5.0, "replaced")
+            wait_for(lambda: _registers(a, ref), 10.0, "writes work")
+            if key == "epoch":  # (a broken feed read stays reported for 30 s)
+                wait_for(lambda: a.backend.health()["status"] == "healthy",  # type: ignore[attr-defined]
+                         10.0, "healthy again")
+        else:
+            wait_for(lambda: any(f"{prefix}:{key} is a hash" in p for p in  # type: ignore[attr-defined]
+                                 a.backend.health()["problems"]), 5.0, "health says why")

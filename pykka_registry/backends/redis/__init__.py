@@ -51,9 +51,18 @@ Guarantees
   applied; a bad one is skipped alone, with a warning. Stream ids are
   assigned by Redis, so a far-future id appended by someone else cannot make
   claims fail; foreign feed entries make ``health()`` degraded for a while.
-* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL)
-  raise :class:`RegistryUnavailableError` saying so, and keep ``health()``
-  degraded until a write succeeds (the lease thread probes each refresh).
+* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL,
+  ``WRONGTYPE``) raise :class:`RegistryUnavailableError` saying
+  ``refused: <reply>`` (never a redis-py exception), and keep ``health()``
+  degraded until a write succeeds (the lease thread probes each refresh; its
+  probe clears only a refusal of Redis as a whole, such as ``OOM``).
+* **Shared keys someone else wrote.** Each lease refresh checks the keys
+  every write needs (``P:seq`` a counter below 2**63-1; ``P:names``,
+  ``P:nodes`` and this node's held set sets; ``P:events`` a stream): what
+  is wrong keeps ``health()`` degraded, naming the key, until it is deleted
+  or repaired (a counter that is not one is not taken for a data loss). A
+  ``P:epoch`` of another type is replaced (every node re-reads, as after a
+  data loss), as are a lease key or ``P:nodes`` of another type at start.
 * **Clean stop.** ``close()`` deletes every key of this node; the last live
   node of a prefix deletes the prefix's shared keys.
 * **Redis down.** Writes raise :class:`RegistryUnavailableError` within
@@ -981,6 +990,10 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             problems.append(f"Redis refuses writes ({store.write_error})")
         if store.superseded:
             problems.append(store.superseded)
+        if store.key_problem:
+            problems.append(f"shared keys someone else wrote: {store.key_problem} (the "
+                            "writes that need them are refused until they are deleted or "
+                            "repaired)")
         if self._orphans:
             problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
         if now - node.feed_problem_at < self._FEED_ALERT_S:

@@ -155,7 +155,10 @@ class Node:
 
     def _refresh_lease(self, now: float, ttl_ms: int) -> None:
         store = self.store
-        ok, epoch, counter = store.refresh_lease(ttl_ms)
+        ok, epoch, top = store.refresh_lease(ttl_ms)
+        # a counter that is not one (someone else wrote P:seq) is no sign of
+        # a data loss: health() reports it (store.key_problem)
+        counter = self.replica.feed_seq if top is None else top
         if epoch != store.epoch or counter < self.replica.feed_seq:
             self.data_loss()
             self.needs_recover = True
@@ -313,7 +316,9 @@ class Node:
             if wait > 0 and self.stopping.wait(wait):
                 return
         # Checked after the wait: what Redis holds now is what the snapshot reads.
-        epoch, seq = store.epoch_and_seq()
+        epoch, counter = store.epoch_and_seq()
+        # a counter that is not one is no data loss (health() reports it)
+        seq = replica.feed_seq if counter is None else counter
         lost = self.data_lost or not epoch or epoch != store.epoch or seq < replica.feed_seq
         if self._suspect and not lost:
             self.note_feed_problem(self._suspect)
@@ -325,7 +330,7 @@ class Node:
             self.needs_recover = True
         self.data_lost = False
         self.last_resync = time.monotonic()
-        snapshot = store.read_snapshot(replica.write_count)
+        snapshot = store.read_snapshot(replica.write_count, replica.feed_seq)
         lost = lost or snapshot.epoch != epoch or snapshot.seq < seq
         if snapshot.epoch and snapshot.epoch != store.epoch:
             store.epoch = snapshot.epoch

@@ -223,7 +223,17 @@ return {'ok', seq}
 #       another process took the node id while this one was paused).
 # Returns {'ok', epoch} | {'taken'}.
 ACQUIRE = """
-local held = redis.call('GET', KEYS[1])
+local held = redis.pcall('GET', KEYS[1])
+if type(held) == 'table' and held.err then  -- not a lease: nobody's; replaced
+  redis.call('DEL', KEYS[1])
+  held = false
+end
+local ekind = redis.call('TYPE', KEYS[3])['ok']
+if ekind ~= 'string' and ekind ~= 'none' then
+  redis.call('DEL', KEYS[3])  -- not an epoch: as lost (every node re-reads)
+end
+local nkind = redis.call('TYPE', KEYS[4])['ok']
+if nkind ~= 'set' and nkind ~= 'none' then redis.call('DEL', KEYS[4]) end
 if held and (ARGV[5] == '1' or held ~= ARGV[7]) then return {'taken'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
@@ -243,16 +253,61 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
 
-# KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
-# Returns {1 if refreshed else 0, epoch, seq}.
+# KEYS: own lease, own nodeinfo, P:epoch, P:seq, P:names, P:events, own held
+#       set, P:nodes.  ARGV: incarnation, ttl ms, a new epoch.
+# A P:epoch that is not a string is replaced by the new epoch: every node then
+# sees the epoch change and re-reads everything (as after a data loss: who
+# wrote it may have written more).
+# Returns {1 if refreshed else 0, epoch, seq, problems}: problems is '' or
+# what is wrong with the shared keys that writes need (a key of another type,
+# a counter that is not a number or cannot go higher), '; ' between them; seq
+# is '' when P:seq is not a counter.
 REFRESH = """
 local ok = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   ok = 1
 end
-return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
+local problems = {}
+local function kind(key) return redis.call('TYPE', key)['ok'] end
+local function expect(key, wanted)
+  local k = kind(key)
+  if k ~= wanted and k ~= 'none' then
+    problems[#problems + 1] = key .. ' is a ' .. k .. ', not a ' .. wanted
+  end
+end
+local epoch = redis.pcall('GET', KEYS[3])
+if type(epoch) == 'table' then
+  problems[#problems + 1] = KEYS[3] .. ' was a ' .. kind(KEYS[3]) ..
+    ': replaced (every node re-reads everything)'
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[3], ARGV[3])
+  epoch = ARGV[3]
+elseif type(epoch) ~= 'string' then
+  epoch = ''
+end
+local seq = redis.pcall('GET', KEYS[4])
+if type(seq) == 'table' then
+  problems[#problems + 1] = KEYS[4] .. ' is a ' .. kind(KEYS[4]) .. ', not a counter'
+  seq = ''
+elseif seq then
+  if not string.match(seq, '^%d+$') or #seq > 19 then
+    problems[#problems + 1] = KEYS[4] .. ' is not a counter (it holds ' ..
+      string.format('%q', string.sub(seq, 1, 40)) .. ')'
+    seq = ''
+  elseif #seq == 19 and seq >= '9223372036854775807' then
+    problems[#problems + 1] = KEYS[4] .. ' is at its highest value (2^63-1): ' ..
+      'it cannot count any further'
+  end
+else
+  seq = '0'
+end
+expect(KEYS[5], 'set')
+expect(KEYS[6], 'stream')
+expect(KEYS[7], 'set')
+expect(KEYS[8], 'set')
+return {ok, epoch, seq, table.concat(problems, '; ')}
 """
 
 # KEYS: the node's lease, its held set, P:names, P:events, P:seq, P:nodes.
@@ -286,14 +341,17 @@ return n
 """
 
 # KEYS: P:names, P:seq, P:epoch, P:events.  ARGV: prefix.
-# Returns {seq, epoch, rows (8 fields per name of a live claim), nodes whose
+# Returns {seq ('' if P:seq is not a counter), epoch ('' if none or not a
+# string), rows (8 fields per name of a live claim), nodes whose
 # claims are not live, the stream's last id}. Records that are not hashes or
 # lack a holder are skipped here; the reader validates the rest.
 SNAPSHOT = """
 local rows = {}
 local leases = {}
 local dead = {}
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local names = redis.pcall('SMEMBERS', KEYS[1])
+if type(names) ~= 'table' or names.err then names = {} end  -- not a set: no index
+for _, nk in ipairs(names) do
   local h = redis.pcall('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
   if type(h) == 'table' and not h.err and h[1] and h[2] and h[3] and
       nk == ARGV[1] .. ':name:' .. h[1] then
@@ -316,7 +374,11 @@ if redis.call('TYPE', KEYS[4])['ok'] == 'stream' then
   local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
   if last[1] then top = last[1][1] end
 end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
+local seq = redis.pcall('GET', KEYS[2])
+if type(seq) ~= 'string' then seq = seq and '' or '0' end  -- '': not a counter
+local epoch = redis.pcall('GET', KEYS[3])
+if type(epoch) ~= 'string' then epoch = '' end
+return {seq, epoch, rows, nodes, top}
 """
 
 # KEYS: P:nodes, P:names, P:events, P:seq, P:epoch, own lease, own inbox, own

@@ -67,6 +67,12 @@ _REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.AuthorizationError, redis.exceptions.BusyLoadingError)
 
 
+#: Error replies (of the generic kind) that refuse every write, whatever the
+#: key: the lease thread's probe write tells when they are over.
+_SERVER_REFUSALS = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "BUSY", "OOM", "READONLY",
+                    "NOPERM", "LOADING")
+
+
 def refused(error: BaseException) -> bool:
     """True if ``error`` is Redis's error reply (a refusal), False if Redis
     could not be reached (connection failure, timeout)."""
@@ -122,10 +128,14 @@ class Store:
         self.connected = False
         self.last_error = ""
         self.write_error = ""  # the last error reply to a write, until one succeeds
+        self._server_refusal = False  # write_error is of Redis as a whole (OOM...)
         # Set when a renewal of the lease found the node id taken by another
         # process (this one was paused past its lease): why this node cannot
         # write, until the other one leaves.
         self.superseded = ""
+        # What the last lease refresh found wrong with the shared keys every
+        # write needs (someone else wrote them): "" when nothing.
+        self.key_problem = ""
 
     def k(self, *parts: str) -> str:
         return self.layout.key(*parts)
@@ -168,6 +178,8 @@ class Store:
         """Record ``error`` for ``health()``: a refused write, or Redis out of reach."""
         if refused(error):
             self.write_error = f"{type(error).__name__}: {error}"
+            self._server_refusal = type(error) is not redis.ResponseError or \
+                str(error).startswith(_SERVER_REFUSALS)
             return
         self.connected = False
         self.last_error = f"{type(error).__name__}: {error}"
@@ -219,14 +231,19 @@ class Store:
         """True if Redis holds this node's current lease."""
         return _text(self.r.get(self.k("node", self.node_id))) == self.inc
 
-    def refresh_lease(self, ttl_ms: int) -> tuple[bool, str, int]:
-        """Extend the lease: ``(extended, epoch, counter)``."""
-        ok, epoch, seq = self.scripts.refresh(
+    def refresh_lease(self, ttl_ms: int) -> tuple[bool, str, Optional[int]]:
+        """Extend the lease: ``(extended, epoch, counter)`` (counter None if
+        ``P:seq`` is not a counter), and check the shared keys every write
+        needs (:attr:`key_problem`: what is wrong with them, for ``health()``)."""
+        ok, epoch, seq, problems = self.scripts.refresh(
             keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
-                  self.k("epoch"), self.k("seq")],
-            args=[self.inc, ttl_ms],
+                  self.k("epoch"), self.k("seq"), self.k("names"), self.k("events"),
+                  self.k("held", self.node_id), self.k("nodes")],
+            args=[self.inc, ttl_ms, os.urandom(8).hex()],
         )
-        return bool(ok), _text(epoch), _counter(seq)
+        self.key_problem = _text(problems)[:1000]
+        seq_text = _text(seq)
+        return bool(ok), _text(epoch), _counter(seq_text) if seq_text else None
 
     def probe_write(self, ttl_ms: int) -> None:
         """A real write (the refresh only extends keys, which Redis allows
@@ -236,14 +253,29 @@ class Store:
         except redis.ResponseError as error:
             self.note(error)
         else:
-            self.write_ok()
+            # Only a refusal of Redis as a whole (OOM, READONLY...) is shown
+            # gone by this write; one of a key's content (WRONGTYPE, a counter
+            # that overflows) waits for a write of the same kind to succeed.
+            if self.write_error and self._server_refusal:
+                self.write_ok()
 
     def live_incarnations(self, node_ids: list[str]) -> list[str]:
         """The current lease incarnation of each node ("" if none)."""
         return [_text(v) for v in self.r.mget([self.k("node", node) for node in node_ids])]
 
-    def epoch_and_seq(self) -> tuple[str, int]:
-        return _text(self.r.get(self.k("epoch"))), _counter(self.r.get(self.k("seq")))
+    def epoch_and_seq(self) -> tuple[str, Optional[int]]:
+        """The epoch ("" if none or not a string) and the counter (None if
+        ``P:seq`` is not a counter: someone else wrote it)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.k("epoch"))
+        pipe.get(self.k("seq"))
+        epoch, seq = pipe.execute(raise_on_error=False)
+        for value in (epoch, seq):
+            if isinstance(value, Exception) and not refused(value):
+                raise value  # Redis out of reach: as any call
+        seq_text = "" if isinstance(seq, Exception) else _text(seq) or "0"
+        return ("" if isinstance(epoch, Exception) else _text(epoch),
+                _counter(seq_text) if seq_text.isdigit() else None)
 
     def _reap_keys(self, node_id: str) -> list[str]:
         return [self.k("node", node_id), self.k("held", node_id), self.k("names"),
@@ -278,11 +310,14 @@ class Store:
 
     # -- snapshots ----------------------------------------------------------------------------
 
-    def read_snapshot(self, writes_before: int) -> Snapshot:
+    def read_snapshot(self, writes_before: int, seq_now: int = 0) -> Snapshot:
         """Every live name record (malformed ones skipped with a warning),
-        with the counter, epoch and stream position they are current at."""
+        with the counter, epoch and stream position they are current at
+        (``seq_now`` stands for a counter that is not one)."""
         raw = self.scripts.snapshot(keys=[self.k("names"), self.k("seq"), self.k("epoch"),
                                           self.k("events")], args=[self.prefix])
+        if not _text(raw[0]).isdigit():
+            raw = [str(seq_now), *raw[1:]]
         return parse_snapshot(raw, writes_before)
 
     # -- messages ------------------------------------------------------------------------------
