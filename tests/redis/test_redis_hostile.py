@@ -496,3 +496,30 @@ def test_a_shared_key_of_the_wrong_type_is_said_or_repaired(
         else:
             wait_for(lambda: any(f"{prefix}:{key} is a hash" in p for p in  # type: ignore[attr-defined]
                                  a.backend.health()["problems"]), 5.0, "health says why")
+
+
+def test_a_stray_lease_key_of_another_type_does_not_stop_nodes(
+    nodes: Factory, client: Any, prefix: str
+) -> None:
+    from redis_helpers import recorders
+
+    _record(client, prefix, "theirs", "{}")  # a name of node "evil"...
+    client.sadd(f"{prefix}:gnodes", "evil")  # ...and a member of it
+    client.hset(f"{prefix}:gmem:evil", 'u ["ns","g"]', json.dumps(
+        {"node": "evil", "inc": "i1", "k": '["ns","g"]', "urn": "u", "cls": "C", "meta": "{}",
+         "n": 1, "s": 1}))
+    client.sadd(f"{prefix}:held:evil", "not a name key")
+    _lease_hash(client, prefix)  # ...whose lease key is a hash: no lease
+    client.delete(f"{prefix}:held:evil")
+    client.set(f"{prefix}:held:evil", "not a set")
+    with recorders() as start:
+        a = nodes()  # starts (every script reads the lease as none)
+        assert a.list_services("ns") == []
+        ref = start("a")
+        a.register("ns", "theirs", ref)  # the name is free: "evil" has no lease
+        assert a.lookup("ns", "theirs") is ref
+        a.join("ns", "g", ref)
+        assert [m.actor_urn for m in a.members("ns", "g")] == [ref.actor_urn]
+        b = nodes()
+        assert b.lookup("ns", "theirs") is not None
+        assert a.backend.health()["status"] == "healthy"  # type: ignore[attr-defined]

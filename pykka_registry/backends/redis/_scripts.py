@@ -18,6 +18,11 @@ Guarantees
   another process meanwhile cannot delete or change that process's claims,
   nor take its lease (``ACQUIRE``), drop it (``DROP_LEASE``) or delete its
   inbox (``LEAVE``).
+* **A stray lease key cannot wedge a script.** Another node's lease key is
+  read with ``pcall`` (``LEASE``): a key of another type there means no
+  lease, never an error that fails every start, re-read, claim or reap that
+  meets it; a held set, ``P:nodes`` or ``P:names`` of another type is read
+  as empty where a script only reads it.
 * **Group keys cannot wedge writes.** A ``P:gnodes`` that is not a set, or
   a ``P:gseq`` that is not a counter, is replaced by the group script that
   meets it (the counter resumes above every value handed out).
@@ -60,7 +65,17 @@ __all__ = ["Scripts"]
 # replaces the stream: readers then see a gap and re-read everything).
 # A claim's fencing token is the sequence number of its event.
 
-FEED = """
+# Another node's lease key may hold anything (a stray key): read as no lease,
+# never an error that would fail every script that meets it.
+LEASE = """
+local function lease(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return v end
+  return false
+end
+"""
+
+FEED = LEASE + """
 local function feed(stream, maxlen, seq, event)
   local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
   if type(ok) == 'table' and ok.err then
@@ -77,7 +92,7 @@ end
 # Returns {'ok', token} | {'nolease'} |
 #         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
 CLAIM = FEED + """
-if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
+if lease(KEYS[5]) ~= ARGV[3] then return {'nolease'} end
 local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
 if cur.err then  -- not a hash: not a claim either; replace it
   redis.call('DEL', KEYS[1])
@@ -86,7 +101,7 @@ end
 if cur[1] then
   local mine = cur[1] == ARGV[2]
   if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
-    if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+    if lease(ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
       return {'held', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
               cur[6] or '', cur[7] or ''}
     end
@@ -112,7 +127,7 @@ return {'ok', seq}
 #         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
 #         holder; nothing was written).
 CLAIM_MANY = FEED + """
-if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
+if lease(KEYS[4]) ~= ARGV[3] then return {'nolease'} end
 local n = tonumber(ARGV[5])
 local holders = {}
 for i = 1, n do
@@ -125,7 +140,7 @@ for i = 1, n do
   if cur[1] then
     local mine = cur[1] == ARGV[2]
     if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
-      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+      if lease(ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
         return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
                 cur[6] or '', cur[7] or ''}
       end
@@ -176,7 +191,7 @@ for i = 1, n do
   local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
   if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] or
       (cur[1] == ARGV[4] and cur[4] ~= ARGV[5] and
-       redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[4]) then
+       lease(ARGV[1] .. ':node:' .. cur[1]) == cur[4]) then
     out[i] = 0
   else
     local seq = redis.call('INCR', KEYS[3])
@@ -205,7 +220,7 @@ if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
   return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
           cur[6] or '', cur[7] or ''}
 end
-if cur[2] ~= ARGV[7] or redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
+if cur[2] ~= ARGV[7] or lease(ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
   return {'lapsed'}
 end
 local seq = redis.call('INCR', KEYS[3])
@@ -246,8 +261,8 @@ return {'ok', redis.call('GET', KEYS[3])}
 # Drops the lease and info only if they are of this incarnation (fenced: a
 # process paused past its lease must not drop the lease of the process that
 # took its node id since). Returns 1 if dropped (or none was left), else 0.
-DROP_LEASE = """
-local held = redis.call('GET', KEYS[1])
+DROP_LEASE = LEASE + """
+local held = lease(KEYS[1])
 if held and held ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
@@ -316,9 +331,14 @@ return {ok, epoch, seq, table.concat(problems, '; ')}
 # (one 'del' event each). A record that is not a hash is dropped from the sets.
 # Returns how many names were deleted.
 REAP = FEED + """
-local live = redis.call('GET', KEYS[1])
+local live = lease(KEYS[1])
 local n = 0
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+local held = redis.pcall('SMEMBERS', KEYS[2])
+if type(held) ~= 'table' or held.err then  -- not a set: no index of names; dropped
+  redis.call('DEL', KEYS[2])
+  held = {}
+end
+for _, nk in ipairs(held) do
   local h = redis.pcall('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
   if type(h) ~= 'table' or h.err or h[1] ~= ARGV[1] then
     redis.call('SREM', KEYS[2], nk)
@@ -345,7 +365,7 @@ return n
 # string), rows (8 fields per name of a live claim), nodes whose
 # claims are not live, the stream's last id}. Records that are not hashes or
 # lack a holder are skipped here; the reader validates the rest.
-SNAPSHOT = """
+SNAPSHOT = LEASE.replace("function lease(", "function lease_of(") + """
 local rows = {}
 local leases = {}
 local dead = {}
@@ -357,7 +377,7 @@ for _, nk in ipairs(names) do
       nk == ARGV[1] .. ':name:' .. h[1] then
     local lease = leases[h[2]]
     if lease == nil then
-      lease = redis.call('GET', ARGV[1] .. ':node:' .. h[2]) or ''
+      lease = lease_of(ARGV[1] .. ':node:' .. h[2]) or ''
       leases[h[2]] = lease
     end
     if lease == h[3] then
@@ -392,8 +412,9 @@ return {seq, epoch, rows, nodes, top}
 LEAVE = """
 if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
 redis.call('DEL', KEYS[7], KEYS[8])
-redis.call('SREM', KEYS[1], ARGV[2])
-local others = redis.call('SMEMBERS', KEYS[1])
+redis.pcall('SREM', KEYS[1], ARGV[2])
+local others = redis.pcall('SMEMBERS', KEYS[1])
+if type(others) ~= 'table' or others.err then return 0 end  -- not a set: keep the prefix
 for _, n in ipairs(others) do
   if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
 end
@@ -401,7 +422,10 @@ for _, n in ipairs(others) do
   redis.call('DEL', ARGV[1] .. ':held:' .. n, ARGV[1] .. ':nodeinfo:' .. n,
              ARGV[1] .. ':inbox:' .. n)
 end
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', nk) end
+local names = redis.pcall('SMEMBERS', KEYS[2])
+if type(names) == 'table' and not names.err then
+  for _, nk in ipairs(names) do redis.call('DEL', nk) end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1
 """
@@ -513,7 +537,7 @@ class Scripts:
 # gnodes_add / gnodes_rem: P:gnodes that is not a set is replaced (by the nodes
 #        of P:nodes that have a P:gmem hash).
 # gnodes_list: P:gnodes' members, or (not a set) every node that took a lease.
-GHELPERS = """
+GHELPERS = LEASE + """
 local function gnodes_list(gnodes, prefix)
   local nodes = redis.pcall('SMEMBERS', gnodes)
   if type(nodes) == 'table' and not nodes.err then return nodes end
@@ -580,7 +604,7 @@ end
 # A rejoin (same field, same incarnation) keeps its place ("n").
 # Returns {'ok', seq, n} | {'nolease'}.
 GJOIN = FEED + GHELPERS + """
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {'nolease'} end
+if lease(KEYS[1]) ~= ARGV[2] then return {'nolease'} end
 local order = nil
 local old = redis.pcall('HGET', KEYS[2], ARGV[3])
 if type(old) == 'table' and old.err then
@@ -631,7 +655,7 @@ for i = 1, n do
   if type(old) ~= 'string' or (ARGV[a + 4] ~= '' and
       (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) or
       (ARGV[a + 1] == ARGV[3] and rec ~= nil and rec.inc ~= ARGV[4] and
-       redis.call('GET', prefix .. ':node:' .. ARGV[a + 1]) == rec.inc) then
+       lease(prefix .. ':node:' .. ARGV[a + 1]) == rec.inc) then
     out[i] = 0
   else
     redis.call('HDEL', KEYS[2 + i], field)
@@ -667,7 +691,7 @@ for _, node in ipairs(gnodes_list(KEYS[1], ARGV[1])) do
   local rows = redis.pcall('HGETALL', ARGV[1] .. ':gmem:' .. node)
   if type(rows) ~= 'table' or rows.err then rows = {} end
   out[#out + 1] = node
-  out[#out + 1] = redis.call('GET', ARGV[1] .. ':node:' .. node) or ''
+  out[#out + 1] = lease(ARGV[1] .. ':node:' .. node) or ''
   out[#out + 1] = rows
 end
 return out
@@ -679,7 +703,7 @@ return out
 # (one 'drop' event per incarnation removed); an empty hash goes, with the
 # node's place in P:gnodes. Returns how many memberships were deleted.
 GREAP = FEED + GHELPERS + """
-local live = redis.call('GET', KEYS[1]) or ''
+local live = lease(KEYS[1]) or ''
 local rows = redis.pcall('HGETALL', KEYS[2])
 if type(rows) ~= 'table' or rows.err then
   redis.call('DEL', KEYS[2])
