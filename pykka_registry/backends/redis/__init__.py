@@ -930,10 +930,12 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         was away past its lease): every own name is lost, and nothing is
         written as this node id until that process's lease is gone (the
         lease thread keeps trying). Server thread."""
-        if not self._node.needs_recover:
-            logger.warning("%s: %s", self.node_id, self._store.superseded)
+        own = self._replica.own_entries()
+        if own or not self._node.needs_recover:  # said once (the lease thread retries)
+            logger.warning("%s: %s; %d names lost", self.node_id, self._store.superseded,
+                           len(own))
         self._node.needs_recover = True
-        for entry in self._replica.own_entries():
+        for entry in own:
             self._replica.lose(entry, None)
 
     def _writable(self) -> None:
