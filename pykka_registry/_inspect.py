@@ -29,6 +29,9 @@ stray key where a node's lease or info should be (a node whose lease key
 holds another type is left out; one whose info cannot be read has no lease
 age), and a shared set (``P:names``, ``P:gnodes``) of another type.
 
+:func:`list_nodes` lists the nodes themselves (lease and info record of
+each), for tools such as the observer, with the same tolerance of stray keys.
+
 Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
 
 Guarantees
@@ -60,7 +63,7 @@ from typing import Any, Callable, Optional, TextIO
 import attrs
 
 __all__ = ["SCAN_COUNT", "GroupMembership", "format_groups_table", "format_table",
-           "group_rows", "list_groups", "list_names", "main", "parse_namespace"]
+           "group_rows", "list_groups", "list_names", "list_nodes", "main", "parse_namespace"]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -189,6 +192,81 @@ def _set_members(client: Any, key: str, report: Callable[[str], None]) -> list[A
     except _wrong_type_errors() as error:
         report(f"skipped {key!r}: {str(error)[:200]}")
         return []
+
+
+def list_nodes(client: Any, prefix: str,
+               warn: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
+    """Every node under ``prefix`` whose lease key exists (found with
+    ``SCAN``), sorted by node id, as dicts: ``node``, ``host``, ``pid``,
+    ``since`` (what its info record says, else None), ``lease_ttl_s`` and
+    ``lease_age_s`` (None when unknown).
+
+    A lease key of another type is skipped, and an info record that cannot
+    be read gives Nones, each reported to ``warn`` (default: a warning on the
+    ``pykka_registry.redis`` logger): a stray key never fails the listing.
+    Only values of JSON types are returned (no NaN, no lone surrogate).
+
+    Raises:
+        redis.RedisError: Redis cannot be read (but not for one bad key).
+    """
+    from pykka_registry.backends.redis._schema import Layout, as_text
+
+    layout = Layout(prefix)
+    report = warn or (lambda message: logger.warning("%s", message))
+    start = len(layout.node(""))
+    pattern = "".join(f"[{c}]" if c in "*?[]\\" else c for c in layout.node("")) + "*"
+    ids = sorted({as_text(k)[start:] for k in client.scan_iter(match=pattern, count=1000)})
+    leases = _leases(client, layout, ids, report)
+    pipe = client.pipeline(transaction=False)
+    for node in ids:
+        pipe.get(layout.nodeinfo(node))
+    infos = pipe.execute(raise_on_error=False) if ids else []
+    nodes = []
+    for node, raw in zip(ids, infos):
+        inc, age = leases.get(node, ("", None))
+        if not inc:
+            continue  # not a lease (reported), or gone meanwhile
+        info = _info_record(raw)
+        ttl_ms = _lease_ms(raw)
+        nodes.append({
+            "node": node,
+            "host": _plain(info.get("host"), str),
+            "pid": _plain(info.get("pid"), int),
+            "since": _plain(info.get("since"), float),
+            "lease_ttl_s": None if ttl_ms is None else ttl_ms / 1000,
+            "lease_age_s": age,
+        })
+    return nodes
+
+
+def _info_record(raw: Any) -> dict[str, Any]:
+    """A node info record as a dict ({} if it is not one)."""
+    if raw is None or isinstance(raw, Exception):
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _plain(value: Any, kind: type) -> Any:
+    """``value`` if it is a finite, printable ``kind`` (int for float too), else None."""
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, int):
+        value = float(value) if abs(value) < 1 << 53 else None
+    if kind is str and isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value[:200]
+    if kind is int and isinstance(value, int):
+        return value if abs(value) < 1 << 53 else None
+    if kind is float and isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return None
 
 
 #: Fields asked for per ``HSCAN`` call when reading a node's memberships.

@@ -523,3 +523,28 @@ def test_a_stray_lease_key_of_another_type_does_not_stop_nodes(
         b = nodes()
         assert b.lookup("ns", "theirs") is not None
         assert a.backend.health()["status"] == "healthy"  # type: ignore[attr-defined]
+
+
+def test_list_nodes_skips_a_stray_lease_and_reads_bad_info_as_unknown(
+    nodes: Factory, client: Any, prefix: str
+) -> None:
+    from pykka_registry._inspect import list_nodes
+
+    a = nodes()
+    a_id = a.backend.node_id  # type: ignore[attr-defined]
+    _lease_hash(client, prefix)  # "evil": a lease key of another type
+    for node, info in (("nan", '{"ttl_ms": NaN, "host": "h", "pid": 1}'),
+                       ("deep", "[" * 100_000),
+                       ("odd", '{"host": "\\ud800", "pid": 1e400, "since": "x"}')):
+        client.set(f"{prefix}:node:{node}", "i1", px=60_000)
+        client.set(f"{prefix}:nodeinfo:{node}", info, px=60_000)
+    warned: list[str] = []
+    listed = list_nodes(client, prefix, warn=warned.append)
+    assert [n["node"] for n in listed] == sorted([a_id, "deep", "nan", "odd"])
+    mine = next(n for n in listed if n["node"] == a_id)
+    assert mine["lease_ttl_s"] == 1.0 and isinstance(mine["lease_age_s"], float)
+    assert isinstance(mine["pid"], int) and isinstance(mine["host"], str)
+    odd = next(n for n in listed if n["node"] == "odd")
+    assert (odd["host"], odd["pid"], odd["since"], odd["lease_ttl_s"]) == (None,) * 4
+    _strict_json(json.dumps(listed, ensure_ascii=False))
+    assert any("evil" in w for w in warned)
