@@ -239,6 +239,14 @@ class InvalidSecretError(RegistryError, ValueError):
     registry starts; nothing is started. Also a ``ValueError``."""
 
 
+class InvalidRedisUrlError(RegistryError, ValueError):
+    """The redis backend was started without a ``url`` in ``backend_opts``
+    (there is no default: a library never talks to a server its user did not
+    name), or with one that is not a ``redis://``, ``rediss://`` or
+    ``unix://`` URL. Raised when the registry starts; nothing is started.
+    Also a ``ValueError``."""
+
+
 class NotHeldHereError(NotRegisteredError):
     """``update_metadata`` of a name that an actor of another process holds.
 

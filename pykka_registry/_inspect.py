@@ -23,8 +23,14 @@ place in its group's join order), metadata, lease age; ``--json`` keys
 its node's live lease incarnation.
 
 A record this version cannot read (a stray key or field, another version's
-format) is skipped with a warning on stderr naming its key; the others are
-listed.
+format, a string that is not valid Unicode, ``NaN`` in metadata) is skipped
+with a warning on stderr naming its key; the others are listed. So is a
+stray key where a node's lease or info should be (a node whose lease key
+holds another type is left out; one whose info cannot be read has no lease
+age), and a shared set (``P:names``, ``P:gnodes``) of another type.
+
+:func:`list_nodes` lists the nodes themselves (lease and info record of
+each), for tools such as the observer, with the same tolerance of stray keys.
 
 Exit status: 0 on success, 1 when Redis cannot be read, 2 on bad usage.
 
@@ -36,7 +42,8 @@ Guarantees
   ``parse_record``, ``group_members_key``, ``parse_member``), so ``ls``
   lists exactly the names and members other processes see; it uses no
   private helper of the backend.
-* A record that cannot be read is skipped alone, never fatal.
+* A record, lease or node info that cannot be read is skipped alone, never
+  fatal; what is listed is valid JSON (no ``NaN``, no lone surrogate).
 * Bounded reads: a node's membership hash is read with ``HSCAN`` in pages
   of :data:`SCAN_COUNT` fields (never one ``HGETALL`` of a huge hash), and
   :func:`list_groups` stops after ``limit`` records when given one.
@@ -56,7 +63,7 @@ from typing import Any, Callable, Optional, TextIO
 import attrs
 
 __all__ = ["SCAN_COUNT", "GroupMembership", "format_groups_table", "format_table",
-           "group_rows", "list_groups", "list_names", "main", "parse_namespace"]
+           "group_rows", "list_groups", "list_names", "list_nodes", "main", "parse_namespace"]
 
 logger = logging.getLogger("pykka_registry.redis")
 
@@ -84,7 +91,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
 
     layout = Layout(prefix)
     report = warn or (lambda message: logger.warning("%s", message))
-    name_keys = sorted(client.smembers(layout.names))
+    name_keys = sorted(_set_members(client, layout.names, report))
     pipe = client.pipeline(transaction=False)
     for name_key in name_keys:
         pipe.hmget(name_key, *ROW_FIELDS)
@@ -105,7 +112,7 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
             report(f"skipped {where!r}: its name {record.kjson!r} belongs under another key")
             continue
         records.append(record)
-    leases = _leases(client, layout, sorted({r.node for r in records}))
+    leases = _leases(client, layout, sorted({r.node for r in records}), report)
     rows = []
     for record in records:
         inc, age = leases.get(record.node, ("", None))
@@ -126,9 +133,13 @@ def list_names(client: Any, prefix: str, namespace: Any = None,
     return rows
 
 
-def _leases(client: Any, layout: Any,
-            nodes: list[str]) -> dict[str, tuple[str, Optional[float]]]:
-    """``node -> (lease incarnation or "", lease age in seconds or None)``."""
+def _leases(client: Any, layout: Any, nodes: list[str],
+            report: Callable[[str], None]) -> dict[str, tuple[str, Optional[float]]]:
+    """``node -> (lease incarnation or "", lease age in seconds or None)``.
+
+    A lease key that is not a lease (another type: its node is left out) or
+    an info record that cannot be read (no age) is reported to ``report``
+    and skipped alone: one stray key never fails the listing."""
     from pykka_registry.backends.redis._schema import as_text
 
     pipe = client.pipeline(transaction=False)
@@ -136,19 +147,126 @@ def _leases(client: Any, layout: Any,
         pipe.get(layout.node(node))
         pipe.pttl(layout.node(node))
         pipe.get(layout.nodeinfo(node))
-    answers = pipe.execute() if nodes else []
+    answers = pipe.execute(raise_on_error=False) if nodes else []
     leases: dict[str, tuple[str, Optional[float]]] = {}
     for i, node in enumerate(nodes):
-        inc, pttl, info = as_text(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        raw_inc, pttl, info = answers[3 * i], answers[3 * i + 1], answers[3 * i + 2]
+        if isinstance(raw_inc, Exception) or isinstance(pttl, Exception):
+            report(f"skipped node {node!r}: its lease key {layout.node(node)!r} is not a "
+                   f"lease ({str(raw_inc if isinstance(raw_inc, Exception) else pttl)[:200]})")
+            leases[node] = ("", None)
+            continue
+        inc = as_text(raw_inc)
+        ttl_ms = _lease_ms(info)
+        if ttl_ms is None and info is not None:
+            report(f"ignored the malformed node info {layout.nodeinfo(node)!r} (no lease age "
+                   "for that node)")
         age: Optional[float] = None
-        try:
-            ttl_ms = int(json.loads(info)["ttl_ms"]) if info else None
-        except (ValueError, KeyError, TypeError, OverflowError):
-            ttl_ms = None  # not an info record this tool understands: no age
         if ttl_ms is not None and isinstance(pttl, int) and pttl >= 0:
-            age = round(max(0, int(ttl_ms) - pttl) / 1000, 3)
+            age = round(max(0, ttl_ms - pttl) / 1000, 3)
         leases[node] = (inc, age)
     return leases
+
+
+def _lease_ms(info: Any) -> Optional[int]:
+    """The lease length in a node info record (its ``ttl_ms``), or None if
+    the record is missing or not one this tool understands (another type,
+    not JSON, too deep, a ``ttl_ms`` that is not a positive int)."""
+    if info is None or isinstance(info, Exception):
+        return None
+    try:
+        decoded = json.loads(info)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    ttl_ms = decoded.get("ttl_ms") if isinstance(decoded, dict) else None
+    if type(ttl_ms) is not int or not 0 < ttl_ms < 1 << 53:
+        return None
+    return ttl_ms
+
+
+def _set_members(client: Any, key: str, report: Callable[[str], None]) -> list[Any]:
+    """The members of the set ``key``; a key of another type is reported
+    and read as empty (a stray key under the prefix is not Redis failing)."""
+    try:
+        return list(client.smembers(key))
+    except _wrong_type_errors() as error:
+        report(f"skipped {key!r}: {str(error)[:200]}")
+        return []
+
+
+def list_nodes(client: Any, prefix: str,
+               warn: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
+    """Every node under ``prefix`` whose lease key exists (found with
+    ``SCAN``), sorted by node id, as dicts: ``node``, ``host``, ``pid``,
+    ``since`` (what its info record says, else None), ``lease_ttl_s`` and
+    ``lease_age_s`` (None when unknown).
+
+    A lease key of another type is skipped, and an info record that cannot
+    be read gives Nones, each reported to ``warn`` (default: a warning on the
+    ``pykka_registry.redis`` logger): a stray key never fails the listing.
+    Only values of JSON types are returned (no NaN, no lone surrogate).
+
+    Raises:
+        redis.RedisError: Redis cannot be read (but not for one bad key).
+    """
+    from pykka_registry.backends.redis._schema import Layout, as_text
+
+    layout = Layout(prefix)
+    report = warn or (lambda message: logger.warning("%s", message))
+    start = len(layout.node(""))
+    pattern = "".join(f"[{c}]" if c in "*?[]\\" else c for c in layout.node("")) + "*"
+    ids = sorted({as_text(k)[start:] for k in client.scan_iter(match=pattern, count=1000)})
+    leases = _leases(client, layout, ids, report)
+    pipe = client.pipeline(transaction=False)
+    for node in ids:
+        pipe.get(layout.nodeinfo(node))
+    infos = pipe.execute(raise_on_error=False) if ids else []
+    nodes = []
+    for node, raw in zip(ids, infos):
+        inc, age = leases.get(node, ("", None))
+        if not inc:
+            continue  # not a lease (reported), or gone meanwhile
+        info = _info_record(raw)
+        ttl_ms = _lease_ms(raw)
+        nodes.append({
+            "node": node,
+            "host": _plain(info.get("host"), str),
+            "pid": _plain(info.get("pid"), int),
+            "since": _plain(info.get("since"), float),
+            "lease_ttl_s": None if ttl_ms is None else ttl_ms / 1000,
+            "lease_age_s": age,
+        })
+    return nodes
+
+
+def _info_record(raw: Any) -> dict[str, Any]:
+    """A node info record as a dict ({} if it is not one)."""
+    if raw is None or isinstance(raw, Exception):
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _plain(value: Any, kind: type) -> Any:
+    """``value`` if it is a finite, printable ``kind`` (int for float too), else None."""
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, int):
+        value = float(value) if abs(value) < 1 << 53 else None
+    if kind is str and isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value[:200]
+    if kind is int and isinstance(value, int):
+        return value if abs(value) < 1 << 53 else None
+    if kind is float and isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return None
 
 
 #: Fields asked for per ``HSCAN`` call when reading a node's memberships.
@@ -221,8 +339,8 @@ def list_groups(client: Any, prefix: str, namespace: Any = None,
     layout = Layout(prefix)
     report = warn or (lambda message: logger.warning("%s", message))
     gnodes = group_keys(prefix)[0]
-    nodes = sorted({as_text(n) for n in client.smembers(gnodes)})
-    leases = _leases(client, layout, nodes)
+    nodes = sorted({as_text(n) for n in _set_members(client, gnodes, report)})
+    leases = _leases(client, layout, nodes, report)
     members: list[GroupMembership] = []
     budget = limit
     for node in nodes:

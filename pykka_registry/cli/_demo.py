@@ -62,8 +62,12 @@ def _run_redis(url: str) -> int:
                 client.ping()
             finally:
                 client.close()
-        except (redis.RedisError, ValueError) as error:
-            return fail(f"demo: cannot reach Redis at {safe_url(url)}: {error}")
+        except redis.RedisError as error:
+            from pykka_registry.backends.redis._store import describe
+
+            return fail(f"demo: Redis at {safe_url(url)} {describe(error)}")
+        except ValueError as error:
+            return fail(f"demo: cannot use the Redis URL {safe_url(url)}: {error}")
     try:
         return int(run_redis_demo(url))
     except RegistryUnavailableError as error:

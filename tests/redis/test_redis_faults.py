@@ -155,6 +155,10 @@ def test_empty_short_or_odd_secrets_are_refused(redis_url: str, prefix: str,
 def test_signed_means_a_real_key(nodes: Factory, monkeypatch: Any) -> None:
     assert nodes(secret="sixteen bytes!!!").backend.health()["signed"] is True  # type: ignore[attr-defined]
     monkeypatch.setenv("PYKKA_REGISTRY_SECRET", "")  # empty in the environment: unset
+    # the warning is issued once per process: an earlier test may have had it
+    import pykka_registry.backends.redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "_unsigned_warning_shown", False)
     with pytest.warns(UserWarning, match="no secret"):
         unsigned = nodes(secret=None)
     assert unsigned.backend.health()["signed"] is False  # type: ignore[attr-defined]

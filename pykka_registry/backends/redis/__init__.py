@@ -7,6 +7,10 @@ Requires redis-py (``pip install "pykka-registry[redis]"``)::
         "node_id": None, "lease_ttl": 5.0,
     })
 
+``url`` is required: without one :class:`InvalidRedisUrlError` (a
+``ValueError``) is raised and nothing connects (a library never talks to a
+server its user did not name).
+
 Every registry started on this backend is a *node*: it holds one lease key in
 Redis, refreshed every ``lease_ttl / 3``, and its names are valid only while
 that lease lives. See ``docs/redis.md`` for the full story; in short:
@@ -24,7 +28,11 @@ Guarantees
   paused owner wakes it takes a new lease, claims again those of its live
   actors' names that are still free, and
   reports the others as lost (a warning in the log and an ``Unregistered``
-  event with reason ``"lost"``).
+  event with reason ``"lost"``). Fencing is by incarnation as well as node
+  id: if another process took this node id while this one was away, this
+  one cannot take its lease, delete or change its claims or members, nor
+  delete its inbox at stop; it reports every own name lost, each write
+  raises :class:`RegistryUnavailableError`, and ``health()`` says why.
 * **Leases.** A node's names are free once its lease lapses; every node
   watches the leases of the nodes it has names from (every
   ``min(lease_ttl / 3, 0.5)`` s), so the names of a process killed with
@@ -43,9 +51,18 @@ Guarantees
   applied; a bad one is skipped alone, with a warning. Stream ids are
   assigned by Redis, so a far-future id appended by someone else cannot make
   claims fail; foreign feed entries make ``health()`` degraded for a while.
-* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL)
-  raise :class:`RegistryUnavailableError` saying so, and keep ``health()``
-  degraded until a write succeeds (the lease thread probes each refresh).
+* **Refused writes** (an error reply: ``maxmemory``, read-only replica, ACL,
+  ``WRONGTYPE``) raise :class:`RegistryUnavailableError` saying
+  ``refused: <reply>`` (never a redis-py exception), and keep ``health()``
+  degraded until a write succeeds (the lease thread probes each refresh; its
+  probe clears only a refusal of Redis as a whole, such as ``OOM``).
+* **Shared keys someone else wrote.** Each lease refresh checks the keys
+  every write needs (``P:seq`` a counter below 2**63-1; ``P:names``,
+  ``P:nodes`` and this node's held set sets; ``P:events`` a stream): what
+  is wrong keeps ``health()`` degraded, naming the key, until it is deleted
+  or repaired (a counter that is not one is not taken for a data loss). A
+  ``P:epoch`` of another type is replaced (every node re-reads, as after a
+  data loss), as are a lease key or ``P:nodes`` of another type at start.
 * **Clean stop.** ``close()`` deletes every key of this node; the last live
   node of a prefix deletes the prefix's shared keys.
 * **Redis down.** Writes raise :class:`RegistryUnavailableError` within
@@ -111,6 +128,7 @@ from pykka_registry._errors import (
     AlreadyRegisteredError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidRedisUrlError,
     InvalidSecretError,
     NotHeldHereError,
     NotRegisteredError,
@@ -147,11 +165,14 @@ from pykka_registry.backends.redis._schema import key_problem as _key_problem
 from pykka_registry.backends.redis._schema import parse_record as parse_record
 from pykka_registry.backends.redis._schema import text as _text
 from pykka_registry.backends.redis._store import BLOCK_MS, RedisError, Store
+from pykka_registry.backends.redis._store import describe as _describe
+from pykka_registry.backends.redis._store import refused as _refused
 
 __all__ = [
     "MAX_KEY_DEPTH",
     "MAX_METADATA_DEPTH",
     "MIN_SECRET_BYTES",
+    "InvalidRedisUrlError",
     "InvalidSecretError",
     "NotHeldHereError",
     "RedisBackend",
@@ -189,13 +210,36 @@ def _warn_unsigned_once(message: str) -> None:
     warnings.warn(message, UnsignedMessagesWarning, stacklevel=level)
 
 
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _checked_url(url: Any) -> str:
+    """``url`` if it is a URL redis-py takes, else :class:`InvalidRedisUrlError`."""
+    if url is None or url == "":
+        raise InvalidRedisUrlError(
+            "the redis backend needs the URL of the Redis server to use: "
+            "Registry.start(backend='redis', backend_opts={'url': 'redis://HOST:6379/0', ...}) "
+            "(there is no default server)")
+    if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+        try:
+            shown = safe_url(url) if isinstance(url, str) else _brief(url)
+        except ValueError:  # not even a URL: it may hold a password, not shown
+            shown = "a text that is not a URL"
+        raise InvalidRedisUrlError(
+            f"backend_opts 'url' must be a str starting with one of {', '.join(_URL_SCHEMES)}; "
+            f"got {shown}")
+    return url
+
+
 class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     """Names shared through Redis; see the module docstring.
 
     Options (``backend_opts``):
 
-    * ``url``: redis-py URL (``redis://``, ``rediss://`` for TLS, ``unix://``;
-      ACL user and password as ``redis://user:password@host:port/db``).
+    * ``url`` (required: no default): redis-py URL (``redis://``,
+      ``rediss://`` for TLS, ``unix://``; ACL user and password as
+      ``redis://user:password@host:port/db``). Missing, empty or of another
+      scheme: :class:`InvalidRedisUrlError`.
     * ``prefix``: every key this backend writes starts with it; processes
       sharing ``url`` and ``prefix`` share one name space.
     * ``node_id``: this node's name (default ``host:pid:random``); must be
@@ -227,7 +271,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: Optional[str] = None,
         prefix: str = "pykka_registry",
         node_id: Optional[str] = None,
         lease_ttl: float = 5.0,
@@ -238,6 +282,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         max_message_age: float = 120.0,
         redis_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        url = _checked_url(url)
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
         if not lease_ttl > 0.05:
@@ -287,6 +332,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         self._release_queued = False
         # groups: every node's memberships (backends/redis/_groups.py)
         self._groups = RedisGroups(self.prefix, self.node_id, self.lease_ttl, self.feed_maxlen)
+        self._groups.own_incs = self._replica.own_incs
         self._recover_queued = False
         self._changes: list[Change] = []  # made on our own account, not yet handed over
         self._state: Optional[BackendContext] = None
@@ -359,7 +405,8 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         Runs in the caller's thread (``Registry.start``).
 
         Raises:
-            RegistryUnavailableError: Redis is out of reach.
+            RegistryUnavailableError: Redis is out of reach, or refused
+                (the message says which: ``refused: <reply>``).
             ValueError: another live node uses ``node_id``.
         """
         if self._started:
@@ -392,7 +439,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         except RedisError as error:
             store.close_clients()
             raise RegistryUnavailableError(
-                f"cannot reach Redis at {safe_url(self.url)}: {error}"
+                f"cannot start: Redis at {safe_url(self.url)} {_describe(error)}"
             ) from error
         except BaseException:
             store.close_clients()
@@ -425,8 +472,10 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         if reachable:
             try:
                 self.wake_receiver()
-            except Exception:
-                reachable = False
+            except Exception as error:
+                # Redis refused (OOM...): it is there, and this node's keys
+                # must still go; only a connection failure skips the clean-up
+                reachable = _refused(error)
         self._node.stop(BLOCK_MS / 1000 + 2 * io_timeout + 1.0)
         if self._messenger is not None:
             self._messenger.close(2 * io_timeout + 1.0)
@@ -446,6 +495,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
     def _take_lease(self, first: bool = False) -> None:
         """A new lease incarnation, known to the messenger and the copy."""
         lost = self._store.take_lease(first)
+        self._replica.own_incs.add(self._store.inc)
         if self._messenger is not None:
             self._messenger.add_incarnation(self._store.inc)
         self._replica.inc = self._store.inc
@@ -597,6 +647,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 return self._claims_made([entry], [int(result[1])], [kjson])[0]
             if tag == "nolease":
                 self._recover()
+                self._writable()
                 continue
             replace_token = self._conflict(entry, holder_record(result, kjson), is_alive)
         raise RegistryUnavailableError(
@@ -633,6 +684,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 return self._claims_made(entries, [int(t) for t in result[1:]], texts)
             if tag == "nolease":
                 self._recover()
+                self._writable()
                 continue
             index = int(result[1]) - 1
             replace[index] = self._conflict(entries[index],
@@ -727,7 +779,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         if not items:
             return
         texts = [key_json(entry.namespace, entry.service) for entry, _why, _err in items]
-        args: list[Any] = [self.prefix, self.feed_maxlen, len(items)]
+        args: list[Any] = [self.prefix, self.feed_maxlen, len(items), self.node_id, self._inc]
         for (entry, why, err), text in zip(items, texts):
             args += [text, entry.token, entry.node, why, err]
         with self._io("unregister"):
@@ -779,6 +831,7 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
                 raise NotRegisteredError(namespace, service, "it is no longer held")
             if tag == "lapsed":  # our claim is of an older lease: claim again, retry
                 self._recover()
+                self._writable()
                 continue
             # moved: another claim holds the name now
             holder = holder_record(result, kjson)
@@ -850,11 +903,15 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
         try:
             with self._io("recover"):
                 if not store.lease_current():
-                    if store.inc:
+                    if store.inc and not store.superseded:
                         logger.warning("%s: the lease lapsed (paused, or Redis lost it): "
                                        "taking a new one and claiming our names again",
                                        self.node_id)
-                    self._take_lease()
+                    try:
+                        self._take_lease()
+                    except ValueError:  # another process took our node id: fenced out
+                        self._superseded()
+                        return
                     self.recoveries += 1
             if self._orphans:
                 orphans = list(self._orphans)
@@ -867,6 +924,25 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             store.connected = True
         except RegistryUnavailableError:
             self._node.needs_recover = True
+
+    def _superseded(self) -> None:
+        """A renewal found this node id leased by another process (this one
+        was away past its lease): every own name is lost, and nothing is
+        written as this node id until that process's lease is gone (the
+        lease thread keeps trying). Server thread."""
+        own = self._replica.own_entries()
+        if own or not self._node.needs_recover:  # said once (the lease thread retries)
+            logger.warning("%s: %s; %d names lost", self.node_id, self._store.superseded,
+                           len(own))
+        self._node.needs_recover = True
+        for entry in own:
+            self._replica.lose(entry, None)
+
+    def _writable(self) -> None:
+        """Raise if this node id was taken by another process (see
+        :meth:`_superseded`)."""
+        if self._store.superseded:
+            raise RegistryUnavailableError(self._store.superseded)
 
     def _reclaim(self, todo: list[Claim]) -> None:
         calls = []
@@ -914,6 +990,12 @@ class RedisBackend(LocalTables, RedisGroupsMixin, Backend):  # groups: the mixin
             problems.append("this node's lease lapsed or is not confirmed")
         if store.write_error:
             problems.append(f"Redis refuses writes ({store.write_error})")
+        if store.superseded:
+            problems.append(store.superseded)
+        if store.key_problem:
+            problems.append(f"shared keys someone else wrote: {store.key_problem} (the "
+                            "writes that need them are refused until they are deleted or "
+                            "repaired)")
         if self._orphans:
             problems.append(f"{len(self._orphans)} names of dead actors wait to be deleted")
         if now - node.feed_problem_at < self._FEED_ALERT_S:

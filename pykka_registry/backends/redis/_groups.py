@@ -58,6 +58,15 @@ Guarantees
   membership); one naming an actor of this process in no group here
   leaves the copy when the actor dies (an actor of this process is no
   other process's member: :data:`_PROCESS_NODES`).
+* **A foreign feed entry cannot wedge the group feed.** Stream ids are
+  assigned by Redis (``*``; a stream whose ids are exhausted is replaced by
+  the script that meets it). A reader left behind an entry someone else
+  appended (an id far in the future, the last possible id) notices that
+  the group counter is ahead while it has not advanced for
+  :data:`_STALL_S` and re-reads everything; re-reads are rate-limited (one
+  per :data:`_RESYNC_INTERVAL_S`), and a foreign, malformed or out-of-order
+  entry, a stall or too many re-reads keep ``health()`` degraded (problem
+  ``groups: change feed: ...``) for :data:`_FEED_ALERT_S`.
 * **Lost replies.** A join that Redis applied but whose reply was lost
   (it raised) is read back from the stream: a member the copy does not
   hold is deleted again (fenced by its place; a retried join keeps that
@@ -141,9 +150,23 @@ _BLOCK_MS = 500
 _EMPTY: dict[Any, Any] = {}
 _NONE: tuple[Any, ...] = ()
 _RESYNC_INTERVAL_S = 0.5
+#: A group feed reader that has not advanced for this long while the group
+#: counter is ahead is stuck (behind an entry someone else appended, or on a
+#: stream that a script replaced): re-read everything.
+_STALL_S = 2.0
+#: How long a problem with the group feed keeps ``health()`` degraded.
+_FEED_ALERT_S = 30.0
 #: The node ids of the RedisGroups started in this process (and not closed):
 #: a record of any other node naming an actor of this process is false.
 _PROCESS_NODES: set[str] = set()
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """redis-py's error replies (imported late: this module loads without
+    redis-py for its pure parts)."""
+    import redis
+
+    return (redis.ResponseError,)
 
 
 @attrs.define(frozen=True, eq=False)
@@ -420,10 +443,18 @@ class RedisGroups:
         self._feed_seq = 0
         self._feed_id: Any = "0-0"
         self._written_inc = ""  # the incarnation own records were last written with
+        #: every lease incarnation this process held as this node (shared
+        #: with the backend's copy, which fills it)
+        self.own_incs: set[str] = set()
         self._seen_epoch = ""
         self._resync_requested = False
         self._reassert_queued = False
         self._last_resync = 0.0
+        self._resync_times: collections.deque[float] = collections.deque(maxlen=64)
+        self._feed_problem = ""  # why the group feed needed attention lately (health)
+        self._feed_problem_at = -float("inf")
+        self._stalled_at_seq = -1  # the feed position when the counter was seen ahead
+        self._stalled_since = 0.0
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
@@ -475,6 +506,8 @@ class RedisGroups:
             try:  # wake the blocking XREAD: an entry without "s" that readers skip
                 self._r.xadd(self._gevents, {"w": self.node_id}, maxlen=self.feed_maxlen,
                              approximate=True)
+            except _refusals():
+                pass  # (ids exhausted, OOM...): Redis is there; the read ends by itself
             except Exception:
                 reachable = False
         if thread is not None and thread is not threading.current_thread():
@@ -514,6 +547,9 @@ class RedisGroups:
         if self._reassert_queued or (self._written_inc and
                                      self._written_inc != self._incarnation()):
             problems.append("groups: own members are being written again (new lease)")
+        if time.monotonic() - self._feed_problem_at < _FEED_ALERT_S:
+            problems.append(f"groups: change feed: {self._feed_problem} (someone else writes "
+                            f"to {self._gevents}?)")
         return {
             "members_here": own,
             "members_known": self.replica.totals()[1],
@@ -571,7 +607,9 @@ class RedisGroups:
         return self._ctx.unlocked()
 
     def _unavailable(self, error: BaseException, what: str) -> RegistryUnavailableError:
-        return RegistryUnavailableError(f"{what}: Redis refused or is out of reach ({error})")
+        from pykka_registry.backends.redis._store import describe
+
+        return RegistryUnavailableError(f"{what}: Redis {describe(error)}")
 
     def join(self, member: Member) -> Optional[Member]:
         """Join in Redis (one ``GJOIN``, the write lock released), then in
@@ -616,7 +654,7 @@ class RedisGroups:
             client=client)
 
     def _gleave(self, items: Sequence[tuple[str, str, str, str, str, str]]) -> list[int]:
-        args: list[Any] = [self.feed_maxlen, len(items)]
+        args: list[Any] = [self.feed_maxlen, len(items), self.node_id, self._incarnation()]
         for item in items:
             args.extend(item)
         result = self._scripts["GLEAVE"](
@@ -895,6 +933,9 @@ class RedisGroups:
                 if self._stopping.is_set():
                     break
                 logger.debug("%s: group thread: %r", self.node_id, error)
+                if isinstance(error, _refusals()):
+                    # P:gevents is not a stream (or another refusal): said so
+                    self._note_feed_problem(f"reading the group change feed failed: {error}")
                 self._resync_requested = True
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 0.5)
@@ -911,23 +952,54 @@ class RedisGroups:
             self._feed_id = entry_id
             raw_seq = fields.get(b"s")
             if raw_seq is None:
-                continue  # a closing node's wake-up (or a foreign entry)
+                if set(fields) != {b"w"}:  # not a closing node's wake-up
+                    self._note_feed_problem("skipped an entry without a sequence number")
+                continue
             seq = counter(raw_seq)
             if seq != self._feed_seq + 1:
-                # a gap (trimmed while away) or a counter that went back
-                # (Redis lost data): re-read everything
+                # a gap (trimmed while away), a counter that went back (Redis
+                # lost data) or a foreign entry: re-read everything
+                if seq <= self._feed_seq:
+                    self._note_feed_problem("skipped an entry out of sequence")
                 self._resync_requested = True
                 break
             self._feed_seq = seq
             record = checked_member(fields.get(b"e"), "a group change event", seq=seq)
             if record is not None:
                 batch.append(record)
+            else:
+                self._note_feed_problem(f"skipped a malformed change event ({seq})")
         if batch:
             self._ctx.submit(functools.partial(self._apply_events, batch))
 
+    def _note_feed_problem(self, what: str) -> None:
+        self._feed_problem = what
+        self._feed_problem_at = time.monotonic()
+
+    def _check_stall(self) -> None:
+        """Re-read everything if the feed reader has not advanced for
+        :data:`_STALL_S` while the group counter is ahead of it: an entry
+        someone else appended with an id far in the future (or the last
+        possible one, which made a script replace the stream) leaves the
+        reader's position past every later entry (group thread)."""
+        try:
+            top = counter(self._r.get(self._gseq))
+        except _refusals():  # not a counter: the next group write replaces it
+            top = 0
+        now = time.monotonic()
+        if top <= self._feed_seq or self._feed_seq != self._stalled_at_seq or \
+                self._resync_requested:
+            self._stalled_at_seq = self._feed_seq if top > self._feed_seq else -1
+            self._stalled_since = now
+        elif now - self._stalled_since >= _STALL_S:
+            self._note_feed_problem("the group change feed stopped advancing")
+            self._resync_requested = True
+            self._stalled_since = now
+
     def _watch(self) -> None:
-        """Lease watch, own incarnation and epoch checks, retries (group
-        thread)."""
+        """Lease watch, own incarnation and epoch checks, stall check,
+        retries (group thread)."""
+        self._check_stall()
         nodes = self.replica.remote_nodes()
         if nodes:
             values = self._r.mget([f"{self.prefix}:node:{node}" for node, _ in nodes])
@@ -991,7 +1063,14 @@ class RedisGroups:
 
     def _resync(self) -> None:
         """Re-read every member (group thread), rate-limited."""
-        wait = self._last_resync + _RESYNC_INTERVAL_S - time.monotonic()
+        now = time.monotonic()
+        times = self._resync_times
+        times.append(now)
+        recent = sum(1 for t in times if now - t < 10.0)
+        if recent >= 10:  # a pair after a Redis restart is normal; a stream is not
+            self._note_feed_problem(f"{recent} re-reads of every member in 10 s "
+                                    f"(rate-limited to one per {_RESYNC_INTERVAL_S} s)")
+        wait = self._last_resync + _RESYNC_INTERVAL_S - now
         if wait > 0 and self._stopping.wait(wait):
             return
         self._resync_requested = False
@@ -1057,6 +1136,11 @@ class RedisGroups:
         holds takes the record's place and metadata (what every other node
         sees)."""
         key, urn = record.key, record.urn
+        if record.inc not in self.own_incs:
+            # another process took this node id while this one was away past
+            # its lease: its member, not ours to adopt or delete (fenced by
+            # the incarnation; GLEAVE refuses it too)
+            return []
         current = self.replica.get(key[0], key[1], urn)
         if current is not None and current.node == self.node_id:
             if current.seq >= record.seq:

@@ -22,8 +22,14 @@ Guarantees
 * **Bounded stop.** Every wait is bounded by :data:`._store.BLOCK_MS` or the lease
   tick and watches the stop event; :meth:`Node.stop` joins both threads.
 * **The inbox stays short.** Handled messages are deleted from this node's
-  inbox when the receiver finds it idle, or every :data:`_DELETE_BATCH`
+  inbox when a read brings no more of them, or every :data:`_DELETE_BATCH`
   (never re-read meanwhile: the reader's position is past them).
+* **The inbox cannot be wedged.** Once the handled messages are deleted the
+  reader reads from the inbox's start again, so an entry someone else
+  appended with an id far in the future (or the last possible id, after
+  which a sender replaces the inbox) does not leave it past every later
+  message; an inbox or change stream that is not a stream is deleted by the
+  receiver whose read it broke (``health()`` degraded meanwhile).
 * Neither thread dies of an error: Redis errors are noted for ``health()``
   and retried with a back-off; anything else is logged.
 """
@@ -31,6 +37,7 @@ Guarantees
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import threading
@@ -148,7 +155,10 @@ class Node:
 
     def _refresh_lease(self, now: float, ttl_ms: int) -> None:
         store = self.store
-        ok, epoch, counter = store.refresh_lease(ttl_ms)
+        ok, epoch, top = store.refresh_lease(ttl_ms)
+        # a counter that is not one (someone else wrote P:seq) is no sign of
+        # a data loss: health() reports it (store.key_problem)
+        counter = self.replica.feed_seq if top is None else top
         if epoch != store.epoch or counter < self.replica.feed_seq:
             self.data_loss()
             self.needs_recover = True
@@ -219,9 +229,13 @@ class Node:
                     break
                 check = True
                 if isinstance(error, redis.ResponseError):
-                    # the stream key is not a stream (or another refusal): re-read
+                    # a stream key is not a stream (or another refusal): it
+                    # goes (every writer of it replaces it anyway), and re-read
                     self.note_feed_problem(f"reading the change feed failed: {error}")
                     self.resync_requested = True
+                    with contextlib.suppress(redis.RedisError):
+                        if store.unstick():
+                            inbox_id = "0-0"
                 else:
                     store.note(error)
                 self.stopping.wait(backoff)
@@ -233,10 +247,12 @@ class Node:
                 self.stopping.wait(0.5)
                 continue
             streams = reply.items() if isinstance(reply, dict) else (reply or ())
+            got_messages = False
             for stream, entries in streams:
                 if _text(stream) == events_key:
                     self._take_events(entries)
                 else:
+                    got_messages = got_messages or bool(entries)
                     for entry_id, fields in entries:
                         inbox_id = entry_id
                         handled.append(entry_id)
@@ -244,13 +260,19 @@ class Node:
                         if blob is not None:
                             messenger.handle(blob)
             messenger.sweep()
-            if handled and (not reply or len(handled) >= _DELETE_BATCH):
-                # Handled messages leave the inbox in batches, when idle: not
-                # a round trip per message on the way to its reply.
+            if handled and (not got_messages or len(handled) >= _DELETE_BATCH):
+                # Handled messages leave the inbox in batches, when no more
+                # come: not a round trip per message on the way to its reply.
                 try:
                     store.done_with(handled)
                 except redis.RedisError:
                     check = True
+                else:
+                    # Everything read is deleted: reading from the start again
+                    # reads the same, unless someone appended an id far in the
+                    # future (or the last one, and a sender replaced the
+                    # inbox): then it finds the entries after it.
+                    inbox_id = "0-0"
                 handled = []
 
     def _take_events(self, entries: Any) -> None:
@@ -294,7 +316,9 @@ class Node:
             if wait > 0 and self.stopping.wait(wait):
                 return
         # Checked after the wait: what Redis holds now is what the snapshot reads.
-        epoch, seq = store.epoch_and_seq()
+        epoch, counter = store.epoch_and_seq()
+        # a counter that is not one is no data loss (health() reports it)
+        seq = replica.feed_seq if counter is None else counter
         lost = self.data_lost or not epoch or epoch != store.epoch or seq < replica.feed_seq
         if self._suspect and not lost:
             self.note_feed_problem(self._suspect)
@@ -306,7 +330,7 @@ class Node:
             self.needs_recover = True
         self.data_lost = False
         self.last_resync = time.monotonic()
-        snapshot = store.read_snapshot(replica.write_count)
+        snapshot = store.read_snapshot(replica.write_count, replica.feed_seq)
         lost = lost or snapshot.epoch != epoch or snapshot.seq < seq
         if snapshot.epoch and snapshot.epoch != store.epoch:
             store.epoch = snapshot.epoch

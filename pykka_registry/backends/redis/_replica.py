@@ -131,6 +131,7 @@ class Replica(LocalTables):
         self.messenger = messenger
         self.find_actor = find_actor
         self.inc = ""
+        self.own_incs: set[str] = set()  # every lease incarnation this process held
         self.local_refs: dict[str, Any] = {}  # urn -> pykka.ActorRef (own entries)
         self.named_urns: set[str] = set()  # local actors named here once, until they die
         self.node_refs: dict[tuple[str, str], int] = {}  # remote (node, inc) -> entries
@@ -192,6 +193,10 @@ class Replica(LocalTables):
     def all_entries(self) -> list[Claim]:
         with self._lock:
             return [entry for services in self._names.values() for entry in services.values()]
+
+    def own_entries(self) -> list[Claim]:
+        """The entries of this node's own (local) actors."""
+        return [entry for entry in self.all_entries() if entry.node == self.node_id]
 
     def _on_added(self, entry: Claim) -> None:
         if entry.node == self.node_id:
@@ -306,6 +311,11 @@ class Replica(LocalTables):
         """A claim by this node that the local copy does not know (a write whose
         answer was lost): keep it if its actor lives, else release it."""
         key = record.key
+        if record.inc not in self.own_incs:
+            # Another process took this node id while this one was away past
+            # its lease: its claim, not ours to adopt or release (and the
+            # release script would refuse it: fenced by the incarnation).
+            return
         actor_ref = self.find_actor(record.urn)
         if actor_ref is not None and record.inc == self.inc:
             claim = self.own_claim(key, actor_ref, record.metadata, record.token, seq)

@@ -290,6 +290,8 @@ def _field(raw: Mapping[str, Any], name: str, default: Optional[str] = None) -> 
         value = value.decode()
     if not isinstance(value, str):
         raise ValueError(f"field {name!r} is a {type(value).__name__}, not a string")
+    if not _encodable(value):  # a JSON "\\ud800" escape: no reader could print it
+        raise ValueError(f"field {name!r} is not valid Unicode (lone surrogate)")
     return value
 
 
@@ -353,15 +355,23 @@ def _read_metadata(raw: Mapping[str, Any]) -> dict[Any, Any]:
     otherwise fail every read of it, on every node."""
     meta_text = _field(raw, "meta", "")
     try:
-        metadata = json.loads(meta_text) if meta_text else {}
+        metadata = json.loads(meta_text, parse_constant=_no_constant) if meta_text else {}
     except RecursionError:
         raise ValueError("metadata nested too deep") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
     try:
-        return copy_metadata(metadata)
+        # what a write would refuse (a lone surrogate, a huge int) is refused
+        # here too: a reader (``ls``, a JSON dump) could not print it
+        return _json_object(copy_metadata(metadata), "meta")
     except InvalidMetadataError as error:
         raise ValueError(f"metadata: {error}") from None
+
+
+def _no_constant(name: str) -> Any:
+    """``json.loads``'s hook for ``NaN``, ``Infinity`` and ``-Infinity``:
+    not JSON (no write stores them), refused."""
+    raise ValueError(f"metadata holds {name}, which is not valid JSON")
 
 
 def _checked(raw: Mapping[str, Any], where: str, rev: Optional[int] = None,

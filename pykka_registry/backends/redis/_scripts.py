@@ -12,10 +12,23 @@ Guarantees
   fencing token, writing the name and its event happen in one script: two
   processes never both hold a name.
 * **Fenced deletes and updates.** ``RELEASE`` and ``UPDATE`` change a name
-  only if it still carries the token and node given.
+  only if it still carries the token and node given, and (fencing by
+  incarnation) never a claim of another live incarnation of the caller's
+  node id: a process paused past its lease whose node id was taken by
+  another process meanwhile cannot delete or change that process's claims,
+  nor take its lease (``ACQUIRE``), drop it (``DROP_LEASE``) or delete its
+  inbox (``LEAVE``).
+* **A stray lease key cannot wedge a script.** Another node's lease key is
+  read with ``pcall`` (``LEASE``): a key of another type there means no
+  lease, never an error that fails every start, re-read, claim or reap that
+  meets it; a held set, ``P:nodes`` or ``P:names`` of another type is read
+  as empty where a script only reads it.
 * **Group keys cannot wedge writes.** A ``P:gnodes`` that is not a set, or
   a ``P:gseq`` that is not a counter, is replaced by the group script that
   meets it (the counter resumes above every value handed out).
+* **Inboxes cannot be wedged.** ``SEND``, ``SEND_ASK`` and ``POST`` append
+  with an id assigned by Redis, and replace an inbox whose ids are
+  exhausted or that is not a stream (``INBOX``).
 * **No SCRIPT EXISTS per call.** A registered script runs by ``EVALSHA``;
   redis-py loads it again only after a ``NOSCRIPT`` reply (a restarted or
   flushed Redis). In a pipeline a script runs by plain ``EVALSHA`` too
@@ -52,7 +65,17 @@ __all__ = ["Scripts"]
 # replaces the stream: readers then see a gap and re-read everything).
 # A claim's fencing token is the sequence number of its event.
 
-FEED = """
+# Another node's lease key may hold anything (a stray key): read as no lease,
+# never an error that would fail every script that meets it.
+LEASE = """
+local function lease(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return v end
+  return false
+end
+"""
+
+FEED = LEASE + """
 local function feed(stream, maxlen, seq, event)
   local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', seq, 'e', event)
   if type(ok) == 'table' and ok.err then
@@ -69,7 +92,7 @@ end
 # Returns {'ok', token} | {'nolease'} |
 #         {'held', node, inc, tok, urn, cls, meta, rev} (a live holder).
 CLAIM = FEED + """
-if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {'nolease'} end
+if lease(KEYS[5]) ~= ARGV[3] then return {'nolease'} end
 local cur = redis.pcall('HMGET', KEYS[1], 'node', 'inc', 'tok', 'urn', 'cls', 'meta', 'rev')
 if cur.err then  -- not a hash: not a claim either; replace it
   redis.call('DEL', KEYS[1])
@@ -78,7 +101,7 @@ end
 if cur[1] then
   local mine = cur[1] == ARGV[2]
   if not (mine and (cur[4] == ARGV[4] or cur[3] == ARGV[8])) then
-    if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+    if lease(ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
       return {'held', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
               cur[6] or '', cur[7] or ''}
     end
@@ -104,7 +127,7 @@ return {'ok', seq}
 #         {'held', i, node, inc, tok, urn, cls, meta, rev} (name i has a live
 #         holder; nothing was written).
 CLAIM_MANY = FEED + """
-if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {'nolease'} end
+if lease(KEYS[4]) ~= ARGV[3] then return {'nolease'} end
 local n = tonumber(ARGV[5])
 local holders = {}
 for i = 1, n do
@@ -117,7 +140,7 @@ for i = 1, n do
   if cur[1] then
     local mine = cur[1] == ARGV[2]
     if not (mine and (cur[4] == ARGV[a + 1] or cur[3] == ARGV[a + 5])) then
-      if redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
+      if lease(ARGV[1] .. ':node:' .. cur[1]) == cur[2] then
         return {'held', i, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
                 cur[6] or '', cur[7] or ''}
       end
@@ -150,19 +173,25 @@ return tokens
 
 # A batch of fenced deletes (unregister, unregister_many, clear_namespace,
 # releases after deaths): each name goes only if it still carries the token
-# and node given.
+# and node given, and (a claim of the caller's node id) if it is of the
+# caller's incarnation or of none that lives: a process paused past its lease
+# whose node id another process took meanwhile cannot delete that process's
+# claims, even with a token it learnt from the feed.
 # KEYS: P:names, P:events, P:seq, then the N name hashes.
-# ARGV: prefix, feed maxlen, N, then 5 per name: name JSON, token, node, why,
-#       error text.
-# Returns one value per name: the seq of its 'del' event, or 0 (gone or moved).
+# ARGV: prefix, feed maxlen, N, caller's node id, caller's incarnation, then 5
+#       per name: name JSON, token, node, why, error text.
+# Returns one value per name: the seq of its 'del' event, or 0 (gone, moved,
+# or of another live incarnation of the caller's node id).
 RELEASE = FEED + """
 local n = tonumber(ARGV[3])
 local out = {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 5
+  local a = 5 + (i - 1) * 5
   local key = KEYS[3 + i]
   local cur = redis.pcall('HMGET', key, 'node', 'tok', 'urn', 'inc')
-  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] then
+  if cur.err or not cur[1] or cur[2] ~= ARGV[a + 2] or cur[1] ~= ARGV[a + 3] or
+      (cur[1] == ARGV[4] and cur[4] ~= ARGV[5] and
+       lease(ARGV[1] .. ':node:' .. cur[1]) == cur[4]) then
     out[i] = 0
   else
     local seq = redis.call('INCR', KEYS[3])
@@ -191,7 +220,7 @@ if cur[3] ~= ARGV[2] or cur[1] ~= ARGV[6] then
   return {'moved', cur[1], cur[2] or '', cur[3] or '', cur[4] or '', cur[5] or '',
           cur[6] or '', cur[7] or ''}
 end
-if cur[2] ~= ARGV[7] or redis.call('GET', ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
+if cur[2] ~= ARGV[7] or lease(ARGV[1] .. ':node:' .. cur[1]) ~= ARGV[7] then
   return {'lapsed'}
 end
 local seq = redis.call('INCR', KEYS[3])
@@ -204,10 +233,23 @@ return {'ok', seq}
 
 # KEYS: own lease, own nodeinfo, P:epoch, P:nodes.
 # ARGV: incarnation, ttl ms, nodeinfo JSON, a new epoch (used if none), '1' =
-#       refuse if the lease exists, node id.
+#       refuse if the lease exists (a start), node id, the previous
+#       incarnation (a renewal: refused if the lease is another one, that is,
+#       another process took the node id while this one was paused).
 # Returns {'ok', epoch} | {'taken'}.
 ACQUIRE = """
-if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {'taken'} end
+local held = redis.pcall('GET', KEYS[1])
+if type(held) == 'table' and held.err then  -- not a lease: nobody's; replaced
+  redis.call('DEL', KEYS[1])
+  held = false
+end
+local ekind = redis.call('TYPE', KEYS[3])['ok']
+if ekind ~= 'string' and ekind ~= 'none' then
+  redis.call('DEL', KEYS[3])  -- not an epoch: as lost (every node re-reads)
+end
+local nkind = redis.call('TYPE', KEYS[4])['ok']
+if nkind ~= 'set' and nkind ~= 'none' then redis.call('DEL', KEYS[4]) end
+if held and (ARGV[5] == '1' or held ~= ARGV[7]) then return {'taken'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
@@ -215,16 +257,72 @@ redis.call('SADD', KEYS[4], ARGV[6])
 return {'ok', redis.call('GET', KEYS[3])}
 """
 
-# KEYS: own lease, own nodeinfo, P:epoch, P:seq.  ARGV: incarnation, ttl ms.
-# Returns {1 if refreshed else 0, epoch, seq}.
+# KEYS: own lease, own nodeinfo.  ARGV: incarnation.
+# Drops the lease and info only if they are of this incarnation (fenced: a
+# process paused past its lease must not drop the lease of the process that
+# took its node id since). Returns 1 if dropped (or none was left), else 0.
+DROP_LEASE = LEASE + """
+local held = lease(KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
+# KEYS: own lease, own nodeinfo, P:epoch, P:seq, P:names, P:events, own held
+#       set, P:nodes.  ARGV: incarnation, ttl ms, a new epoch.
+# A P:epoch that is not a string is replaced by the new epoch: every node then
+# sees the epoch change and re-reads everything (as after a data loss: who
+# wrote it may have written more).
+# Returns {1 if refreshed else 0, epoch, seq, problems}: problems is '' or
+# what is wrong with the shared keys that writes need (a key of another type,
+# a counter that is not a number or cannot go higher), '; ' between them; seq
+# is '' when P:seq is not a counter.
 REFRESH = """
 local ok = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   ok = 1
 end
-return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
+local problems = {}
+local function kind(key) return redis.call('TYPE', key)['ok'] end
+local function expect(key, wanted)
+  local k = kind(key)
+  if k ~= wanted and k ~= 'none' then
+    problems[#problems + 1] = key .. ' is a ' .. k .. ', not a ' .. wanted
+  end
+end
+local epoch = redis.pcall('GET', KEYS[3])
+if type(epoch) == 'table' then
+  problems[#problems + 1] = KEYS[3] .. ' was a ' .. kind(KEYS[3]) ..
+    ': replaced (every node re-reads everything)'
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[3], ARGV[3])
+  epoch = ARGV[3]
+elseif type(epoch) ~= 'string' then
+  epoch = ''
+end
+local seq = redis.pcall('GET', KEYS[4])
+if type(seq) == 'table' then
+  problems[#problems + 1] = KEYS[4] .. ' is a ' .. kind(KEYS[4]) .. ', not a counter'
+  seq = ''
+elseif seq then
+  if not string.match(seq, '^%d+$') or #seq > 19 then
+    problems[#problems + 1] = KEYS[4] .. ' is not a counter (it holds ' ..
+      string.format('%q', string.sub(seq, 1, 40)) .. ')'
+    seq = ''
+  elseif #seq == 19 and seq >= '9223372036854775807' then
+    problems[#problems + 1] = KEYS[4] .. ' is at its highest value (2^63-1): ' ..
+      'it cannot count any further'
+  end
+else
+  seq = '0'
+end
+expect(KEYS[5], 'set')
+expect(KEYS[6], 'stream')
+expect(KEYS[7], 'set')
+expect(KEYS[8], 'set')
+return {ok, epoch, seq, table.concat(problems, '; ')}
 """
 
 # KEYS: the node's lease, its held set, P:names, P:events, P:seq, P:nodes.
@@ -233,9 +331,14 @@ return {ok, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or '0'}
 # (one 'del' event each). A record that is not a hash is dropped from the sets.
 # Returns how many names were deleted.
 REAP = FEED + """
-local live = redis.call('GET', KEYS[1])
+local live = lease(KEYS[1])
 local n = 0
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+local held = redis.pcall('SMEMBERS', KEYS[2])
+if type(held) ~= 'table' or held.err then  -- not a set: no index of names; dropped
+  redis.call('DEL', KEYS[2])
+  held = {}
+end
+for _, nk in ipairs(held) do
   local h = redis.pcall('HMGET', nk, 'node', 'inc', 'tok', 'k', 'urn')
   if type(h) ~= 'table' or h.err or h[1] ~= ARGV[1] then
     redis.call('SREM', KEYS[2], nk)
@@ -258,20 +361,23 @@ return n
 """
 
 # KEYS: P:names, P:seq, P:epoch, P:events.  ARGV: prefix.
-# Returns {seq, epoch, rows (8 fields per name of a live claim), nodes whose
+# Returns {seq ('' if P:seq is not a counter), epoch ('' if none or not a
+# string), rows (8 fields per name of a live claim), nodes whose
 # claims are not live, the stream's last id}. Records that are not hashes or
 # lack a holder are skipped here; the reader validates the rest.
-SNAPSHOT = """
+SNAPSHOT = LEASE.replace("function lease(", "function lease_of(") + """
 local rows = {}
 local leases = {}
 local dead = {}
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local names = redis.pcall('SMEMBERS', KEYS[1])
+if type(names) ~= 'table' or names.err then names = {} end  -- not a set: no index
+for _, nk in ipairs(names) do
   local h = redis.pcall('HMGET', nk, 'k', 'node', 'inc', 'tok', 'rev', 'urn', 'cls', 'meta')
   if type(h) == 'table' and not h.err and h[1] and h[2] and h[3] and
       nk == ARGV[1] .. ':name:' .. h[1] then
     local lease = leases[h[2]]
     if lease == nil then
-      lease = redis.call('GET', ARGV[1] .. ':node:' .. h[2]) or ''
+      lease = lease_of(ARGV[1] .. ':node:' .. h[2]) or ''
       leases[h[2]] = lease
     end
     if lease == h[3] then
@@ -288,16 +394,27 @@ if redis.call('TYPE', KEYS[4])['ok'] == 'stream' then
   local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
   if last[1] then top = last[1][1] end
 end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '', rows, nodes, top}
+local seq = redis.pcall('GET', KEYS[2])
+if type(seq) ~= 'string' then seq = seq and '' or '0' end  -- '': not a counter
+local epoch = redis.pcall('GET', KEYS[3])
+if type(epoch) ~= 'string' then epoch = '' end
+return {seq, epoch, rows, nodes, top}
 """
 
-# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch.  ARGV: prefix, node id.
-# A node leaves: if no other node holds a live lease, every key of the prefix
-# that outlives its nodes goes too (the prefix is left empty).
+# KEYS: P:nodes, P:names, P:events, P:seq, P:epoch, own lease, own inbox, own
+#       held set.  ARGV: prefix, node id.
+# A node leaves (after its lease was dropped and its names reaped): its inbox,
+# held set and place in P:nodes go, unless its node id has a live lease again
+# (another process took it: those are that process's now). If no other node
+# holds a live lease, every key of the prefix that outlives its nodes goes too
+# (the prefix is left empty).
 # Returns 1 if the prefix was cleared, else 0.
 LEAVE = """
-redis.call('SREM', KEYS[1], ARGV[2])
-local others = redis.call('SMEMBERS', KEYS[1])
+if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
+redis.call('DEL', KEYS[7], KEYS[8])
+redis.pcall('SREM', KEYS[1], ARGV[2])
+local others = redis.pcall('SMEMBERS', KEYS[1])
+if type(others) ~= 'table' or others.err then return 0 end  -- not a set: keep the prefix
 for _, n in ipairs(others) do
   if redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then return 0 end
 end
@@ -305,18 +422,61 @@ for _, n in ipairs(others) do
   redis.call('DEL', ARGV[1] .. ':held:' .. n, ARGV[1] .. ':nodeinfo:' .. n,
              ARGV[1] .. ':inbox:' .. n)
 end
-for _, nk in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', nk) end
+local names = redis.pcall('SMEMBERS', KEYS[2])
+if type(names) == 'table' and not names.err then
+  for _, nk in ipairs(names) do redis.call('DEL', nk) end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1
 """
 
+# Inboxes (P:inbox:<node>) are streams too: ids assigned by Redis, and an
+# inbox whose ids are exhausted (someone appended the last possible id) or
+# that is not a stream is replaced by the script that meets it (the messages
+# it held are lost: delivery is at most once). Its node's receiver reads from
+# the start again once it has deleted what it handled, so it finds the new
+# stream even if its position was past it.
+INBOX = """
+local function inbox_add(inbox, maxlen, blob, ttl)
+  local ok = redis.pcall('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'm', blob)
+  if type(ok) == 'table' and ok.err then
+    if string.find(ok.err, 'OOM', 1, true) then error(ok) end
+    redis.call('DEL', inbox)
+    redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'm', blob)
+  end
+  redis.call('PEXPIRE', inbox, ttl)
+end
+"""
+
 # KEYS: target lease, target inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.
 # Returns 1 if appended, 0 if the target node has no lease (nothing written).
-SEND = """
+SEND = INBOX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+inbox_add(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 return 1
+"""
+
+# A node's message to its own inbox (the receiver's wake-up).
+# KEYS: own inbox.  ARGV: envelope, inbox maxlen, inbox ttl ms.  Returns 1.
+POST = INBOX + """
+inbox_add(KEYS[1], ARGV[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+# The receiver's repair after its XREAD was refused: of the streams it reads
+# (KEYS: P:events, own inbox), each that exists and is not a stream goes (it
+# cannot be the backend's: every writer of it replaces it anyway).
+# Returns how many keys were deleted.
+UNSTICK = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'stream' and kind ~= 'none' then
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+return n
 """
 
 # An ask's message, sent in the same round trip as the asker's wait on its
@@ -326,14 +486,13 @@ return 1
 # Returns 1 if appended; 0 if the target node has no lease: nothing is sent,
 # and an empty marker is pushed to the reply list instead, so that the
 # pipelined BLPOP returns at once (the asker reads the 0 first).
-SEND_ASK = """
+SEND_ASK = INBOX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('LPUSH', KEYS[3], '')
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+inbox_add(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 return 1
 """
 
@@ -341,8 +500,8 @@ class Scripts:
     """Every script of the backend, registered once on ``client`` (which may
     be a pipeline's client). Immutable after construction; any thread."""
 
-    __slots__ = ("acquire", "claim", "claim_many", "leave", "reap", "refresh",
-                 "release", "send", "snapshot", "update")
+    __slots__ = ("acquire", "claim", "claim_many", "drop_lease", "leave", "post", "reap",
+                 "refresh", "release", "send", "snapshot", "unstick", "update")
 
     def __init__(self, client: Any) -> None:
         self.claim = client.register_script(CLAIM)
@@ -354,7 +513,10 @@ class Scripts:
         self.reap = client.register_script(REAP)
         self.snapshot = client.register_script(SNAPSHOT)
         self.leave = client.register_script(LEAVE)
+        self.drop_lease = client.register_script(DROP_LEASE)
         self.send = client.register_script(SEND)
+        self.post = client.register_script(POST)
+        self.unstick = client.register_script(UNSTICK)
 
 
 # -- groups (pykka_registry.backends.redis._groups) ------------------------------------
@@ -375,7 +537,7 @@ class Scripts:
 # gnodes_add / gnodes_rem: P:gnodes that is not a set is replaced (by the nodes
 #        of P:nodes that have a P:gmem hash).
 # gnodes_list: P:gnodes' members, or (not a set) every node that took a lease.
-GHELPERS = """
+GHELPERS = LEASE + """
 local function gnodes_list(gnodes, prefix)
   local nodes = redis.pcall('SMEMBERS', gnodes)
   if type(nodes) == 'table' and not nodes.err then return nodes end
@@ -442,7 +604,7 @@ end
 # A rejoin (same field, same incarnation) keeps its place ("n").
 # Returns {'ok', seq, n} | {'nolease'}.
 GJOIN = FEED + GHELPERS + """
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {'nolease'} end
+if lease(KEYS[1]) ~= ARGV[2] then return {'nolease'} end
 local order = nil
 local old = redis.pcall('HGET', KEYS[2], ARGV[3])
 if type(old) == 'table' and old.err then
@@ -467,17 +629,22 @@ return {'ok', seq, order}
 
 # A batch of fenced leaves (leave, deaths, stop_namespace).
 # KEYS: P:gseq, P:gevents, then the N members' P:gmem hashes.
-# ARGV: feed maxlen, N, then 6 per member: node id, group JSON, urn, place
-#       ("n"; '' = any), why, error text.
+# ARGV: feed maxlen, N, caller's node id, caller's incarnation, then 6 per
+#       member: node id, group JSON, urn, place ("n"; '' = any), why, error
+#       text.
 # A member goes only if its record still has that place (a later leave and
-# rejoin is left alone). Returns one value per member: the seq of its
-# 'leave' event, or 0 (not there any more).
+# rejoin is left alone), and (a member of the caller's node id) if it is not
+# of another live incarnation of it (another process took the node id while
+# the caller was away past its lease: fenced by the incarnation).
+# Returns one value per member: the seq of its 'leave' event, or 0 (not there
+# any more, or fenced).
 GLEAVE = FEED + GHELPERS + """
 local n = tonumber(ARGV[2])
-local gnodes = string.sub(KEYS[1], 1, -6) .. ':gnodes'
+local prefix = string.sub(KEYS[1], 1, -6)
+local gnodes = prefix .. ':gnodes'
 local out = {}
 for i = 1, n do
-  local a = 2 + (i - 1) * 6
+  local a = 4 + (i - 1) * 6
   local field = ARGV[a + 3] .. ' ' .. ARGV[a + 2]
   local old = redis.pcall('HGET', KEYS[2 + i], field)
   local rec = nil
@@ -486,7 +653,9 @@ for i = 1, n do
     if ok and type(decoded) == 'table' then rec = decoded end
   end
   if type(old) ~= 'string' or (ARGV[a + 4] ~= '' and
-      (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) then
+      (rec == nil or tostring(rec.n) ~= ARGV[a + 4])) or
+      (ARGV[a + 1] == ARGV[3] and rec ~= nil and rec.inc ~= ARGV[4] and
+       lease(prefix .. ':node:' .. ARGV[a + 1]) == rec.inc) then
     out[i] = 0
   else
     redis.call('HDEL', KEYS[2 + i], field)
@@ -522,7 +691,7 @@ for _, node in ipairs(gnodes_list(KEYS[1], ARGV[1])) do
   local rows = redis.pcall('HGETALL', ARGV[1] .. ':gmem:' .. node)
   if type(rows) ~= 'table' or rows.err then rows = {} end
   out[#out + 1] = node
-  out[#out + 1] = redis.call('GET', ARGV[1] .. ':node:' .. node) or ''
+  out[#out + 1] = lease(ARGV[1] .. ':node:' .. node) or ''
   out[#out + 1] = rows
 end
 return out
@@ -534,7 +703,7 @@ return out
 # (one 'drop' event per incarnation removed); an empty hash goes, with the
 # node's place in P:gnodes. Returns how many memberships were deleted.
 GREAP = FEED + GHELPERS + """
-local live = redis.call('GET', KEYS[1]) or ''
+local live = lease(KEYS[1]) or ''
 local rows = redis.pcall('HGETALL', KEYS[2])
 if type(rows) ~= 'table' or rows.err then
   redis.call('DEL', KEYS[2])

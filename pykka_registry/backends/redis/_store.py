@@ -12,15 +12,19 @@ Guarantees
   :data:`BLOCK_MS` more) and no retries of its own: a call fails within its
   timeout.
 * **One error map.** :meth:`Store.failure` is the only place where a Redis
-  error becomes a :class:`RegistryUnavailableError`: an error *reply*
-  (``maxmemory``, a read-only replica, an ACL refusal) is reported as a
-  refusal and keeps ``health()`` degraded until a write succeeds
-  (:meth:`Store.write_ok`); any other error means Redis is out of reach.
+  error becomes a :class:`RegistryUnavailableError` (:func:`describe` words
+  it): an error *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``, ``NOSCRIPT``,
+  an ACL or password refusal, ``LOADING``) says ``refused: <the reply>`` and
+  keeps ``health()`` degraded until a write succeeds
+  (:meth:`Store.write_ok`); only a connection failure or a timeout says
+  Redis is *out of reach*.
   :meth:`Store.note` records an error for ``health()`` the same way, for
   the threads that do not raise.
 * **Leases.** :meth:`Store.take_lease` takes a new incarnation (refused if
-  another live node uses the node id) and tells whether Redis lost data
-  since the last one (the epoch changed).
+  another live node uses the node id; a renewal is refused if the lease is
+  another process's incarnation: :attr:`Store.superseded` says so) and tells
+  whether Redis lost data since the last one (the epoch changed).
+  :meth:`Store.leave` is fenced by the incarnation as well.
 """
 
 from __future__ import annotations
@@ -47,13 +51,54 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
         "the redis backend needs redis-py: pip install 'pykka-registry[redis]'"
     ) from _error
 
-__all__ = ["BLOCK_MS", "RedisError", "Store"]
+__all__ = ["BLOCK_MS", "RedisError", "Store", "describe", "refused"]
 
 BLOCK_MS = 500  # longest XREAD/BLPOP block: bounds how late a thread sees a stop
 _REPLY_TTL_MS = 30_000  # a reply nobody waits for any more vanishes after this
 
 #: What every Redis call may raise (re-exported so that callers need not import redis).
 RedisError = redis.RedisError
+
+#: Errors that mean Redis answered, with a refusal: redis-py makes a password
+#: refusal and a server still loading its data connection errors, but Redis
+#: did answer them.
+_REFUSALS: tuple[type[BaseException], ...] = (
+    redis.ResponseError, redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError, redis.exceptions.BusyLoadingError)
+
+
+#: Error replies (of the generic kind) that refuse every write, whatever the
+#: key: the lease thread's probe write tells when they are over.
+_SERVER_REFUSALS = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "BUSY", "OOM", "READONLY",
+                    "NOPERM", "LOADING")
+
+
+def refused(error: BaseException) -> bool:
+    """True if ``error`` is Redis's error reply (a refusal), False if Redis
+    could not be reached (connection failure, timeout)."""
+    return isinstance(error, _REFUSALS)
+
+
+#: The reply codes redis-py strips from the message of its own error classes
+#: (put back: ``OOM`` says more than "command not allowed...").
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (redis.exceptions.OutOfMemoryError, "OOM"), (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.NoScriptError, "NOSCRIPT"), (redis.exceptions.NoPermissionError, "NOPERM"),
+    (redis.exceptions.ExecAbortError, "EXECABORT"),
+    (redis.exceptions.BusyLoadingError, "LOADING"))
+
+
+def describe(error: BaseException) -> str:
+    """``"refused: <reply>"`` for an error reply, else ``"is out of reach
+    (<error>)"``: the end of a sentence that starts "Redis at URL "."""
+    if refused(error):
+        reply = str(error)
+        for kind, code in _CODES:
+            if isinstance(error, kind) and not reply.startswith(code):
+                reply = f"{code} {reply}"
+                break
+        return f"refused: {reply}"
+    return f"is out of reach ({type(error).__name__}: {error})"
 
 
 class Store:
@@ -83,6 +128,14 @@ class Store:
         self.connected = False
         self.last_error = ""
         self.write_error = ""  # the last error reply to a write, until one succeeds
+        self._server_refusal = False  # write_error is of Redis as a whole (OOM...)
+        # Set when a renewal of the lease found the node id taken by another
+        # process (this one was paused past its lease): why this node cannot
+        # write, until the other one leaves.
+        self.superseded = ""
+        # What the last lease refresh found wrong with the shared keys every
+        # write needs (someone else wrote them): "" when nothing.
+        self.key_problem = ""
 
     def k(self, *parts: str) -> str:
         return self.layout.key(*parts)
@@ -118,17 +171,15 @@ class Store:
         """The error a failed call raises (see the module docstring), noted
         for ``health()``."""
         self.note(error)
-        if isinstance(error, redis.ResponseError):
-            return RegistryUnavailableError(
-                f"{what}: Redis at {safe_url(self.url)} refused the write ({error})")
-        return RegistryUnavailableError(
-            f"{what}: Redis at {safe_url(self.url)} is out of reach ({error})"
-        )
+        return RegistryUnavailableError(f"{what}: Redis at {safe_url(self.url)} "
+                                        f"{describe(error)}")
 
     def note(self, error: BaseException) -> None:
         """Record ``error`` for ``health()``: a refused write, or Redis out of reach."""
-        if isinstance(error, redis.ResponseError):
+        if refused(error):
             self.write_error = f"{type(error).__name__}: {error}"
+            self._server_refusal = type(error) is not redis.ResponseError or \
+                str(error).startswith(_SERVER_REFUSALS)
             return
         self.connected = False
         self.last_error = f"{type(error).__name__}: {error}"
@@ -145,7 +196,8 @@ class Store:
         last one (its epoch changed).
 
         Raises:
-            ValueError: another live node uses this node id.
+            ValueError: another live node uses this node id (at the first
+                lease; for a renewal :attr:`superseded` says so too).
             redis.RedisError: as any call.
         """
         inc = os.urandom(8).hex()
@@ -155,10 +207,17 @@ class Store:
         result = self.scripts.acquire(
             keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
                   self.k("epoch"), self.k("nodes")],
-            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id],
+            args=[inc, ttl_ms, info, os.urandom(8).hex(), "1" if first else "", self.node_id,
+                  self.inc],
         )
         if _text(result[0]) == "taken":
+            if not first:
+                self.superseded = (
+                    f"node_id {self.node_id!r} was taken by another process while this "
+                    "one was away past its lease: this registry cannot write any more "
+                    "(stop it, and start it with another node_id)")
             raise ValueError(f"node_id {self.node_id!r} is in use by a live node")
+        self.superseded = ""
         epoch = _text(result[1])
         self.nodeinfo = info
         self.inc = inc
@@ -172,14 +231,19 @@ class Store:
         """True if Redis holds this node's current lease."""
         return _text(self.r.get(self.k("node", self.node_id))) == self.inc
 
-    def refresh_lease(self, ttl_ms: int) -> tuple[bool, str, int]:
-        """Extend the lease: ``(extended, epoch, counter)``."""
-        ok, epoch, seq = self.scripts.refresh(
+    def refresh_lease(self, ttl_ms: int) -> tuple[bool, str, Optional[int]]:
+        """Extend the lease: ``(extended, epoch, counter)`` (counter None if
+        ``P:seq`` is not a counter), and check the shared keys every write
+        needs (:attr:`key_problem`: what is wrong with them, for ``health()``)."""
+        ok, epoch, seq, problems = self.scripts.refresh(
             keys=[self.k("node", self.node_id), self.k("nodeinfo", self.node_id),
-                  self.k("epoch"), self.k("seq")],
-            args=[self.inc, ttl_ms],
+                  self.k("epoch"), self.k("seq"), self.k("names"), self.k("events"),
+                  self.k("held", self.node_id), self.k("nodes")],
+            args=[self.inc, ttl_ms, os.urandom(8).hex()],
         )
-        return bool(ok), _text(epoch), _counter(seq)
+        self.key_problem = _text(problems)[:1000]
+        seq_text = _text(seq)
+        return bool(ok), _text(epoch), _counter(seq_text) if seq_text else None
 
     def probe_write(self, ttl_ms: int) -> None:
         """A real write (the refresh only extends keys, which Redis allows
@@ -189,14 +253,29 @@ class Store:
         except redis.ResponseError as error:
             self.note(error)
         else:
-            self.write_ok()
+            # Only a refusal of Redis as a whole (OOM, READONLY...) is shown
+            # gone by this write; one of a key's content (WRONGTYPE, a counter
+            # that overflows) waits for a write of the same kind to succeed.
+            if self.write_error and self._server_refusal:
+                self.write_ok()
 
     def live_incarnations(self, node_ids: list[str]) -> list[str]:
         """The current lease incarnation of each node ("" if none)."""
         return [_text(v) for v in self.r.mget([self.k("node", node) for node in node_ids])]
 
-    def epoch_and_seq(self) -> tuple[str, int]:
-        return _text(self.r.get(self.k("epoch"))), _counter(self.r.get(self.k("seq")))
+    def epoch_and_seq(self) -> tuple[str, Optional[int]]:
+        """The epoch ("" if none or not a string) and the counter (None if
+        ``P:seq`` is not a counter: someone else wrote it)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.k("epoch"))
+        pipe.get(self.k("seq"))
+        epoch, seq = pipe.execute(raise_on_error=False)
+        for value in (epoch, seq):
+            if isinstance(value, Exception) and not refused(value):
+                raise value  # Redis out of reach: as any call
+        seq_text = "" if isinstance(seq, Exception) else _text(seq) or "0"
+        return ("" if isinstance(epoch, Exception) else _text(epoch),
+                _counter(seq_text) if seq_text.isdigit() else None)
 
     def _reap_keys(self, node_id: str) -> list[str]:
         return [self.k("node", node_id), self.k("held", node_id), self.k("names"),
@@ -214,22 +293,31 @@ class Store:
     def leave(self) -> None:
         """Delete every key of this node: its lease, info, names (one
         ``node_stopped`` event each), held set and inbox; and if it was the
-        last live node of the prefix, the prefix's shared keys too."""
-        self.r.delete(self.k("node", self.node_id), self.k("nodeinfo", self.node_id))
+        last live node of the prefix, the prefix's shared keys too.
+
+        Fenced by the incarnation: if another process took this node id
+        while this one was away past its lease, only the names of this
+        process's incarnations go; that process's lease, names, inbox and
+        held set stay."""
+        self.scripts.drop_lease(keys=[self.k("node", self.node_id),
+                                      self.k("nodeinfo", self.node_id)], args=[self.inc])
         self.scripts.reap(keys=self._reap_keys(self.node_id),
                           args=[self.node_id, self.feed_maxlen, KIND_NODE_STOPPED, self.prefix])
-        self.r.delete(self.k("inbox", self.node_id), self.k("held", self.node_id))
         self.scripts.leave(keys=[self.k("nodes"), self.k("names"), self.k("events"),
-                                 self.k("seq"), self.k("epoch")],
+                                 self.k("seq"), self.k("epoch"), self.k("node", self.node_id),
+                                 self.inbox(), self.k("held", self.node_id)],
                            args=[self.prefix, self.node_id])
 
     # -- snapshots ----------------------------------------------------------------------------
 
-    def read_snapshot(self, writes_before: int) -> Snapshot:
+    def read_snapshot(self, writes_before: int, seq_now: int = 0) -> Snapshot:
         """Every live name record (malformed ones skipped with a warning),
-        with the counter, epoch and stream position they are current at."""
+        with the counter, epoch and stream position they are current at
+        (``seq_now`` stands for a counter that is not one)."""
         raw = self.scripts.snapshot(keys=[self.k("names"), self.k("seq"), self.k("epoch"),
                                           self.k("events")], args=[self.prefix])
+        if not _text(raw[0]).isdigit():
+            raw = [str(seq_now), *raw[1:]]
         return parse_snapshot(raw, writes_before)
 
     # -- messages ------------------------------------------------------------------------------
@@ -280,7 +368,7 @@ class Store:
         pipe = self.rb.pipeline(transaction=False)
         # EVAL, not EVALSHA: after a Redis restart a NOSCRIPT reply would be
         # seen only once the BLPOP behind it had waited in vain (the script is
-        # 256 bytes; Redis caches its compiled form by hash).
+        # under 1 kB; Redis caches its compiled form by hash).
         pipe.eval(SEND_ASK, 3, self.k("node", node_id), self.inbox(node_id), reply_key, blob,
                   self.inbox_maxlen, self._inbox_ttl_ms(), _REPLY_TTL_MS)
         pipe.blpop([reply_key], timeout=max(0.01, min(timeout, BLOCK_MS / 1000)))
@@ -336,16 +424,21 @@ class Store:
 
     def post_own(self, blob: bytes) -> None:
         """Append ``blob`` to this node's own inbox (wakes its receiver)."""
-        inbox = self.inbox()
-        pipe = self.r.pipeline(transaction=False)
-        pipe.xadd(inbox, {"m": blob}, maxlen=self.inbox_maxlen, approximate=True)
-        pipe.pexpire(inbox, self._inbox_ttl_ms())
-        pipe.execute()
+        self.scripts.post(keys=[self.inbox()],
+                          args=[blob, self.inbox_maxlen, self._inbox_ttl_ms()])
 
     def read_streams(self, feed_id: Any, inbox_id: Any) -> Any:
-        """One blocking ``XREAD`` of the change stream and this node's inbox."""
-        return self.rx.xread({self.k("events"): feed_id, self.inbox(): inbox_id},
-                             count=1000, block=BLOCK_MS)
+        """One blocking ``XREAD`` of the change stream and this node's inbox
+        (not the inbox while :attr:`superseded`: it is the other process's)."""
+        streams = {self.k("events"): feed_id}
+        if not self.superseded:
+            streams[self.inbox()] = inbox_id
+        return self.rx.xread(streams, count=1000, block=BLOCK_MS)
+
+    def unstick(self) -> int:
+        """After a refused ``XREAD``: delete the change stream or this node's
+        inbox if it is not a stream (someone else wrote it); how many went."""
+        return int(self.scripts.unstick(keys=[self.k("events"), self.inbox()]))
 
     def done_with(self, entry_ids: list[Any]) -> None:
         """Delete handled messages from this node's inbox."""
