@@ -65,6 +65,7 @@ def local() -> dict[str, Ref]:
 def replica(local: dict[str, Ref]) -> Replica:
     copy = Replica(ME, None, local.get)
     copy.inc = "mine"
+    copy.own_incs.add("mine")  # as the backend does when it takes its lease
     return copy
 
 
@@ -160,6 +161,13 @@ def test_an_own_claim_nobody_here_knows_is_released(replica: Replica) -> None:
     ((orphan, why, err),) = replica.take_releases()
     assert orphan.actor_ref.actor_urn == "urn:ghost" and orphan.token == 1
     assert (why, err) == ("stopped", "")
+
+
+def test_a_claim_under_our_node_id_by_another_incarnation_is_left_alone(
+        replica: Replica) -> None:
+    # another process took this node id while we were away: not ours to release
+    replica.apply_event(1, record("a", node=ME, inc="theirs", urn="urn:ghost"))
+    assert replica.take_releases() == [] and replica.take_changes() == []
 
 
 def test_an_own_claim_of_a_live_actor_is_adopted(replica: Replica,
