@@ -18,6 +18,9 @@ Guarantees
   time. On loopback without a token, requests whose ``Host`` header is not a
   loopback name are refused (a web page elsewhere cannot read the data
   through DNS rebinding).
+* Access is checked before anything else: a refused request (401 or 403)
+  reads no registry, refreshes no cache and does not start the event
+  subscriptions; it costs a header check and a short answer.
 * The page builds its DOM with ``textContent`` only and is served with a
   Content-Security-Policy that allows no inline script and no other origin:
   metadata such as ``<script>`` renders as text.
@@ -122,8 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
-        if path.startswith("/api/") or path == "/metrics":
-            observer._touch()
+        # Access first: a refused request must not start the event
+        # subscriptions, refresh a cache or read a registry (it costs nothing).
         if path not in _PUBLIC:
             problem = observer._check_access(query, self.headers)
             if problem is not None:
@@ -132,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(status, {"error": message}, body,
                            extra if status == 401 else None)
                 return
+        if path.startswith("/api/") or path == "/metrics":
+            observer._touch()
         try:
             if path in _STATIC:
                 filename, content_type = _STATIC[path]
