@@ -75,3 +75,92 @@ def test_a_foreign_host_header_touches_no_state(registry: Registry) -> None:
             assert get(base(observer) + path, headers={"Host": "evil.example"})[0] == 403
         assert not observer.recording_events()
         assert not registry._state.events.active
+
+
+# -- stop() is bounded whatever clients do ------------------------------------------
+
+
+def _half_request(observer: Any) -> socket.socket:
+    """A slowloris client: half a request line and headers, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", observer.port), timeout=5)
+    sock.sendall(b"GET /api/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
+    return sock
+
+
+def _request_threads() -> int:
+    return sum(1 for name in observer_threads() if name.endswith("-request"))
+
+
+def test_stop_cuts_clients_that_send_half_a_request(registry: Registry) -> None:
+    before = _request_threads()
+    observer = registry.observe()
+    socks = [_half_request(observer) for _ in range(5)]
+    try:
+        wait_until(lambda: _request_threads() - before == 5, 5,
+                   "five request threads blocked on their half requests")
+        started = time.monotonic()
+        observer.stop()
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.5, f"stop() took {elapsed:.2f} s"
+        assert observer_threads() == []
+        for sock in socks:  # cut, not left open
+            assert sock.recv(100) == b""
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_stop_cuts_a_client_that_never_reads_its_answer(registry: Registry) -> None:
+    holder = Worker.start()
+    big = {f"k{i}": "x" * 290 for i in range(20)}  # ~6 KB a name once cut
+    registry.register_many("big", [(f"svc-{i:05d}", holder, big) for i in range(2000)])
+    observer = registry.observe()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", observer.port))
+        sock.sendall(b"GET /api/snapshot?limit=2000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        # The answer (~12 MB) is built before it is written: once its first
+        # bytes arrive, the request thread is blocked writing to a full socket.
+        assert sock.recv(1, socket.MSG_PEEK) == b"H"
+        wait_until(lambda: _request_threads() >= 1, 5, "the request thread")
+        started = time.monotonic()
+        observer.stop()
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.5, f"stop() took {elapsed:.2f} s"
+        assert observer_threads() == []
+    finally:
+        sock.close()
+        observer.stop()
+
+
+def test_a_connection_is_cut_at_its_read_deadline(registry: Registry) -> None:
+    with registry.observe() as observer:
+        observer.read_deadline_s = 0.3
+        stalled = _half_request(observer)
+        trickle = socket.create_connection(("127.0.0.1", observer.port), timeout=5)
+        try:
+            started = time.monotonic()
+            # one byte every 50 ms: each read succeeds, the deadline is for all of them
+            cut = False
+            for byte in b"GET /api/snapshot HTTP/1.0\r\nX-Trickle: " + b"a" * 200:
+                try:
+                    trickle.sendall(bytes([byte]))
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.05)  # the slow client under test, not a wait for a condition
+                if time.monotonic() - started > 4:
+                    break
+            if not cut:  # the server shut its side: the next read says so
+                trickle.settimeout(2)
+                cut = trickle.recv(100) == b""
+            assert cut, "a trickling client kept its connection past the deadline"
+            assert stalled.recv(100) == b""  # cut too, long before its 5 s timeout
+            assert time.monotonic() - started < 4.5
+            # the observer still serves
+            assert get(base(observer) + "/api/snapshot")[0] == 200
+        finally:
+            stalled.close()
+            trickle.close()
