@@ -242,7 +242,9 @@ class Snapshotter:
 
     # -- registries -----------------------------------------------------------------
 
-    def registry_summary(self, watch: Watch) -> dict[str, Any]:
+    def registry_summary(self, watch: Watch, namespaces: bool = True) -> dict[str, Any]:
+        """The registry's health, counters and (with ``namespaces``) its
+        :data:`MAX_NAMESPACES` largest namespaces; ``"error"`` says why not."""
         registry = watch.registry
         out: dict[str, Any] = {"name": watch.name, "error": None}
         try:
@@ -259,22 +261,39 @@ class Snapshotter:
                 subscribers=subscriber_count(registry),
                 groups_supported=_has_groups(registry),
             )
-            namespaces = []
-            all_namespaces = _all_namespaces(registry)
-            for ns in all_namespaces:
-                entry: dict[str, Any] = {"namespace": label(ns), "names": registry.count(ns),
-                                         "groups": None, "members": None}
-                if _has_groups(registry):
-                    groups = list(registry.groups(ns))
-                    entry["groups"] = len(groups)
-                    entry["members"] = sum(_count_members(registry, ns, g) for g in groups)
-                namespaces.append(entry)
-            namespaces.sort(key=lambda e: (-e["names"], e["namespace"]))
-            out["namespaces_total"] = len(namespaces)
-            out["namespaces"] = namespaces[:MAX_NAMESPACES]
+            if not namespaces:
+                return out
+            counted, total = self.namespace_counts(watch, MAX_NAMESPACES)
+            out["namespaces_total"] = total
+            out["namespaces"] = [
+                {"namespace": label(ns), "names": names, "groups": groups, "members": members}
+                for ns, names, groups, members in counted]
         except BaseException as error:
             out["error"] = f"{type(error).__name__}: {label(error)}"
         return out
+
+    @staticmethod
+    def namespace_counts(watch: Watch, limit: int,
+                         ) -> tuple[list[tuple[Any, int, Optional[int], Optional[int]]], int]:
+        """``([(namespace, names, groups, members)], how many namespaces)``:
+        the ``limit`` namespaces with the most names (then by label), the
+        namespace objects themselves (distinct even where their labels are
+        not). ``groups`` and ``members`` are ``None`` without groups."""
+        registry = watch.registry
+        has_groups = _has_groups(registry)
+        found: list[tuple[Any, int, Optional[int], Optional[int]]] = []
+        for ns in _all_namespaces(registry):
+            groups: Optional[int] = None
+            members: Optional[int] = None
+            if has_groups:
+                names_of_groups = list(registry.groups(ns))
+                groups = len(names_of_groups)
+                members = sum(_count_members(registry, ns, g) for g in names_of_groups)
+            found.append((ns, registry.count(ns), groups, members))
+        total = len(found)
+        keyed = [(-item[1], label(item[0]), i) for i, item in enumerate(found)]
+        keyed.sort()  # stable for equal labels: the registry's own order decides
+        return [found[i] for _, _, i in keyed[:limit]], total
 
     def _names(self, needle: str, namespace: Optional[str], offset: int, limit: int,
                clusters: list[tuple[ClusterSource, dict[str, Any]]]) -> dict[str, Any]:

@@ -12,10 +12,9 @@ from typing import Any
 
 import pykka
 import pytest
-from observer_client import get, get_json
+from observer_client import get
 
 from pykka_registry import Registry
-from pykka_registry.observer import serve
 from pykka_registry.testing import wait_until
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -164,3 +163,59 @@ def test_a_connection_is_cut_at_its_read_deadline(registry: Registry) -> None:
         finally:
             stalled.close()
             trickle.close()
+
+
+# -- metrics: distinct and bounded label values --------------------------------------
+
+
+class SameRepr:
+    """Distinct namespaces (identity equality) with one repr."""
+
+    def __repr__(self) -> str:
+        return "same"
+
+
+def _samples(text: str) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return [(s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in parser.text_string_to_metric_families(text)
+            for s in family.samples]
+
+
+def test_metric_labels_are_distinct_for_namespaces_with_one_text(registry: Registry) -> None:
+    holder = Worker.start()
+    first, second = SameRepr(), SameRepr()
+    registry.register(7, "a", holder)
+    registry.register("7", "a", holder)
+    registry.register("7", "b", holder)
+    for ns, count in ((first, 3), (second, 4)):
+        registry.register_many(ns, [(f"s{i}", holder) for i in range(count)])
+    with registry.observe() as observer:
+        samples = _samples(get(base(observer) + "/metrics")[2].decode())
+    keys = [(name, labels) for name, labels, _ in samples]
+    assert len(keys) == len(set(keys)), "one label set, two samples"
+    names = {dict(labels)["namespace"]: value for name, labels, value in samples
+             if name == "pykka_registry_names"}
+    assert names == {"int:7": 1, "7": 2, "SameRepr:same": 4, "SameRepr:same (2)": 3}
+    totals = {name: value for name, labels, value in samples
+              if name.startswith("pykka_registry_namespaces")}
+    assert totals == {"pykka_registry_namespaces": 4, "pykka_registry_namespaces_left_out": 0}
+
+
+def test_metrics_cover_10k_namespaces_and_count_the_rest(registry: Registry) -> None:
+    holder = Worker.start()
+    for i in range(10_050):
+        registry.register(f"ns-{i:05d}", "svc", holder)
+    registry.register_many("ns-00042", [(f"more-{i}", holder) for i in range(5)])
+    with registry.observe() as observer:
+        status, _, body = get(base(observer) + "/metrics")
+    assert status == 200 and len(body) < 10_000_000
+    samples = _samples(body.decode())
+    names = {dict(labels)["namespace"]: value for name, labels, value in samples
+             if name == "pykka_registry_names"}
+    assert len(names) == 10_000
+    assert names["ns-00042"] == 6  # the largest first
+    assert "ns-10049" not in names  # the smallest, by label, left out
+    totals = {name: value for name, labels, value in samples
+              if name.startswith("pykka_registry_namespaces")}
+    assert totals == {"pykka_registry_namespaces": 10_050,
+                      "pykka_registry_namespaces_left_out": 50}
