@@ -46,7 +46,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "pykka_registry_subscribers": ("gauge", "Event subscriptions (the observer's included)."),
     "pykka_registry_redis_lease_age_seconds": (
         "gauge", "Seconds since a Redis node last renewed its lease."),
-    "pykka_registry_redis_degraded": ("gauge", "1 when a Redis node reports itself degraded."),
+    "pykka_registry_redis_degraded": (
+        "gauge", "1 when a Redis node is degraded (its own health, or seen from outside)."),
+    "pykka_registry_redis_lease_ttl_seconds": ("gauge", "A Redis node's lease TTL."),
+    "pykka_registry_redis_lease_expired": (
+        "gauge", "1 when a Redis node's lease is gone but its records are not yet reaped."),
+    "pykka_registry_cluster_up": (
+        "gauge", "1 when the last read of a Redis prefix (standalone view) succeeded."),
+    "pykka_registry_cluster_records_skipped": (
+        "gauge", "Records of a Redis prefix that the last read could not read."),
+    "pykka_registry_cluster_scrape_errors_total": (
+        "counter", "Reads of a Redis prefix that failed as a whole."),
     "pykka_registry_redis_node_names": ("gauge", "Names held by a Redis node (standalone view)."),
     "pykka_registry_redis_node_group_members": (
         "gauge", "Group members of a Redis node (standalone view)."),
@@ -192,14 +202,20 @@ def render_metrics(snapshotter: Snapshotter) -> str:
                     registry=reg, node=node)
     for source in snapshotter.clusters:
         data = source.read()
+        reg = registries(source.label)
+        out.add("pykka_registry_cluster_up", data["error"] is None, registry=reg)
+        out.add("pykka_registry_cluster_records_skipped", data["skipped"], registry=reg)
+        out.add("pykka_registry_cluster_scrape_errors_total", source.scrape_errors, registry=reg)
+        nodes = DistinctLabels()
         for node in data["nodes"]:
-            out.add("pykka_registry_redis_lease_age_seconds", node["lease_age_s"],
-                    registry=source.label, node=node["node"])
-            out.add("pykka_registry_redis_node_names", node["names"], registry=source.label,
-                    node=node["node"])
-            out.add("pykka_registry_redis_node_group_members", node["members"],
-                    registry=source.label, node=node["node"])
-        _cluster_namespace_metrics(out, source.label, data)
+            labels = {"registry": reg, "node": nodes(node["node"])}
+            out.add("pykka_registry_redis_lease_age_seconds", node["lease_age_s"], **labels)
+            out.add("pykka_registry_redis_lease_ttl_seconds", node["lease_ttl_s"], **labels)
+            out.add("pykka_registry_redis_lease_expired", node["lease_expired"], **labels)
+            out.add("pykka_registry_redis_degraded", node["degraded"], **labels)
+            out.add("pykka_registry_redis_node_names", node["names"], **labels)
+            out.add("pykka_registry_redis_node_group_members", node["members"], **labels)
+        _cluster_namespace_metrics(out, reg, data)
     _supervisor_metrics(out, snapshotter.supervisor_trees())
     for (reg, kind), count in sorted(snapshotter.log.counts_copy().items()):
         out.add("pykka_registry_observer_events_total", count, registry=reg, type=kind)

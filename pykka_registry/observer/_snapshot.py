@@ -22,7 +22,15 @@ Guarantees
   commands only (:func:`pykka_registry._inspect.list_names` and
   :func:`~pykka_registry._inspect.list_groups`: names, group members, leases;
   at most :data:`MAX_CLUSTER_MEMBERS` member records a read). A record that
-  cannot be read is skipped alone, counted (``"skipped"``) and logged once.
+  cannot be read (a name, a member, a node's record or lease: malformed
+  JSON, a wrong type, a value out of range) is skipped alone, counted
+  (``"skipped"``) and logged once; the rest of the read goes on. A read
+  that fails as a whole (Redis out of reach) is shown as the cluster's
+  ``"error"`` and counted (``scrape_errors``); the page keeps serving.
+* Each node is shown with its lease TTL and age, ``lease_expired`` (listed
+  in ``P:nodes`` but its lease is gone) and ``degraded`` with its
+  ``problems`` (a lease not renewed within two thirds of its TTL, a node
+  record missing, unreadable or of another incarnation).
 """
 
 from __future__ import annotations
@@ -100,6 +108,9 @@ class ClusterSource:
         # refresh, and is worth one log line, not two a second.
         self._warned: set[str] = set()
         self._skipped = 0
+        #: Reads that failed as a whole (Redis out of reach, a key of the
+        #: wrong type where the index is): ``pykka_registry_cluster_scrape_errors_total``.
+        self.scrape_errors = 0
 
     @property
     def label(self) -> str:
@@ -131,6 +142,7 @@ class ClusterSource:
                                   limit=MAX_CLUSTER_MEMBERS)
             nodes = self._nodes()
         except Exception as error:
+            self.scrape_errors += 1
             return {"prefix": self.prefix, "url": self.url, "error": label(error),
                     "nodes": [], "rows": [], "members": [], "groups": {}, "skipped": 0}
         per_node: dict[str, int] = {}
@@ -153,42 +165,94 @@ class ClusterSource:
                 "skipped": self._skipped}
 
     def _nodes(self) -> list[dict[str, Any]]:
+        """Every node with a lease, and every node of ``P:nodes`` whose lease
+        is gone (``lease_expired``: its records wait to be reaped). A node
+        record that cannot be read is skipped alone (counted, logged once)
+        and its node shown as degraded."""
         from pykka_registry.backends.redis._schema import Layout
 
         layout = Layout(self.prefix)
         pattern = _glob_escape(layout.node("")) + "*"
         start = len(layout.node(""))
-        ids = sorted({_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)})
+        live = {_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)}
+        known = self.client.smembers(layout.key("nodes"))
+        ids = sorted(live | {_text(k) for k in known})
         pipe = self.client.pipeline(transaction=False)
         for node in ids:
             pipe.pttl(layout.node(node))
+            pipe.get(layout.node(node))
             pipe.get(layout.nodeinfo(node))
-        answers = pipe.execute()
-        nodes = []
-        for i, node in enumerate(ids):
-            pttl, raw = answers[2 * i], answers[2 * i + 1]
+        answers = pipe.execute(raise_on_error=False) if ids else []
+        return [self._node(node, *answers[3 * i:3 * i + 3]) for i, node in enumerate(ids)]
+
+    def _node(self, node: str, pttl: Any, lease: Any, raw: Any) -> dict[str, Any]:
+        """One node's row from its lease's PTTL and value and its info record
+        (any of them may be an error or junk: data read from Redis)."""
+        where = f"{self.prefix}:nodeinfo:{node}"
+        problems: list[str] = []
+        expired = False
+        if isinstance(pttl, Exception) or isinstance(lease, Exception):
+            error = pttl if isinstance(pttl, Exception) else lease
+            self._warn(f"skipped the unreadable lease of node {node!r}: {error}")
+            problems.append("its lease cannot be read")
+            pttl = None
+        elif pttl == -2 or lease is None:
+            expired = True
+            pttl = None
+        elif pttl == -1:
+            problems.append("its lease has no expiry")
+        info: dict[str, Any] = {}
+        if isinstance(raw, Exception):
+            self._warn(f"skipped the unreadable node record {where!r}: {raw}")
+            problems.append("its node record cannot be read")
+        elif raw is not None:
             try:
-                info = json.loads(raw) if raw else {}
-                if not isinstance(info, dict):
-                    info = {}
-            except ValueError:
-                info = {}
-            ttl_ms = info.get("ttl_ms")
-            age = None
-            if isinstance(ttl_ms, int) and isinstance(pttl, int) and pttl >= 0:
-                age = round(max(0, ttl_ms - pttl) / 1000, 3)
-            nodes.append({
-                "node": label(node),
-                "host": jsonable(info.get("host")),
-                "pid": jsonable(info.get("pid")),
-                "since": jsonable(info.get("since")),
-                "lease_ttl_s": ttl_ms / 1000 if isinstance(ttl_ms, int) else None,
-                "lease_age_s": age,
-                "names": 0,
-                "members": 0,
-                "groups": 0,
-            })
-        return nodes
+                value = json.loads(raw)
+            except (ValueError, TypeError) as error:
+                value = error
+            if isinstance(value, dict):
+                info = value
+            else:
+                self._warn(f"skipped the malformed node record {where!r}: "
+                           f"{value if isinstance(value, Exception) else 'not an object'}")
+                problems.append("its node record is malformed")
+        elif not expired:
+            problems.append("it has no node record")
+        ttl_ms = info.get("ttl_ms")
+        if not (type(ttl_ms) is int and 0 < ttl_ms < 2**53):
+            if "ttl_ms" in info:
+                self._warn(f"ignored the lease TTL {label(ttl_ms)} of {where!r}: not a "
+                           "positive int")
+                problems.append("its lease TTL is not a positive int")
+            ttl_ms = None
+        inc = info.get("inc")
+        if inc is not None and lease is not None and not isinstance(lease, Exception) \
+                and _text(lease) != str(inc):
+            problems.append("its node record is of another incarnation of its lease")
+        age = None
+        if ttl_ms is not None and type(pttl) is int and pttl >= 0:
+            age = round(max(0, ttl_ms - pttl) / 1000, 3)
+            # A node refreshes its lease every third of its TTL: older than
+            # two thirds, it missed a refresh.
+            if age > ttl_ms * 2 / 3000:
+                problems.append(f"its lease was not renewed on time ({age} s old, "
+                                f"TTL {ttl_ms / 1000} s)")
+        if expired:
+            problems.append("its lease expired (its records wait to be reaped)")
+        return {
+            "node": label(node),
+            "host": jsonable(info.get("host")),
+            "pid": jsonable(info.get("pid")),
+            "since": jsonable(info.get("since")),
+            "lease_ttl_s": None if ttl_ms is None else ttl_ms / 1000,
+            "lease_age_s": age,
+            "lease_expired": expired,
+            "degraded": bool(problems) and not expired,
+            "problems": problems,
+            "names": 0,
+            "members": 0,
+            "groups": 0,
+        }
 
 
 def _glob_escape(text: str) -> str:

@@ -189,3 +189,89 @@ def test_the_page_shows_a_clusters_groups_per_node(redis_url: str, actors: Any) 
             driver.quit()
             client.close()
     pykka.ActorRegistry.stop_all()
+
+
+def test_cluster_view_skips_malformed_node_records_and_counts_them(
+        fresh_redis: RedisServer) -> None:
+    from pykka_registry.backends.redis import RedisBackend
+    from pykka_registry.observer import serve
+
+    with Registry.start(backend=RedisBackend, backend_opts={
+            "url": fresh_redis.url, "prefix": "obsm", "node_id": "node-a",
+            "lease_ttl": 10.0}) as node:
+        node.register("ns", "svc", Echo.start())
+        client = redis.Redis.from_url(fresh_redis.url, socket_timeout=2,
+                                      socket_connect_timeout=2)
+        # Records no node of this version writes, beside node-a's good ones.
+        client.set("obsm:node:ghost", "i1", px=60_000)
+        client.set("obsm:nodeinfo:ghost", "not json", px=60_000)
+        client.set("obsm:node:wrongtype", "i2", px=60_000)
+        client.hset("obsm:nodeinfo:wrongtype", "not", "a string")
+        client.set("obsm:node:badttl", "i3", px=60_000)
+        client.set("obsm:nodeinfo:badttl", json.dumps({"inc": "i3", "ttl_ms": True}))
+        client.set("obsm:node:late", "i4", px=1000)  # 29 s since its last renewal
+        client.set("obsm:nodeinfo:late", json.dumps({"inc": "i4", "ttl_ms": 30_000}))
+        client.sadd("obsm:nodes", "gone")  # listed, its lease gone: not yet reaped
+        with serve(None) as observer:
+            observer.add_redis(client, "obsm")
+            snapshot = get_json(observer.url + "api/snapshot")
+            cluster = snapshot["clusters"][0]
+            assert cluster["error"] is None and cluster["names"] == 1
+            assert cluster["skipped"] == 3  # ghost, wrongtype, badttl
+            by_node = {n["node"]: n for n in cluster["nodes"]}
+            assert sorted(by_node) == ["badttl", "ghost", "gone", "late", "node-a",
+                                       "wrongtype"]
+            healthy = by_node["node-a"]
+            assert (healthy["degraded"], healthy["lease_expired"], healthy["problems"],
+                    healthy["lease_ttl_s"], healthy["names"]) == (False, False, [], 10.0, 1)
+            for name in ("ghost", "wrongtype", "badttl", "late"):
+                assert by_node[name]["degraded"] and by_node[name]["problems"], name
+            assert "not renewed on time" in by_node["late"]["problems"][0]
+            assert by_node["gone"]["lease_expired"] and not by_node["gone"]["degraded"]
+
+            samples = _samples(observer.metrics())
+            reg = ("registry", "redis:obsm")
+
+            def node_sample(metric: str, name: str) -> float:
+                return samples[(metric, (("node", name), reg))]
+
+            assert samples[("pykka_registry_cluster_up", (reg,))] == 1
+            assert samples[("pykka_registry_cluster_records_skipped", (reg,))] == 3
+            assert samples[("pykka_registry_cluster_scrape_errors_total", (reg,))] == 0
+            assert node_sample("pykka_registry_redis_lease_ttl_seconds", "node-a") == 10.0
+            assert node_sample("pykka_registry_redis_degraded", "node-a") == 0
+            assert node_sample("pykka_registry_redis_lease_expired", "node-a") == 0
+            assert node_sample("pykka_registry_redis_degraded", "ghost") == 1
+            assert node_sample("pykka_registry_redis_degraded", "late") == 1
+            assert node_sample("pykka_registry_redis_lease_expired", "gone") == 1
+            assert get(observer.url + "metrics")[0] == 200
+        client.close()
+    pykka.ActorRegistry.stop_all()
+
+
+def test_cluster_view_counts_a_failed_read_and_keeps_serving(fresh_redis: RedisServer) -> None:
+    from pykka_registry.observer import serve
+
+    client = redis.Redis.from_url(fresh_redis.url, socket_timeout=1, socket_connect_timeout=1)
+    client.set("obsd:node:a", "i1", px=60_000)
+    client.set("obsd:nodeinfo:a", json.dumps({"inc": "i1", "ttl_ms": 60_000}), px=60_000)
+    try:
+        with serve(None) as observer:
+            observer.add_redis(client, "obsd")
+            reg = ("registry", "redis:obsd")
+            samples = _samples(get(observer.url + "metrics")[2].decode())
+            assert samples[("pykka_registry_cluster_up", (reg,))] == 1
+            fresh_redis.stop()
+
+            def down() -> dict[Any, float]:
+                found = _samples(get(observer.url + "metrics")[2].decode())
+                return found if found[("pykka_registry_cluster_up", (reg,))] == 0 else {}
+
+            samples = wait_for(down, timeout=10, message="cluster_up 0 once Redis is gone")
+            assert samples[("pykka_registry_cluster_scrape_errors_total", (reg,))] >= 1
+            status, _, body = get(observer.url + "api/snapshot")
+            assert status == 200
+            assert json.loads(body)["clusters"][0]["error"]
+            assert get(observer.url)[0] == 200  # the page itself
+    finally:
+        client.close()

@@ -93,10 +93,18 @@
           " skipped (unreadable: see the observer's log)" }));
       }
       rows.push(el("ul", {}, cluster.nodes.map(function (node) {
-        return el("li", { cls: "cluster-node", data: { node: node.node },
+        const state = node.lease_expired ? "lease expired" : (node.degraded ? "degraded" : "");
+        const item = el("li", { cls: "cluster-node" + (state ? " degraded" : ""),
+          data: { node: node.node, state: state || "healthy" },
           text: node.node + " \u00b7 " + text(node.host) + " pid " + text(node.pid) +
           " \u00b7 " + node.names + " names \u00b7 " + plural(node.members, "group member") +
-          " in " + plural(node.groups, "group") + " \u00b7 lease age " + duration(node.lease_age_s) });
+          " in " + plural(node.groups, "group") + " \u00b7 lease age " + duration(node.lease_age_s) +
+          (node.lease_ttl_s === null || node.lease_ttl_s === undefined ? "" :
+            " of " + duration(node.lease_ttl_s)) + (state ? " \u00b7 " + state : "") });
+        if (node.problems && node.problems.length) {
+          item.appendChild(el("div", { cls: "node-problems", text: node.problems.join("; ") }));
+        }
+        return item;
       })));
       return el("div", { cls: "card cluster" }, rows);
     });
