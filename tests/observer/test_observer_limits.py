@@ -12,7 +12,7 @@ from typing import Any
 
 import pykka
 import pytest
-from observer_client import get
+from observer_client import get, get_json
 
 from pykka_registry import Registry
 from pykka_registry.testing import wait_until
@@ -219,3 +219,42 @@ def test_metrics_cover_10k_namespaces_and_count_the_rest(registry: Registry) -> 
               if name.startswith("pykka_registry_namespaces")}
     assert totals == {"pykka_registry_namespaces": 10_050,
                       "pykka_registry_namespaces_left_out": 50}
+
+
+# -- group events --------------------------------------------------------------------
+
+
+def test_joins_and_leaves_reach_the_events_api(registry: Registry) -> None:
+    assert registry.supports_groups
+    with registry.observe() as observer:
+        assert get(base(observer) + "/api/events")[0] == 200  # start recording
+        first, second = Worker.start(), Worker.start()
+        registry.join("pool", "workers", first, {"gpu": True})
+        registry.join("pool", "workers", second)
+        registry.leave("pool", "workers", first)
+        second.stop()  # its membership ends with it
+
+        def group_events() -> list[Any]:
+            items = get_json(base(observer) + "/api/events")["items"]
+            found = [e for e in items if e["group"]]
+            return found if len(found) == 4 else []
+
+        events = wait_until(group_events, 5, "two joins and two leaves")
+        oldest_first = list(reversed(events))
+        assert [(e["type"], e["namespace"], e["key"], e["urn"]) for e in oldest_first] == [
+            ("joined", "pool", "workers", first.actor_urn),
+            ("joined", "pool", "workers", second.actor_urn),
+            ("left", "pool", "workers", first.actor_urn),
+            ("left", "pool", "workers", second.actor_urn)]
+        assert oldest_first[0]["metadata"] == {"gpu": True}
+        assert oldest_first[0]["actor_class"] == "Worker"
+        assert [e["reason"] for e in oldest_first[2:]] == ["left", "stopped"]
+        assert not any(e["crash"] for e in events)
+        # the namespace filter applies to them too
+        only = get_json(base(observer) + "/api/events?namespace=pool")["items"]
+        assert len(only) == 4
+        assert get_json(base(observer) + "/api/events?namespace=other")["items"] == []
+        samples = _samples(observer.metrics())
+        counts = {dict(labels)["type"]: value for name, labels, value in samples
+                  if name == "pykka_registry_observer_events_total"}
+        assert counts["joined"] == 2 and counts["left"] == 2

@@ -275,3 +275,51 @@ def test_cluster_view_counts_a_failed_read_and_keeps_serving(fresh_redis: RedisS
             assert get(observer.url)[0] == 200  # the page itself
     finally:
         client.close()
+
+
+def test_a_degraded_redis_registry_is_shown_on_the_page_and_in_metrics(
+        fresh_redis: RedisServer) -> None:
+    from browser import console_errors, start_chromium
+    from browser import wait_until as wait_in_page
+
+    from pykka_registry.backends.redis import RedisBackend
+
+    driver = start_chromium()
+    try:
+        with Registry.start(name="obs-redis", backend=RedisBackend, backend_opts={
+                "url": fresh_redis.url, "prefix": "obsdeg", "node_id": "node-d",
+                "lease_ttl": 1.0, "io_timeout": 0.5}) as node:
+            node.register("ns", "svc", Echo.start())
+            with node.observe() as observer:
+                driver.get(observer.url)
+
+                def registry_state(d: Any) -> Any:
+                    return d.execute_script(
+                        "const card = document.querySelector('#registries .card');"
+                        "if (!card) return null;"
+                        "return [card.querySelector('h3 + div span').textContent,"
+                        " Array.from(card.querySelectorAll('div.degraded'))"
+                        ".map(e => e.textContent)];")
+
+                state = wait_in_page(driver, lambda d: (registry_state(d) or [None])[0]
+                                     == "healthy" and registry_state(d), "healthy first")
+                assert state[1] == []
+                samples = _samples(observer.metrics())
+                reg = ("registry", "obs-redis")
+                assert samples[("pykka_registry_degraded", (reg,))] == 0
+                assert samples[("pykka_registry_redis_degraded", (("node", "node-d"), reg))] == 0
+
+                fresh_redis.stop()  # Redis goes away under the node
+                state = wait_in_page(driver, lambda d: (registry_state(d) or [None])[0]
+                                     == "degraded" and registry_state(d), "degraded shown",
+                                     timeout=15)
+                assert any("Redis out of reach" in p or "lease" in p for p in state[1]), state
+                samples = _samples(observer.metrics())
+                assert samples[("pykka_registry_degraded", (reg,))] == 1
+                assert samples[("pykka_registry_redis_degraded", (("node", "node-d"), reg))] == 1
+                summary = get_json(observer.url + "api/snapshot")["registries"][0]
+                assert summary["status"] == "degraded" and summary["problems"]
+                assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    pykka.ActorRegistry.stop_all()

@@ -72,6 +72,13 @@
           text(reg.stats.deaths_reaped_total) + " \u00b7 pending deaths " +
           text(reg.stats.pending_deaths) + " \u00b7 event queue " + text(reg.event_queue) }));
         for (const problem of reg.problems) lines.push(el("div", { cls: "degraded", text: problem }));
+        // The backend's own reasons (Redis out of reach, a lapsed lease...).
+        const health = reg.backend_health || {};
+        if (Array.isArray(health.problems)) {
+          for (const problem of health.problems) {
+            lines.push(el("div", { cls: "degraded backend-problem", text: reg.backend + ": " + text(problem) }));
+          }
+        }
         const list = el("ul", { cls: "namespaces" }, reg.namespaces.map(function (ns) {
           let line = ns.namespace + ": " + plural(ns.names, "name");
           if (ns.groups !== null) {
