@@ -258,3 +258,92 @@ def test_joins_and_leaves_reach_the_events_api(registry: Registry) -> None:
         counts = {dict(labels)["type"]: value for name, labels, value in samples
                   if name == "pykka_registry_observer_events_total"}
         assert counts["joined"] == 2 and counts["left"] == 2
+
+
+# -- large registries: the rows are kept, not listed at every poll --------------------
+
+
+class BadEq:
+    """A key that hashes but whose __eq__ raises."""
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise RuntimeError("no eq for you")
+
+    def __repr__(self) -> str:
+        return "BadEq()"
+
+
+def test_a_poll_lists_no_name_when_little_changed(registry: Registry,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    holder = Worker.start()
+    registry.register_many("ns", [(f"svc-{i:04d}", holder, {"v": 0}) for i in range(1000)])
+    listed: list[Any] = []
+    backend = registry.backend
+    real_entries = backend.entries
+    monkeypatch.setattr(backend, "entries",
+                        lambda ns: listed.append(ns) or real_entries(ns))
+    with registry.observe() as observer:
+        url = base(observer) + "/api/snapshot"
+        assert get_json(url)["names"]["total"] == 1000  # subscribes, lists once
+        assert listed
+        listed.clear()
+        for _ in range(3):
+            assert get_json(url)["names"]["total"] == 1000
+        assert listed == [], "a poll with nothing changed listed the registry"
+
+        seen = observer.events()["latest"]
+        registry.register("ns", "aaa-new", holder)
+        registry.register("ns", "zzz-new", holder)
+        registry.unregister("ns", "svc-0005")
+        registry.update_metadata("ns", "svc-0001", {"v": 1})
+        registry.register("other", "x", holder)
+        wait_until(lambda: observer.events()["latest"] >= seen + 5, 5, "the five events")
+        names = get_json(url + "?limit=2000")["names"]
+        services = [i["service"] for i in names["items"]]
+        assert names["total"] == 1002
+        assert services[:3] == ["aaa-new", "svc-0000", "svc-0001"]
+        assert services[-2:] == ["zzz-new", "x"]  # ns "other" after "ns"
+        assert "svc-0005" not in services
+        assert names["items"][2]["metadata"] == {"v": 1}  # read at the poll, not cached
+        only = get_json(url + "?namespace=other")["names"]
+        assert [i["service"] for i in only["items"]] == ["x"]
+        found = get_json(url + "?q=NEW")["names"]
+        assert [i["service"] for i in found["items"]] == ["aaa-new", "zzz-new"]
+        paged = get_json(url + "?offset=999&limit=10")["names"]
+        assert [i["service"] for i in paged["items"]] == ["svc-0999", "zzz-new", "x"]
+        assert listed == [], "a poll after a few changes listed the registry"
+
+        # Stopped recording (no client for idle_s): changes meanwhile are
+        # not in any event the observer saw; the next poll lists anew.
+        observer.idle_s = 0.1
+        wait_until(lambda: not observer.recording_events(), 5, "idle: unsubscribed")
+        registry.register("ns", "while-away", holder)
+        registry.unregister("ns", "svc-0006")
+        services = [i["service"] for i in get_json(url + "?limit=2000")["names"]["items"]]
+        assert "while-away" in services and "svc-0006" not in services
+        assert listed
+
+
+def test_a_key_whose_eq_raises_does_not_break_the_kept_rows(registry: Registry) -> None:
+    holder = Worker.start()
+    registry.register("ns", "plain", holder)
+    with registry.observe() as observer:
+        url = base(observer) + "/api/snapshot"
+        assert get_json(url)["names"]["total"] == 1
+        seen = observer.events()["latest"]
+        odd = BadEq()
+        registry.register(odd, "svc", holder)
+        registry.register(7, "svc", holder)
+        registry.register("7", "svc", holder)
+        wait_until(lambda: observer.events()["latest"] >= seen + 3, 5, "the events")
+        items = get_json(url)["names"]["items"]
+        assert sorted((i["namespace"], i["service"]) for i in items) == [
+            ("7", "svc"), ("7", "svc"), ("BadEq()", "svc"), ("ns", "plain")]
+        registry.unregister(7, "svc")
+        wait_until(lambda: observer.events()["latest"] >= seen + 4, 5, "the unregister")
+        assert get_json(url)["names"]["total"] == 3
