@@ -323,3 +323,27 @@ def test_a_degraded_redis_registry_is_shown_on_the_page_and_in_metrics(
     finally:
         driver.quit()
     pykka.ActorRegistry.stop_all()
+
+
+def test_embedded_observer_keeps_up_with_names_of_other_nodes(redis_url: str,
+                                                              actors: Any) -> None:
+    prefix = unique_prefix("obsn")
+    with redis_nodes(redis_url, prefix, secret="an observer secret, long enough") as nodes:
+        a, b = nodes(), nodes()
+        b.register("ns", "b-own", actors("b1"))
+        with b.observe() as observer:
+            url = observer.url + "api/snapshot"
+
+            def services() -> list[str]:
+                return [i["service"] for i in get_json(url)["names"]["items"]]
+
+            assert services() == ["b-own"]  # subscribed: the rows are kept from now on
+            a.register("ns", "a-one", actors("a1"))
+            a.register("ns", "a-two", actors("a2"))
+            wait_for(lambda: services() == ["a-one", "a-two", "b-own"],
+                     message="another node's names, in order")
+            a.unregister("ns", "a-one")
+            wait_for(lambda: services() == ["a-two", "b-own"], message="released elsewhere")
+            item = get_json(url)["names"]["items"][0]
+            assert item["node"] == a.backend.node_id  # type: ignore[attr-defined]
+    pykka.ActorRegistry.stop_all()
