@@ -118,6 +118,7 @@ class ClusterSource:
         # refresh, and is worth one log line, not two a second.
         self._warned: set[str] = set()
         self._skipped = 0
+        self._this_read: set[str] = set()
         #: Reads that failed as a whole (Redis out of reach, a key of the
         #: wrong type where the index is): ``pykka_registry_cluster_scrape_errors_total``.
         self.scrape_errors = 0
@@ -135,6 +136,11 @@ class ClusterSource:
             return self._cached
 
     def _warn(self, message: str) -> None:
+        # One record may be reported by two readers of one read (a node's
+        # record by list_names and by _nodes): count it once.
+        if message in self._this_read:
+            return
+        self._this_read.add(message)
         self._skipped += 1
         if message in self._warned:
             return
@@ -146,6 +152,7 @@ class ClusterSource:
         from pykka_registry._inspect import list_groups, list_names
 
         self._skipped = 0
+        self._this_read = set()
         try:
             rows = list_names(self.client, self.prefix, warn=self._warn)
             members = list_groups(self.client, self.prefix, warn=self._warn,
@@ -203,7 +210,7 @@ class ClusterSource:
         expired = False
         if isinstance(pttl, Exception) or isinstance(lease, Exception):
             error = pttl if isinstance(pttl, Exception) else lease
-            self._warn(f"skipped the unreadable lease of node {node!r}: {error}")
+            self._warn(f"skipped the unreadable {self.prefix + ':node:' + node!r}: {error}")
             problems.append("its lease cannot be read")
             pttl = None
         elif pttl == -2 or lease is None:
@@ -213,7 +220,7 @@ class ClusterSource:
             problems.append("its lease has no expiry")
         info: dict[str, Any] = {}
         if isinstance(raw, Exception):
-            self._warn(f"skipped the unreadable node record {where!r}: {raw}")
+            self._warn(f"skipped the unreadable {where!r}: {raw}")  # as list_names says it
             problems.append("its node record cannot be read")
         elif raw is not None:
             try:

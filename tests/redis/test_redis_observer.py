@@ -347,3 +347,29 @@ def test_embedded_observer_keeps_up_with_names_of_other_nodes(redis_url: str,
             item = get_json(url)["names"]["items"][0]
             assert item["node"] == a.backend.node_id  # type: ignore[attr-defined]
     pykka.ActorRegistry.stop_all()
+
+
+def test_a_wrong_typed_node_record_of_a_node_with_names_hides_nothing_else(
+        fresh_redis: RedisServer) -> None:
+    from pykka_registry.backends.redis import RedisBackend
+    from pykka_registry.observer import serve
+
+    # A long lease: its refresh (which would rewrite the record) is 20 s away.
+    with Registry.start(backend=RedisBackend, backend_opts={
+            "url": fresh_redis.url, "prefix": "obsw", "node_id": "node-w",
+            "lease_ttl": 60.0}) as node:
+        node.register("ns", "svc", Echo.start())
+        client = redis.Redis.from_url(fresh_redis.url, socket_timeout=2,
+                                      socket_connect_timeout=2)
+        client.delete("obsw:nodeinfo:node-w")
+        client.hset("obsw:nodeinfo:node-w", "not", "a string")
+        with serve(None) as observer:
+            observer.add_redis(client, "obsw")
+            cluster = get_json(observer.url + "api/snapshot")["clusters"][0]
+            assert cluster["error"] is None
+            assert cluster["names"] == 1  # its lease is readable: its name is listed
+            assert cluster["skipped"] == 1  # the record, once (two readers saw it)
+            (row,) = cluster["nodes"]
+            assert row["degraded"] and row["lease_age_s"] is None
+        client.close()
+    pykka.ActorRegistry.stop_all()
