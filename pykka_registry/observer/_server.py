@@ -8,7 +8,8 @@ Guarantees
   headers within :data:`READ_DEADLINE_S` of the accept, its whole answer
   taken within :data:`RESPONSE_DEADLINE_S`; past one it is cut, so a client
   that sends half a request and waits, trickles bytes, or never reads holds
-  a thread for a bounded time only.
+  a thread for a bounded time only. At most :data:`MAX_CONNECTIONS`
+  connections are served at once; one more is closed as it arrives.
 * :meth:`Observer.stop` is bounded: it cuts every open connection (a
   blocked read or write returns at once), joins the request threads and the
   server thread with its timeout, and cancels the observer's event
@@ -58,6 +59,7 @@ logger = logging.getLogger("pykka_registry")
 REQUEST_TIMEOUT_S = 10.0  # each socket operation (a backstop; the deadlines below cut first)
 READ_DEADLINE_S = 5.0
 RESPONSE_DEADLINE_S = 30.0
+MAX_CONNECTIONS = 64
 IDLE_S = 60.0
 EVENT_MODES = ("on_demand", "always")
 DEFAULT_EVENTS = 1000
@@ -112,7 +114,9 @@ class _HTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """The server thread, at each accept: one thread per connection."""
         with self._conn_lock:
-            if self._closing:
+            # Past max_connections a new connection is closed at once: a
+            # flood of stalled clients holds a bounded number of threads.
+            if self._closing or len(self._conns) >= self.observer.max_connections:
                 self.shutdown_request(request)
                 return
             self._conns[request] = time.monotonic() + self.observer.read_deadline_s
@@ -324,6 +328,8 @@ class Observer:
         self.read_deadline_s = READ_DEADLINE_S
         #: Seconds a request has, once read, to take its whole answer.
         self.response_deadline_s = RESPONSE_DEADLINE_S
+        #: Connections served at once; more are closed as they arrive.
+        self.max_connections = MAX_CONNECTIONS
         self._last_request = -1.0
         self._log = EventLog(max_events)
         self._watches: list[Watch] = []

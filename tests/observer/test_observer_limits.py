@@ -347,3 +347,23 @@ def test_a_key_whose_eq_raises_does_not_break_the_kept_rows(registry: Registry) 
         registry.unregister(7, "svc")
         wait_until(lambda: observer.events()["latest"] >= seen + 4, 5, "the unregister")
         assert get_json(url)["names"]["total"] == 3
+
+
+def test_connections_past_the_cap_are_closed_at_once(registry: Registry) -> None:
+    with registry.observe() as observer:
+        observer.max_connections = 3
+        before = _request_threads()
+        stalled = [_half_request(observer) for _ in range(3)]
+        try:
+            wait_until(lambda: _request_threads() - before == 3, 5, "three stalled requests")
+            extra = socket.create_connection(("127.0.0.1", observer.port), timeout=5)
+            try:
+                assert extra.recv(100) == b""  # closed at once, not after 5 s
+            finally:
+                extra.close()
+            assert _request_threads() - before == 3
+        finally:
+            for sock in stalled:
+                sock.close()
+        wait_until(lambda: get(base(observer) + "/api/snapshot")[0] == 200, 5,
+                   "served again once the stalled clients left")
