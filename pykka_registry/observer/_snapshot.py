@@ -209,8 +209,10 @@ class ClusterSource:
         problems: list[str] = []
         expired = False
         if isinstance(pttl, Exception) or isinstance(lease, Exception):
-            error = pttl if isinstance(pttl, Exception) else lease
-            self._warn(f"skipped the unreadable {self.prefix + ':node:' + node!r}: {error}")
+            error = lease if isinstance(lease, Exception) else pttl
+            # Worded as list_names says it: one record, counted once a read.
+            self._warn(f"skipped node {node!r}: its lease key {self.prefix + ':node:' + node!r} "
+                       f"is not a lease ({str(error)[:200]})")
             problems.append("its lease cannot be read")
             pttl = None
         elif pttl == -2 or lease is None:
@@ -219,28 +221,28 @@ class ClusterSource:
         elif pttl == -1:
             problems.append("its lease has no expiry")
         info: dict[str, Any] = {}
+        # Worded as list_names says it: one record, counted once a read.
+        malformed = f"ignored the malformed node info {where!r} (no lease age for that node)"
         if isinstance(raw, Exception):
-            self._warn(f"skipped the unreadable {where!r}: {raw}")  # as list_names says it
+            self._warn(malformed)
             problems.append("its node record cannot be read")
         elif raw is not None:
             try:
                 value = json.loads(raw)
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError, RecursionError) as error:
                 value = error
             if isinstance(value, dict):
                 info = value
             else:
-                self._warn(f"skipped the malformed node record {where!r}: "
-                           f"{value if isinstance(value, Exception) else 'not an object'}")
+                self._warn(malformed)
                 problems.append("its node record is malformed")
         elif not expired:
             problems.append("it has no node record")
         ttl_ms = info.get("ttl_ms")
         if not (type(ttl_ms) is int and 0 < ttl_ms < 2**53):
-            if "ttl_ms" in info:
-                self._warn(f"ignored the lease TTL {label(ttl_ms)} of {where!r}: not a "
-                           "positive int")
-                problems.append("its lease TTL is not a positive int")
+            if info:
+                self._warn(malformed)
+                problems.append("its node record has no positive int ttl_ms")
             ttl_ms = None
         inc = info.get("inc")
         if inc is not None and lease is not None and not isinstance(lease, Exception) \
