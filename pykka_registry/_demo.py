@@ -9,7 +9,9 @@ workers by metadata with ``match``, and ends with ``stats()`` and
 With ``observe=True`` (``demo --observe``) the observer page is served from
 the start of the tour (its URL is printed first), the steps are spaced by
 ``pause`` seconds so they can be watched live, and at the end the observer
-stays open, its URL printed again, until Ctrl-C.
+stays open, its URL printed again, until Ctrl-C, with the tour's
+supervision tree and its names still running (they are stopped after
+Ctrl-C, then the observer and the registry).
 """
 
 from __future__ import annotations
@@ -77,7 +79,12 @@ def crash_and_await_successor(registry: Registry, via: Via, timeout: float) -> t
     return old, new
 
 
-def _tour(registry: Registry, out: Callable[[str], None], pause: float = 0.0) -> None:
+def _tour(registry: Registry, out: Callable[[str], None], pause: float = 0.0,
+          keep: bool = False) -> Optional[Supervisor]:
+    """Run the steps. With ``keep`` the supervision tree (and so its names)
+    is left running and returned, for the observer to show after the tour;
+    else it is stopped and ``None`` returned. On an error it is stopped
+    either way."""
     roles = {"w1": ["cpu"], "w2": ["cpu", "gpu"], "w3": ["io"]}
     def starter(label: str) -> Callable[[], Any]:
         return lambda: Worker.start(label)
@@ -95,6 +102,7 @@ def _tour(registry: Registry, out: Callable[[str], None], pause: float = 0.0) ->
         supervisor = Supervisor.start(specs, strategy="one_for_one", registry=registry,
                                       name="demo-tree")
         out(f"  registered: {sorted(map(str, registry.list_services(NAMESPACE)))}")
+    kept = False
     try:
         with _step(out, "send messages through via names (resolved at every call)", pause):
             w2 = registry.via(NAMESPACE, "w2")
@@ -117,10 +125,10 @@ def _tour(registry: Registry, out: Callable[[str], None], pause: float = 0.0) ->
 
         with _step(out, "a name nobody holds", pause):
             out(f"  lookup('ghost') -> {registry.lookup(NAMESPACE, 'ghost')}")
+        kept = keep
     finally:
-        with _step(out, "stop the tree (children in reverse start order)", pause):
-            supervisor.stop()
-            out(f"  names left in {NAMESPACE!r}: {registry.count(NAMESPACE)}")
+        if not kept:
+            _stop_tree(registry, supervisor, out, pause)
 
     with _step(out, "stats and health", pause):
         stats = registry.stats()
@@ -128,6 +136,14 @@ def _tour(registry: Registry, out: Callable[[str], None], pause: float = 0.0) ->
             f"deaths cleaned up={stats.deaths_reaped_total}, backend={stats.backend}")
         health = registry.health_check()
         out(f"  health: {health.status} (server alive: {health.server_alive})")
+    return supervisor if kept else None
+
+
+def _stop_tree(registry: Registry, supervisor: Supervisor, out: Callable[[str], None],
+               pause: float = 0.0) -> None:
+    with _step(out, "stop the tree (children in reverse start order)", pause):
+        supervisor.stop()
+        out(f"  names left in {NAMESPACE!r}: {registry.count(NAMESPACE)}")
 
 
 def run_demo(
@@ -165,14 +181,19 @@ def run_demo(
                 with serve(registry, events="always") as observer:
                     out(f"observer: {observer.url}  (open it now to watch the tour live)")
                     sys.stdout.flush()
-                    _tour(registry, out, pause=pause)
-                    out(f"\nthe tour is over; its events stay on the page.\n"
-                        f"observer: {observer.url}  (Ctrl-C to quit)")
+                    tree = _tour(registry, out, pause=pause, keep=True)
                     try:
-                        sys.stdout.flush()
-                        (wait or (lambda _: wait_for_interrupt()))(observer)
-                    except KeyboardInterrupt:
-                        pass  # Ctrl-C before the wait began: the same request
+                        out(f"\nthe tour is over; its names, its supervision tree and its "
+                            f"events stay on the page.\n"
+                            f"observer: {observer.url}  (Ctrl-C to quit)")
+                        try:
+                            sys.stdout.flush()
+                            (wait or (lambda _: wait_for_interrupt()))(observer)
+                        except KeyboardInterrupt:
+                            pass  # Ctrl-C before the wait began: the same request
+                    finally:
+                        if tree is not None:
+                            _stop_tree(registry, tree, out)
     finally:
         pykka_logger.setLevel(previous_level)
     leftovers = pykka.ActorRegistry.get_all()

@@ -7,6 +7,13 @@ Guarantees
   with the ``pykka_registry_`` prefix; counters end in ``_total``; label
   values are escaped (backslash, double quote, newline) so any namespace or
   node name is safe. The output parses with ``prometheus_client.parser``.
+* Label values are distinct for distinct keys (:class:`DistinctLabels`):
+  namespace ``7`` is ``int:7``, ``"7"`` is ``7``, a second object with the
+  same repr gets `` (2)``; registries sharing a name likewise.
+* Bounded: per-namespace series cover at most
+  :data:`MAX_METRIC_NAMESPACES` namespaces of a registry or Redis prefix
+  (those with the most names); ``pykka_registry_namespaces`` and
+  ``pykka_registry_namespaces_left_out`` count all and the rest.
 * Values come from the same read-only sources as ``/api/snapshot``.
 """
 
@@ -24,6 +31,9 @@ __all__ = ["METRICS", "render_metrics"]
 METRICS: dict[str, tuple[str, str]] = {
     "pykka_registry_up": ("gauge", "1 while the registry is running and its server is alive."),
     "pykka_registry_degraded": ("gauge", "1 when the registry's health is not 'healthy'."),
+    "pykka_registry_namespaces": ("gauge", "Namespaces with a name or a group member."),
+    "pykka_registry_namespaces_left_out": (
+        "gauge", "Namespaces beyond the per-namespace series' cap (the smallest)."),
     "pykka_registry_names": ("gauge", "Names held, per registry and namespace."),
     "pykka_registry_groups": ("gauge", "Groups with at least one member, per namespace."),
     "pykka_registry_group_members": ("gauge", "Group members, per registry and namespace."),
@@ -36,7 +46,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "pykka_registry_subscribers": ("gauge", "Event subscriptions (the observer's included)."),
     "pykka_registry_redis_lease_age_seconds": (
         "gauge", "Seconds since a Redis node last renewed its lease."),
-    "pykka_registry_redis_degraded": ("gauge", "1 when a Redis node reports itself degraded."),
+    "pykka_registry_redis_degraded": (
+        "gauge", "1 when a Redis node is degraded (its own health, or seen from outside)."),
+    "pykka_registry_redis_lease_ttl_seconds": ("gauge", "A Redis node's lease TTL."),
+    "pykka_registry_redis_lease_expired": (
+        "gauge", "1 when a Redis node's lease is gone but its records are not yet reaped."),
+    "pykka_registry_cluster_up": (
+        "gauge", "1 when the last read of a Redis prefix (standalone view) succeeded."),
+    "pykka_registry_cluster_records_skipped": (
+        "gauge", "Records of a Redis prefix that the last read could not read."),
+    "pykka_registry_cluster_scrape_errors_total": (
+        "counter", "Reads of a Redis prefix that failed as a whole."),
     "pykka_registry_redis_node_names": ("gauge", "Names held by a Redis node (standalone view)."),
     "pykka_registry_redis_node_group_members": (
         "gauge", "Group members of a Redis node (standalone view)."),
@@ -49,6 +69,44 @@ METRICS: dict[str, tuple[str, str]] = {
     "pykka_registry_observer_events_total": (
         "counter", "Registry events seen by the observer, per registry and type."),
 }
+
+
+#: Per-namespace series of one registry or Redis prefix: at most this many
+#: (those with the most names), so that /metrics stays bounded.
+MAX_METRIC_NAMESPACES = 10_000
+
+
+class DistinctLabels:
+    """Label values that stay distinct for distinct values whose text is
+    the same: a ``str`` is itself, anything else ``type:repr`` (``7`` is
+    ``int:7``, ``"7"`` is ``7``), and a text already given to another value
+    gets `` (2)``, `` (3)``... in the order asked (the callers ask in a
+    stable order, so a series keeps its label from one scrape to the next).
+    """
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    def __call__(self, value: Any) -> str:
+        text = value if type(value) is str else f"{_type_name(value)}:{label(value)}"
+        text = label(text)  # cut
+        count = self._used.get(text, 0) + 1
+        self._used[text] = count
+        if count == 1:
+            return text
+        while True:  # "x (2)" may itself be the text of another value
+            candidate = f"{text} ({count})"
+            if candidate not in self._used:
+                self._used[candidate] = 1
+                return candidate
+            count += 1
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return str(type(value).__name__)[:80]
+    except BaseException:
+        return "object"
 
 
 def escape_label(value: str) -> str:
@@ -99,22 +157,31 @@ class _Families:
 def render_metrics(snapshotter: Snapshotter) -> str:
     """The metrics text for everything ``snapshotter`` watches."""
     out = _Families()
+    registries = DistinctLabels()  # two registries may share a name
     for watch in list(snapshotter.watches):
-        summary = snapshotter.registry_summary(watch)
-        reg = summary["name"]
+        summary = snapshotter.registry_summary(watch, namespaces=False)
+        reg = registries(summary["name"])
         if summary.get("error"):
+            out.add("pykka_registry_up", 0, registry=reg)
+            continue
+        try:
+            counted, total = snapshotter.namespace_counts(watch, MAX_METRIC_NAMESPACES)
+        except Exception:
             out.add("pykka_registry_up", 0, registry=reg)
             continue
         out.add("pykka_registry_up", summary["server_alive"] and summary["status"] != "unhealthy",
                 registry=reg)
         out.add("pykka_registry_degraded", summary["status"] != "healthy", registry=reg)
-        for ns in summary["namespaces"]:
-            out.add("pykka_registry_names", ns["names"], registry=reg, namespace=ns["namespace"])
-            if ns["groups"] is not None:
-                out.add("pykka_registry_groups", ns["groups"], registry=reg,
-                        namespace=ns["namespace"])
-                out.add("pykka_registry_group_members", ns["members"], registry=reg,
-                        namespace=ns["namespace"])
+        out.add("pykka_registry_namespaces", total, registry=reg)
+        out.add("pykka_registry_namespaces_left_out", total - len(counted), registry=reg)
+        namespaces = DistinctLabels()
+        for ns, names, groups, members in counted:
+            ns_label = namespaces(ns)
+            out.add("pykka_registry_names", names, registry=reg, namespace=ns_label)
+            if groups is not None:
+                out.add("pykka_registry_groups", groups, registry=reg, namespace=ns_label)
+                out.add("pykka_registry_group_members", members, registry=reg,
+                        namespace=ns_label)
         stats = summary["stats"]
         for metric, field in (
             ("pykka_registry_registrations_total", "registrations_total"),
@@ -135,32 +202,20 @@ def render_metrics(snapshotter: Snapshotter) -> str:
                     registry=reg, node=node)
     for source in snapshotter.clusters:
         data = source.read()
+        reg = registries(source.label)
+        out.add("pykka_registry_cluster_up", data["error"] is None, registry=reg)
+        out.add("pykka_registry_cluster_records_skipped", data["skipped"], registry=reg)
+        out.add("pykka_registry_cluster_scrape_errors_total", source.scrape_errors, registry=reg)
+        nodes = DistinctLabels()
         for node in data["nodes"]:
-            out.add("pykka_registry_redis_lease_age_seconds", node["lease_age_s"],
-                    registry=source.label, node=node["node"])
-            out.add("pykka_registry_redis_node_names", node["names"], registry=source.label,
-                    node=node["node"])
-            out.add("pykka_registry_redis_node_group_members", node["members"],
-                    registry=source.label, node=node["node"])
-        per_ns: dict[str, int] = {}
-        for row in data["rows"]:
-            key = label(row["namespace"])
-            per_ns[key] = per_ns.get(key, 0) + 1
-        for ns_label, count in sorted(per_ns.items()):
-            out.add("pykka_registry_names", count, registry=source.label, namespace=ns_label)
-        # Groups per namespace, cluster-wide. Two namespaces with one label
-        # (7 and "7") add up: one label set is one sample.
-        groups: dict[str, int] = {}
-        members: dict[str, int] = {}
-        for (ns, _group), group_members in data["groups"].items():
-            key = label(ns)
-            groups[key] = groups.get(key, 0) + 1
-            members[key] = members.get(key, 0) + len(group_members)
-        for ns_label in sorted(groups):
-            out.add("pykka_registry_groups", groups[ns_label], registry=source.label,
-                    namespace=ns_label)
-            out.add("pykka_registry_group_members", members[ns_label], registry=source.label,
-                    namespace=ns_label)
+            labels = {"registry": reg, "node": nodes(node["node"])}
+            out.add("pykka_registry_redis_lease_age_seconds", node["lease_age_s"], **labels)
+            out.add("pykka_registry_redis_lease_ttl_seconds", node["lease_ttl_s"], **labels)
+            out.add("pykka_registry_redis_lease_expired", node["lease_expired"], **labels)
+            out.add("pykka_registry_redis_degraded", node["degraded"], **labels)
+            out.add("pykka_registry_redis_node_names", node["names"], **labels)
+            out.add("pykka_registry_redis_node_group_members", node["members"], **labels)
+        _cluster_namespace_metrics(out, reg, data)
     _supervisor_metrics(out, snapshotter.supervisor_trees())
     for (reg, kind), count in sorted(snapshotter.log.counts_copy().items()):
         out.add("pykka_registry_observer_events_total", count, registry=reg, type=kind)
@@ -190,3 +245,40 @@ def _supervisor_metrics(out: _Families, trees: list[dict[str, Any]]) -> None:
 
     for tree in trees:
         visit(tree)
+
+
+def _key(value: Any) -> tuple[Any, ...]:
+    """A dict key that tells apart values that are equal across types
+    (``1``, ``True``, ``1.0``), and survives an unhashable value."""
+    try:
+        hash(value)
+        return (type(value), value)
+    except Exception:
+        return (type(value), "repr", label(value))
+
+
+def _cluster_namespace_metrics(out: _Families, registry: str, data: dict[str, Any]) -> None:
+    """Names, groups and members per namespace of a Redis prefix, cluster-wide."""
+    # namespace key -> [namespace, names, groups, members]
+    per_ns: dict[tuple[Any, ...], list[Any]] = {}
+    for row in data["rows"]:
+        ns = row["namespace"]
+        per_ns.setdefault(_key(ns), [ns, 0, 0, 0])[1] += 1
+    for (ns, _group), group_members in data["groups"].items():
+        slot = per_ns.setdefault(_key(ns), [ns, 0, 0, 0])
+        slot[2] += 1
+        slot[3] += len(group_members)
+    found = list(per_ns.values())
+    keyed = sorted((-slot[1], -slot[3], label(slot[0]), i) for i, slot in enumerate(found))
+    kept = [found[i] for *_, i in keyed[:MAX_METRIC_NAMESPACES]]
+    out.add("pykka_registry_namespaces", len(found), registry=registry)
+    out.add("pykka_registry_namespaces_left_out", len(found) - len(kept), registry=registry)
+    namespaces = DistinctLabels()
+    for ns, names, groups, members in kept:
+        ns_label = namespaces(ns)
+        if names:
+            out.add("pykka_registry_names", names, registry=registry, namespace=ns_label)
+        if groups:
+            out.add("pykka_registry_groups", groups, registry=registry, namespace=ns_label)
+            out.add("pykka_registry_group_members", members, registry=registry,
+                    namespace=ns_label)

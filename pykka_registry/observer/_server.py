@@ -4,10 +4,17 @@ Guarantees
 ----------
 * Runs in its own daemon thread (``pykka-registry-observer-PORT``) plus one
   short-lived thread per request (HTTP/1.0: each connection carries one
-  request and closes; a client that stalls is dropped after
-  :data:`REQUEST_TIMEOUT_S`). :meth:`Observer.stop` returns once all of them
-  have ended, and cancels the observer's event subscriptions: it leaves no
-  thread of its own behind.
+  request and closes). Each connection has deadlines: its request line and
+  headers within :data:`READ_DEADLINE_S` of the accept, its whole answer
+  taken within :data:`RESPONSE_DEADLINE_S`; past one it is cut, so a client
+  that sends half a request and waits, trickles bytes, or never reads holds
+  a thread for a bounded time only. At most :data:`MAX_CONNECTIONS`
+  connections are served at once; one more is closed as it arrives.
+* :meth:`Observer.stop` is bounded: it cuts every open connection (a
+  blocked read or write returns at once), joins the request threads and the
+  server thread with its timeout, and cancels the observer's event
+  subscriptions: it leaves no thread of its own behind (a request busy
+  building an answer finishes it first, well under a second).
 * Read-only: only ``GET`` and ``HEAD`` are served (anything else gets 405);
   no endpoint changes a registry, a supervisor or Redis.
 * Bound to loopback unless the caller names another host; then a token is
@@ -18,6 +25,9 @@ Guarantees
   time. On loopback without a token, requests whose ``Host`` header is not a
   loopback name are refused (a web page elsewhere cannot read the data
   through DNS rebinding).
+* Access is checked before anything else: a refused request (401 or 403)
+  reads no registry, refreshes no cache and does not start the event
+  subscriptions; it costs a header check and a short answer.
 * The page builds its DOM with ``textContent`` only and is served with a
   Content-Security-Policy that allows no inline script and no other origin:
   metadata such as ``<script>`` renders as text.
@@ -46,7 +56,10 @@ __all__ = ["Observer", "serve"]
 
 logger = logging.getLogger("pykka_registry")
 
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0  # each socket operation (a backstop; the deadlines below cut first)
+READ_DEADLINE_S = 5.0
+RESPONSE_DEADLINE_S = 30.0
+MAX_CONNECTIONS = 64
 IDLE_S = 60.0
 EVENT_MODES = ("on_demand", "always")
 DEFAULT_EVENTS = 1000
@@ -75,13 +88,91 @@ def _is_loopback(host: str) -> bool:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # joined by server_close(): stop() leaves no thread
-    block_on_close = True
+    """The listening socket and its connections.
+
+    Every connection has a deadline: :attr:`Observer.read_deadline_s` from
+    its accept to send its request line and headers, then
+    :attr:`Observer.response_deadline_s` to take the answer. The server
+    thread shuts down (``SHUT_RDWR``) each connection past its deadline,
+    which wakes the request thread blocked on it; :meth:`close_connections`
+    does so for all of them at stop. Request threads are tracked here and
+    joined by :meth:`Observer.stop` with a timeout, not by ``server_close``.
+    """
+
+    daemon_threads = True  # joined by Observer.stop (bounded), never by the interpreter
+    block_on_close = False
     observer: Observer
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        super().__init__(address, handler)
+        self._conn_lock = threading.Lock()
+        #: open connection -> monotonic deadline
+        self._conns: dict[socket.socket, float] = {}
+        self._request_threads: set[threading.Thread] = set()
+        self._closing = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """The server thread, at each accept: one thread per connection."""
+        with self._conn_lock:
+            # Past max_connections a new connection is closed at once: a
+            # flood of stalled clients holds a bounded number of threads.
+            if self._closing or len(self._conns) >= self.observer.max_connections:
+                self.shutdown_request(request)
+                return
+            self._conns[request] = time.monotonic() + self.observer.read_deadline_s
+            thread = threading.Thread(target=self._run_request, args=(request, client_address),
+                                      name="pykka-registry-observer-request", daemon=True)
+            self._request_threads.add(thread)
+        thread.start()
+
+    def _run_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._conn_lock:
+                self._conns.pop(request, None)
+                self._request_threads.discard(threading.current_thread())
+
+    def headers_read(self, request: Any) -> None:
+        """A request thread has read its request: give it time to answer."""
+        with self._conn_lock:
+            if request in self._conns:
+                self._conns[request] = time.monotonic() + self.observer.response_deadline_s
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection cut at its deadline or at stop fails in the handler's
+        # write: expected, not worth a traceback on stderr.
+        logger.debug("observer: a request from %s failed", client_address, exc_info=True)
 
     def service_actions(self) -> None:
         """Called by serve_forever between polls (the server thread)."""
+        now = time.monotonic()
+        with self._conn_lock:
+            late = [conn for conn, deadline in self._conns.items() if deadline <= now]
+            for conn in late:
+                self._conns[conn] = float("inf")  # cut once
+        for conn in late:
+            _cut(conn)
         self.observer._check_idle()
+
+    def close_connections(self) -> list[threading.Thread]:
+        """Refuse new connections, cut the open ones; return the request
+        threads still running (any thread)."""
+        with self._conn_lock:
+            self._closing = True
+            conns = list(self._conns)
+            threads = list(self._request_threads)
+        for conn in conns:
+            _cut(conn)
+        return threads
+
+
+def _cut(conn: socket.socket) -> None:
+    """Wake whoever blocks on ``conn`` (its recv returns b"", its send fails)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by its thread
 
 
 class _HTTPServer6(_HTTPServer):
@@ -94,9 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "pykka-registry-observer"
     sys_version = ""
 
-    def handle(self) -> None:
-        threading.current_thread().name = "pykka-registry-observer-request"
-        super().handle()
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:  # the request line and headers are in: the answer's deadline starts
+            self.server.headers_read(self.request)
+        return ok
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("observer: %s - %s", self.address_string(), format % args)
@@ -122,8 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
-        if path.startswith("/api/") or path == "/metrics":
-            observer._touch()
+        # Access first: a refused request must not start the event
+        # subscriptions, refresh a cache or read a registry (it costs nothing).
         if path not in _PUBLIC:
             problem = observer._check_access(query, self.headers)
             if problem is not None:
@@ -132,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(status, {"error": message}, body,
                            extra if status == 401 else None)
                 return
+        if path.startswith("/api/") or path == "/metrics":
+            observer._touch()
         try:
             if path in _STATIC:
                 filename, content_type = _STATIC[path]
@@ -228,6 +323,13 @@ class Observer:
         #: With ``events="on_demand"``: seconds without a data request after
         #: which the event subscriptions are cancelled.
         self.idle_s = IDLE_S
+        #: Seconds a connection has, from its accept, to send its request
+        #: line and headers; then it is cut.
+        self.read_deadline_s = READ_DEADLINE_S
+        #: Seconds a request has, once read, to take its whole answer.
+        self.response_deadline_s = RESPONSE_DEADLINE_S
+        #: Connections served at once; more are closed as they arrive.
+        self.max_connections = MAX_CONNECTIONS
         self._last_request = -1.0
         self._log = EventLog(max_events)
         self._watches: list[Watch] = []
@@ -354,17 +456,22 @@ class Observer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and cancel the event subscriptions; return once the
-        observer's threads have ended (requests in flight finish first, each
-        within its socket timeout). Idempotent."""
+        observer's threads have ended, within about ``timeout`` seconds
+        whatever clients do: open connections (a request half sent, an
+        answer not read) are cut, not waited for. Idempotent."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
             watches = list(self._watches)
+        deadline = time.monotonic() + timeout
         if self._thread.is_alive():
-            self._http.shutdown()
+            self._http.shutdown()  # the accept loop ends within its 0.1 s poll
+        threads = self._http.close_connections()
         self._http.server_close()
-        self._thread.join(timeout)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         for watch in watches:
             watch.close()
 

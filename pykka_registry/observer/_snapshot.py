@@ -12,6 +12,14 @@ Guarantees
 * Bounded in time: each supervisor is asked with a short timeout (all of them
   within :data:`SUPERVISOR_BUDGET_S` together); one that does not answer in
   time is shown from its last answer, marked ``"stale": true``.
+* Cheap to poll: while the observer records a registry's events it keeps
+  the registry's names as sorted rows (labels only) and applies each name
+  registered or released (the registry is asked for that key, so a late or
+  repeated event does no harm); a poll lists and sorts nothing unless the
+  rows were dropped (recording stopped, more than
+  :data:`~pykka_registry.observer._watch.MAX_PENDING_CHANGES` changes
+  piled up, a key's ``__eq__`` raised, or the row count disagrees with the
+  backend's). A page's items are read from the backend at the poll.
 * Bounded in size: names and groups are filtered, sorted and paged (at most
   :data:`MAX_LIMIT` per response); each value is cut by
   :mod:`~pykka_registry.observer._convert`. With 100k names a page of the
@@ -22,11 +30,21 @@ Guarantees
   commands only (:func:`pykka_registry._inspect.list_names` and
   :func:`~pykka_registry._inspect.list_groups`: names, group members, leases;
   at most :data:`MAX_CLUSTER_MEMBERS` member records a read). A record that
-  cannot be read is skipped alone, counted (``"skipped"``) and logged once.
+  cannot be read (a name, a member, a node's record or lease: malformed
+  JSON, a wrong type, a value out of range) is skipped alone, counted
+  (``"skipped"``) and logged once; the rest of the read goes on. A read
+  that fails as a whole (Redis out of reach) is shown as the cluster's
+  ``"error"`` and counted (``scrape_errors``); the page keeps serving.
+* Each node is shown with its lease TTL and age, ``lease_expired`` (listed
+  in ``P:nodes`` but its lease is gone) and ``degraded`` with its
+  ``problems`` (a lease not renewed within two thirds of its TTL, a node
+  record missing, unreadable or of another incarnation).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import threading
@@ -100,6 +118,10 @@ class ClusterSource:
         # refresh, and is worth one log line, not two a second.
         self._warned: set[str] = set()
         self._skipped = 0
+        self._this_read: set[str] = set()
+        #: Reads that failed as a whole (Redis out of reach, a key of the
+        #: wrong type where the index is): ``pykka_registry_cluster_scrape_errors_total``.
+        self.scrape_errors = 0
 
     @property
     def label(self) -> str:
@@ -114,6 +136,11 @@ class ClusterSource:
             return self._cached
 
     def _warn(self, message: str) -> None:
+        # One record may be reported by two readers of one read (a node's
+        # record by list_names and by _nodes): count it once.
+        if message in self._this_read:
+            return
+        self._this_read.add(message)
         self._skipped += 1
         if message in self._warned:
             return
@@ -125,12 +152,14 @@ class ClusterSource:
         from pykka_registry._inspect import list_groups, list_names
 
         self._skipped = 0
+        self._this_read = set()
         try:
             rows = list_names(self.client, self.prefix, warn=self._warn)
             members = list_groups(self.client, self.prefix, warn=self._warn,
                                   limit=MAX_CLUSTER_MEMBERS)
             nodes = self._nodes()
         except Exception as error:
+            self.scrape_errors += 1
             return {"prefix": self.prefix, "url": self.url, "error": label(error),
                     "nodes": [], "rows": [], "members": [], "groups": {}, "skipped": 0}
         per_node: dict[str, int] = {}
@@ -153,42 +182,96 @@ class ClusterSource:
                 "skipped": self._skipped}
 
     def _nodes(self) -> list[dict[str, Any]]:
+        """Every node with a lease, and every node of ``P:nodes`` whose lease
+        is gone (``lease_expired``: its records wait to be reaped). A node
+        record that cannot be read is skipped alone (counted, logged once)
+        and its node shown as degraded."""
         from pykka_registry.backends.redis._schema import Layout
 
         layout = Layout(self.prefix)
         pattern = _glob_escape(layout.node("")) + "*"
         start = len(layout.node(""))
-        ids = sorted({_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)})
+        live = {_text(k)[start:] for k in self.client.scan_iter(match=pattern, count=1000)}
+        known = self.client.smembers(layout.key("nodes"))
+        ids = sorted(live | {_text(k) for k in known})
         pipe = self.client.pipeline(transaction=False)
         for node in ids:
             pipe.pttl(layout.node(node))
+            pipe.get(layout.node(node))
             pipe.get(layout.nodeinfo(node))
-        answers = pipe.execute()
-        nodes = []
-        for i, node in enumerate(ids):
-            pttl, raw = answers[2 * i], answers[2 * i + 1]
+        answers = pipe.execute(raise_on_error=False) if ids else []
+        return [self._node(node, *answers[3 * i:3 * i + 3]) for i, node in enumerate(ids)]
+
+    def _node(self, node: str, pttl: Any, lease: Any, raw: Any) -> dict[str, Any]:
+        """One node's row from its lease's PTTL and value and its info record
+        (any of them may be an error or junk: data read from Redis)."""
+        where = f"{self.prefix}:nodeinfo:{node}"
+        problems: list[str] = []
+        expired = False
+        if isinstance(pttl, Exception) or isinstance(lease, Exception):
+            error = lease if isinstance(lease, Exception) else pttl
+            # Worded as list_names says it: one record, counted once a read.
+            self._warn(f"skipped node {node!r}: its lease key {self.prefix + ':node:' + node!r} "
+                       f"is not a lease ({str(error)[:200]})")
+            problems.append("its lease cannot be read")
+            pttl = None
+        elif pttl == -2 or lease is None:
+            expired = True
+            pttl = None
+        elif pttl == -1:
+            problems.append("its lease has no expiry")
+        info: dict[str, Any] = {}
+        # Worded as list_names says it: one record, counted once a read.
+        malformed = f"ignored the malformed node info {where!r} (no lease age for that node)"
+        if isinstance(raw, Exception):
+            self._warn(malformed)
+            problems.append("its node record cannot be read")
+        elif raw is not None:
             try:
-                info = json.loads(raw) if raw else {}
-                if not isinstance(info, dict):
-                    info = {}
-            except ValueError:
-                info = {}
-            ttl_ms = info.get("ttl_ms")
-            age = None
-            if isinstance(ttl_ms, int) and isinstance(pttl, int) and pttl >= 0:
-                age = round(max(0, ttl_ms - pttl) / 1000, 3)
-            nodes.append({
-                "node": label(node),
-                "host": jsonable(info.get("host")),
-                "pid": jsonable(info.get("pid")),
-                "since": jsonable(info.get("since")),
-                "lease_ttl_s": ttl_ms / 1000 if isinstance(ttl_ms, int) else None,
-                "lease_age_s": age,
-                "names": 0,
-                "members": 0,
-                "groups": 0,
-            })
-        return nodes
+                value = json.loads(raw)
+            except (ValueError, TypeError, RecursionError) as error:
+                value = error
+            if isinstance(value, dict):
+                info = value
+            else:
+                self._warn(malformed)
+                problems.append("its node record is malformed")
+        elif not expired:
+            problems.append("it has no node record")
+        ttl_ms = info.get("ttl_ms")
+        if not (type(ttl_ms) is int and 0 < ttl_ms < 2**53):
+            if info:
+                self._warn(malformed)
+                problems.append("its node record has no positive int ttl_ms")
+            ttl_ms = None
+        inc = info.get("inc")
+        if inc is not None and lease is not None and not isinstance(lease, Exception) \
+                and _text(lease) != str(inc):
+            problems.append("its node record is of another incarnation of its lease")
+        age = None
+        if ttl_ms is not None and type(pttl) is int and pttl >= 0:
+            age = round(max(0, ttl_ms - pttl) / 1000, 3)
+            # A node refreshes its lease every third of its TTL: older than
+            # two thirds, it missed a refresh.
+            if age > ttl_ms * 2 / 3000:
+                problems.append(f"its lease was not renewed on time ({age} s old, "
+                                f"TTL {ttl_ms / 1000} s)")
+        if expired:
+            problems.append("its lease expired (its records wait to be reaped)")
+        return {
+            "node": label(node),
+            "host": jsonable(info.get("host")),
+            "pid": jsonable(info.get("pid")),
+            "since": jsonable(info.get("since")),
+            "lease_ttl_s": None if ttl_ms is None else ttl_ms / 1000,
+            "lease_age_s": age,
+            "lease_expired": expired,
+            "degraded": bool(problems) and not expired,
+            "problems": problems,
+            "names": 0,
+            "members": 0,
+            "groups": 0,
+        }
 
 
 def _glob_escape(text: str) -> str:
@@ -202,6 +285,93 @@ def _text(value: Any) -> str:
 #: (registry label, namespace label, key label, builder, its argument): the
 #: item dict is built only for the rows of the page served.
 _Row = tuple[str, str, str, Callable[..., dict[str, Any]], Any]
+
+#: A name of one source: (namespace label, service label, a unique number,
+#: service label in lower case, payload). The unique number makes rows with
+#: equal labels (7 and "7") compare without reaching the payload, so sorting
+#: and bisecting never call a key's ``__eq__`` or ``__lt__``. The payload is
+#: ``(namespace, service)`` for a registry, the row dict for a cluster.
+_NameRow = tuple[str, str, int, str, Any]
+
+_ROW_SEQ = itertools.count()
+
+
+@attrs.define
+class _RowCache:
+    epoch: int
+    rows: list[_NameRow]
+
+
+def _service_label(service: Any) -> str:
+    # The common case (a short str) without a call: 100k names in well under 1 s.
+    return service if type(service) is str and len(service) <= MAX_TEXT else label(service)
+
+
+def _row(namespace: Any, service: Any) -> _NameRow:
+    svc_label = _service_label(service)
+    return (label(namespace), svc_label, next(_ROW_SEQ), svc_label.lower(),
+            (namespace, service))
+
+
+def _list_rows(backend: Any) -> list[_NameRow]:
+    rows = [_row(entry.namespace, entry.service)
+            for ns in list(backend.namespaces()) for entry in list(backend.entries(ns))]
+    rows.sort()
+    return rows
+
+
+def _find(rows: list[_NameRow], namespace: Any, service: Any, ns_label: str,
+          svc_label: str) -> Optional[int]:
+    i = bisect.bisect_left(rows, (ns_label, svc_label))
+    while i < len(rows) and rows[i][0] == ns_label and rows[i][1] == svc_label:
+        ns, svc = rows[i][4]
+        if ns == namespace and svc == service:
+            return i
+        i += 1
+    return None
+
+
+def _apply_changes(rows: list[_NameRow], changes: list[tuple[Any, Any]], backend: Any) -> bool:
+    """Bring ``rows`` in line with the backend for each changed key (the
+    backend is the truth: an event delivered late or twice does no harm).
+    False when a key misbehaves (its ``__eq__`` raises...): rebuild."""
+    try:
+        for namespace, service in changes:
+            ns_label, svc_label = label(namespace), _service_label(service)
+            at = _find(rows, namespace, service, ns_label, svc_label)
+            held = backend.get(namespace, service) is not None
+            if held and at is None:
+                bisect.insort(rows, _row(namespace, service))
+            elif not held and at is not None:
+                del rows[at]
+        return True
+    except Exception:
+        return False
+
+
+def _merge_equal_labels(
+    sources: list[tuple[str, Callable[..., Optional[dict[str, Any]]], Any, list[_NameRow]]],
+) -> list[tuple[str, Callable[..., Optional[dict[str, Any]]], Any, list[_NameRow]]]:
+    """Sources sharing a label (two registries of one name) as one sorted
+    list, each row carrying its own builder (rare: a copy and a sort)."""
+    merged: list[tuple[str, Callable[..., Optional[dict[str, Any]]], Any, list[_NameRow]]] = []
+    for name, build, arg, rows in sources:
+        if merged and merged[-1][0] == name:
+            _, prev_build, prev_arg, prev_rows = merged[-1]
+            if prev_build is not _any_item:
+                prev_rows = [(*r[:4], (prev_build, prev_arg, r)) for r in prev_rows]
+            both = prev_rows + [(*r[:4], (build, arg, r)) for r in rows]
+            both.sort()
+            merged[-1] = (name, _any_item, None, both)
+        else:
+            merged.append((name, build, arg, rows))
+    return merged
+
+
+def _any_item(name: str, row: _NameRow, _arg: Any) -> Optional[dict[str, Any]]:
+    build, arg, original = row[4]
+    result: Optional[dict[str, Any]] = build(name, original, arg)
+    return result
 
 
 class Snapshotter:
@@ -218,6 +388,11 @@ class Snapshotter:
             weakref.WeakKeyDictionary())
         self._sup_tree: list[dict[str, Any]] = []
         self._sup_at = -1.0
+        # Sorted name rows per registry (kept up to date from its events
+        # while subscribed) and per cluster read.
+        self._rows_lock = threading.Lock()
+        self._rows: weakref.WeakKeyDictionary[Watch, _RowCache] = weakref.WeakKeyDictionary()
+        self._cluster_cache: dict[int, tuple[dict[str, Any], list[_NameRow]]] = {}
 
     # -- the whole picture ----------------------------------------------------------
 
@@ -242,7 +417,9 @@ class Snapshotter:
 
     # -- registries -----------------------------------------------------------------
 
-    def registry_summary(self, watch: Watch) -> dict[str, Any]:
+    def registry_summary(self, watch: Watch, namespaces: bool = True) -> dict[str, Any]:
+        """The registry's health, counters and (with ``namespaces``) its
+        :data:`MAX_NAMESPACES` largest namespaces; ``"error"`` says why not."""
         registry = watch.registry
         out: dict[str, Any] = {"name": watch.name, "error": None}
         try:
@@ -259,70 +436,129 @@ class Snapshotter:
                 subscribers=subscriber_count(registry),
                 groups_supported=_has_groups(registry),
             )
-            namespaces = []
-            all_namespaces = _all_namespaces(registry)
-            for ns in all_namespaces:
-                entry: dict[str, Any] = {"namespace": label(ns), "names": registry.count(ns),
-                                         "groups": None, "members": None}
-                if _has_groups(registry):
-                    groups = list(registry.groups(ns))
-                    entry["groups"] = len(groups)
-                    entry["members"] = sum(_count_members(registry, ns, g) for g in groups)
-                namespaces.append(entry)
-            namespaces.sort(key=lambda e: (-e["names"], e["namespace"]))
-            out["namespaces_total"] = len(namespaces)
-            out["namespaces"] = namespaces[:MAX_NAMESPACES]
+            if not namespaces:
+                return out
+            counted, total = self.namespace_counts(watch, MAX_NAMESPACES)
+            out["namespaces_total"] = total
+            out["namespaces"] = [
+                {"namespace": label(ns), "names": names, "groups": groups, "members": members}
+                for ns, names, groups, members in counted]
         except BaseException as error:
             out["error"] = f"{type(error).__name__}: {label(error)}"
         return out
 
+    @staticmethod
+    def namespace_counts(watch: Watch, limit: int,
+                         ) -> tuple[list[tuple[Any, int, Optional[int], Optional[int]]], int]:
+        """``([(namespace, names, groups, members)], how many namespaces)``:
+        the ``limit`` namespaces with the most names (then by label), the
+        namespace objects themselves (distinct even where their labels are
+        not). ``groups`` and ``members`` are ``None`` without groups."""
+        registry = watch.registry
+        has_groups = _has_groups(registry)
+        found: list[tuple[Any, int, Optional[int], Optional[int]]] = []
+        for ns in _all_namespaces(registry):
+            groups: Optional[int] = None
+            members: Optional[int] = None
+            if has_groups:
+                names_of_groups = list(registry.groups(ns))
+                groups = len(names_of_groups)
+                members = sum(_count_members(registry, ns, g) for g in names_of_groups)
+            found.append((ns, registry.count(ns), groups, members))
+        total = len(found)
+        keyed = [(-item[1], label(item[0]), i) for i, item in enumerate(found)]
+        keyed.sort()  # stable for equal labels: the registry's own order decides
+        return [found[i] for _, _, i in keyed[:limit]], total
+
     def _names(self, needle: str, namespace: Optional[str], offset: int, limit: int,
                clusters: list[tuple[ClusterSource, dict[str, Any]]]) -> dict[str, Any]:
-        rows: list[_Row] = []
+        # Each source's rows are sorted by (namespace, service) labels; the
+        # sources are taken in the order of their labels: the whole list is
+        # sorted by (registry, namespace, service) without sorting it here.
+        sources: list[tuple[str, Callable[..., Optional[dict[str, Any]]], Any, list[_NameRow]]] = []
         for watch in list(self.watches):
             try:
-                self._registry_rows(watch, needle, namespace, rows)
+                rows = self._registry_rows(watch)
             except Exception:
                 continue  # a registry that cannot list: its summary says so
+            sources.append((watch.name, _entry_item, watch, rows))
         for source, data in clusters:
-            for row in data["rows"]:
-                ns, svc = label(row["namespace"]), label(row["service"])
-                if namespace is not None and ns != namespace:
-                    continue
-                if needle and needle not in svc.lower():
-                    continue
-                rows.append((source.label, ns, svc, _cluster_item, (source, row)))
-        rows.sort(key=_sort_key)
+            sources.append((source.label, _cluster_item, source, self._cluster_rows(data)))
+        sources.sort(key=lambda item: item[0])  # stable: equal labels keep their order
+        total = 0
+        items: list[dict[str, Any]] = []
+        skip, room = offset, limit
+        for name, build, arg, rows in _merge_equal_labels(sources):
+            lo, hi = 0, len(rows)
+            if namespace is not None:
+                lo = bisect.bisect_left(rows, (namespace,))
+                hi = bisect.bisect_left(rows, (namespace + "\x00",))
+            if needle:
+                picked: Sequence[_NameRow] = [r for r in rows[lo:hi] if needle in r[3]]
+                lo, hi = 0, len(picked)
+            else:
+                picked = rows
+            total += hi - lo
+            if room > 0 and skip < hi - lo:
+                for row in picked[lo + skip:min(hi, lo + skip + room)]:
+                    item = build(name, row, arg)
+                    if item is not None:
+                        items.append(item)
+                    room -= 1
+                skip = 0
+            else:
+                skip -= min(skip, hi - lo)
         return {
-            "total": len(rows),
+            "total": total,
             "offset": offset,
             "limit": limit,
             "query": needle,
             "namespace": namespace,
-            "items": [row[3](row[0], row[1], row[2], row[4])
-                      for row in rows[offset:offset + limit]],
+            "items": items,
         }
 
-    @staticmethod
-    def _registry_rows(watch: Watch, needle: str, namespace: Optional[str],
-                       rows: list[_Row]) -> None:
+    def _registry_rows(self, watch: Watch) -> list[_NameRow]:
+        """The registry's names as sorted rows, from the cache when it can be
+        trusted (the observer is subscribed and has kept it up to date with
+        every name registered or released since), else listed anew."""
         registry = watch.registry
         if getattr(registry, "_state", None) is not None and registry._state.closed:
-            return
+            return []
         backend = registry.backend
-        name = watch.name
-        for ns in list(backend.namespaces()):
-            ns_label = label(ns)
-            if namespace is not None and ns_label != namespace:
-                continue
-            for entry in list(backend.entries(ns)):
-                service = entry.service
-                # The common case (a short str) without a call: 100k names in well under 1 s.
-                svc_label = (service if type(service) is str and len(service) <= MAX_TEXT
-                             else label(service))
-                if needle and needle not in svc_label.lower():
-                    continue
-                rows.append((name, ns_label, svc_label, _entry_item, (watch, entry)))
+        with self._rows_lock:
+            cache = self._rows.get(watch)
+            subscribed = watch.subscription is not None
+            if cache is not None and subscribed and cache.epoch == watch.epoch:
+                changes = watch.take_changes()
+                if changes is not None:
+                    # Copy on write: a request paging the old list meanwhile
+                    # (it holds no lock) sees it unchanged.
+                    rows = list(cache.rows) if changes else cache.rows
+                    if _apply_changes(rows, changes, backend) and len(rows) == backend.count():
+                        cache.rows = rows
+                        return rows
+            # Rebuild. Changes seen before the listing are in it: drop them.
+            epoch = watch.epoch
+            watch.take_changes()
+            rows = _list_rows(backend)
+            if subscribed:
+                self._rows[watch] = _RowCache(epoch, rows)
+            else:
+                self._rows.pop(watch, None)
+            return rows
+
+    def _cluster_rows(self, data: dict[str, Any]) -> list[_NameRow]:
+        """A cluster read's names as sorted rows (built once per read)."""
+        with self._rows_lock:
+            cached = self._cluster_cache.get(id(data))
+            if cached is not None and cached[0] is data:
+                return cached[1]
+            rows = sorted((label(r["namespace"]), label(r["service"]), next(_ROW_SEQ),
+                           label(r["service"]).lower(), r) for r in data["rows"])
+            if len(self._cluster_cache) > 2 * max(1, len(self.clusters)):
+                self._cluster_cache.clear()  # reads of the past
+            self._cluster_cache[id(data)] = (data, rows)
+            return rows
 
     def _groups(self, needle: str, namespace: Optional[str], offset: int, limit: int,
                 clusters: list[tuple[ClusterSource, dict[str, Any]]],
@@ -427,14 +663,22 @@ def _sort_key(row: _Row) -> tuple[str, str, str]:
     return (row[0], row[1], row[2])
 
 
-def _entry_item(registry: str, ns_label: str, svc_label: str, arg: Any) -> dict[str, Any]:
-    watch, entry = arg
+def _entry_item(registry: str, row: _NameRow, watch: Watch) -> Optional[dict[str, Any]]:
+    """The page's item for a name of a registry, read now (so metadata and
+    holder are current); ``None`` if the name was released meanwhile."""
+    namespace, service = row[4]
+    try:
+        entry = watch.registry.backend.get(namespace, service)
+    except Exception:
+        entry = None
+    if entry is None:
+        return None
     actor = actor_info(entry.actor_ref)
     since = watch.held_since(entry.namespace, entry.service, actor["urn"])
     return {
         "registry": registry,
-        "namespace": ns_label,
-        "service": svc_label,
+        "namespace": row[0],
+        "service": row[1],
         **actor,
         "metadata": jsonable(entry.metadata),
         "held_s": None if since is None else round(max(0.0, time.time() - since), 3),
@@ -442,20 +686,20 @@ def _entry_item(registry: str, ns_label: str, svc_label: str, arg: Any) -> dict[
     }
 
 
-def _cluster_item(registry: str, ns_label: str, svc_label: str, arg: Any) -> dict[str, Any]:
-    _source, row = arg
+def _cluster_item(registry: str, row: _NameRow, _source: Any) -> Optional[dict[str, Any]]:
+    record = row[4]
     return {
         "registry": registry,
-        "namespace": ns_label,
-        "service": svc_label,
-        "actor_class": label(row["actor_class"]),
+        "namespace": row[0],
+        "service": row[1],
+        "actor_class": label(record["actor_class"]),
         "urn": None,
         "alive": True,
         "mailbox": None,
-        "node": label(row["node"]),
-        "metadata": jsonable(row["metadata"]),
+        "node": label(record["node"]),
+        "metadata": jsonable(record["metadata"]),
         "held_s": None,
-        "lease_age_s": row["lease_age_s"],
+        "lease_age_s": record["lease_age_s"],
     }
 
 

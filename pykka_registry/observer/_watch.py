@@ -17,6 +17,10 @@ Guarantees
   watched registries together; the held-since table has one slot per name
   taken while the observer runs (a name released is forgotten).
 * Readers (HTTP threads) take a short lock and get copies.
+* While subscribed, it keeps the keys of names registered or released since
+  the snapshot last asked (:meth:`Watch.take_changes`, at most
+  :data:`MAX_PENDING_CHANGES`; past that the snapshot rebuilds), so that
+  the snapshot keeps its sorted rows up to date without listing every name.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from pykka_registry.observer._convert import actor_info, exception_info, jsonabl
 __all__ = ["EventLog", "Watch"]
 
 logger = logging.getLogger("pykka_registry")
+
+#: Name changes remembered between two snapshots; past this the snapshot
+#: rebuilds its rows from the registry instead of applying them one by one.
+MAX_PENDING_CHANGES = 10_000
 
 
 class EventLog:
@@ -97,18 +105,36 @@ class Watch:
         self._held_lock = threading.Lock()
         self._sub_lock = threading.Lock()
         self.subscription: Optional[Any] = None
+        #: Bumped at each subscribe and unsubscribe: rows cached under an
+        #: older epoch may have missed changes.
+        self.epoch = 0
+        # Names registered or released since the snapshot's last look
+        # (None: too many, rebuild); read with take_changes().
+        self._changes_lock = threading.Lock()
+        self._changes: Optional[list[tuple[Any, Any]]] = []
 
     def subscribe(self) -> None:
         """Start recording this registry's events (idempotent; any thread)."""
         with self._sub_lock:
             if self.subscription is None:
                 self.subscription = self.registry.subscribe(self._on_event, replay=False)
+                self.epoch += 1
+
+    def take_changes(self) -> Optional[list[tuple[Any, Any]]]:
+        """The ``(namespace, service)`` keys registered or released since the
+        last call (in event order, maybe repeated), or ``None`` when more
+        than :data:`MAX_PENDING_CHANGES` piled up (any thread)."""
+        with self._changes_lock:
+            changes, self._changes = self._changes, []
+        return changes
 
     def unsubscribe(self) -> None:
         """Stop recording (idempotent). Names taken meanwhile will have no
         held-since time."""
         with self._sub_lock:
             subscription, self.subscription = self.subscription, None
+            if subscription is not None:
+                self.epoch += 1
             with self._held_lock:
                 self._held.clear()
         if subscription is not None:
@@ -160,6 +186,13 @@ class Watch:
             "metadata": jsonable(getattr(event, "metadata", None)),
         }
         item["crash"] = item["reason"] == KIND_CRASHED
+        if kind in ("registered", "unregistered"):
+            with self._changes_lock:
+                if self._changes is not None:
+                    if len(self._changes) >= MAX_PENDING_CHANGES:
+                        self._changes = None  # the snapshot rebuilds its rows
+                    else:
+                        self._changes.append((namespace, key))
         if not is_group:
             try:
                 with self._held_lock:

@@ -526,9 +526,23 @@ def test_demo_observe_keeps_the_observer_open_until_ctrl_c() -> None:
         crash = next(e for e in events if e["crash"])
         assert crash["key"] == "w2" and crash["exception"]["type"] == "RuntimeError"
         assert any(e["type"] == "registered" for e in events)
+        # After the tour: its names and its supervision tree are still alive
+        # on the page, not just their events.
+        snapshot = get_json(url + "api/snapshot")
+        names = {(i["namespace"], i["service"]): i for i in snapshot["names"]["items"]}
+        assert sorted(names) == [("demo", "w1"), ("demo", "w2"), ("demo", "w3")]
+        assert all(item["alive"] for item in names.values())
+        assert names[("demo", "w2")]["metadata"] == {"pool": "squares", "caps": ["cpu", "gpu"]}
+        (tree,) = [s for s in snapshot["supervisors"] if s["name"] == "demo-tree"]
+        assert tree["alive"] and tree["restarts_total"] == 1
+        assert {c["id"]: c["restarts"] for c in tree["children"]} == {"w1": 0, "w2": 1, "w3": 0}
+        assert all(c["actor"]["alive"] for c in tree["children"])
     finally:
         code, out, err = interrupt(process)
     assert code == 0, err
+    # (out is what came after the URL line) the tree is stopped after Ctrl-C
+    assert out.index("stop the tree") < out.index("done in")
+    assert "names left in 'demo': 0" in out
     assert "actors still running: 0" in out
     assert "Traceback" not in err
 

@@ -151,3 +151,27 @@ def _screenshot(driver: Any, registry: Registry) -> None:
     registry.register("shop", "checkout", Worker.start(), {"zone": "eu-west"})
     wait_until(driver, lambda d: "checkout" in services(d), "names for the screenshot")
     driver.save_screenshot(path)
+
+
+def test_joins_and_leaves_show_in_the_event_stream(
+        browser: Any, observed: tuple[Registry, Any]) -> None:
+    registry, observer = observed
+    load(browser, observer)
+    member = Worker.start()
+    registry.join("pool", "<b>workers</b>", member)
+    registry.leave("pool", "<b>workers</b>", member)
+
+    def group_events(driver: Any) -> Any:
+        found = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#events .event'))"
+            ".filter(e => e.dataset.type === 'joined' || e.dataset.type === 'left')"
+            ".map(e => [e.dataset.type, e.querySelector('.ev-key').textContent,"
+            " e.textContent]);")
+        return found if len(found) == 2 else None
+
+    (left, joined) = wait_until(browser, group_events, "a join and a leave listed")  # newest first
+    assert joined[0] == "joined" and left[0] == "left"
+    assert joined[1] == "browser-test \u00b7 pool / <b>workers</b> (group)"  # as text
+    assert "left" in left[2]  # its reason
+    assert browser.execute_script("return document.querySelector('#events b');") is None
+    assert console_errors(browser) == []

@@ -72,6 +72,13 @@
           text(reg.stats.deaths_reaped_total) + " \u00b7 pending deaths " +
           text(reg.stats.pending_deaths) + " \u00b7 event queue " + text(reg.event_queue) }));
         for (const problem of reg.problems) lines.push(el("div", { cls: "degraded", text: problem }));
+        // The backend's own reasons (Redis out of reach, a lapsed lease...).
+        const health = reg.backend_health || {};
+        if (Array.isArray(health.problems)) {
+          for (const problem of health.problems) {
+            lines.push(el("div", { cls: "degraded backend-problem", text: reg.backend + ": " + text(problem) }));
+          }
+        }
         const list = el("ul", { cls: "namespaces" }, reg.namespaces.map(function (ns) {
           let line = ns.namespace + ": " + plural(ns.names, "name");
           if (ns.groups !== null) {
@@ -93,10 +100,18 @@
           " skipped (unreadable: see the observer's log)" }));
       }
       rows.push(el("ul", {}, cluster.nodes.map(function (node) {
-        return el("li", { cls: "cluster-node", data: { node: node.node },
+        const state = node.lease_expired ? "lease expired" : (node.degraded ? "degraded" : "");
+        const item = el("li", { cls: "cluster-node" + (state ? " degraded" : ""),
+          data: { node: node.node, state: state || "healthy" },
           text: node.node + " \u00b7 " + text(node.host) + " pid " + text(node.pid) +
           " \u00b7 " + node.names + " names \u00b7 " + plural(node.members, "group member") +
-          " in " + plural(node.groups, "group") + " \u00b7 lease age " + duration(node.lease_age_s) });
+          " in " + plural(node.groups, "group") + " \u00b7 lease age " + duration(node.lease_age_s) +
+          (node.lease_ttl_s === null || node.lease_ttl_s === undefined ? "" :
+            " of " + duration(node.lease_ttl_s)) + (state ? " \u00b7 " + state : "") });
+        if (node.problems && node.problems.length) {
+          item.appendChild(el("div", { cls: "node-problems", text: node.problems.join("; ") }));
+        }
+        return item;
       })));
       return el("div", { cls: "card cluster" }, rows);
     });
