@@ -4,7 +4,10 @@ Guarantees
 ----------
 * Events are produced by the registry's server thread, the only writer, in
   the order the writes happened; one dispatcher thread per registry delivers
-  them to every listener in that order. Events of one key therefore arrive in
+  them to every listener in that order. That thread runs only while someone
+  listens: it ends when the last subscription is cancelled (an observer
+  stopped, an ``await_name`` answered), and the next subscription starts a
+  new one. Events of one key therefore arrive in
   the order they happened (and so do all events of one registry).
 * Listeners run in the dispatcher thread, never in the server's: a slow
   listener delays later events, never ``register``. A listener that raises
@@ -40,6 +43,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import types
 from collections.abc import Hashable, Mapping
 from typing import Any, Callable, Optional, Union
@@ -241,19 +245,40 @@ class _Start:
 _STOP = object()
 
 
+class _Dispatch:
+    """One dispatcher thread with its own queue and subscribers. A bus runs
+    one at a time; when its last subscriber goes it is told to stop, and a
+    later subscription starts a fresh one (the retiring one delivers nothing
+    more: its subscriber list is empty), so events never overtake each other."""
+
+    __slots__ = ("queue", "subscriptions", "thread")
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.subscriptions: tuple[Subscription, ...] = ()
+        self.thread: Optional[threading.Thread] = None
+
+
+_dispatcher_of = threading.local()  # .bus: the EventBus whose dispatcher this thread is
+
+
 class EventBus:
     """One registry's event queue and dispatcher thread.
 
     :meth:`publish` and :meth:`start_subscription` are called by the server
     thread only; everything else from any thread.
+
+    The dispatcher thread runs only while someone listens: it starts with
+    the first subscription and ends (after delivering what it has) when the
+    last one is cancelled, so an observer or an ``await_name`` leaves no
+    thread behind once it is done.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._subscriptions: tuple[Subscription, ...] = ()
+        self._current: Optional[_Dispatch] = None
+        self._retiring: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
         self._closed = False
         #: True while anyone listens: the server builds events only then.
         self.active = False
@@ -270,48 +295,81 @@ class EventBus:
         with self._lock:
             if self._closed or subscription.cancelled:
                 return
-            self._subscriptions = (*self._subscriptions, subscription)
+            dispatch = self._current
+            if dispatch is None:
+                dispatch = self._current = _Dispatch()
+                dispatch.thread = threading.Thread(
+                    target=self._run, args=(dispatch,),
+                    name=f"pykka-registry-events-{self._name}", daemon=True)
+                dispatch.thread.start()
+            dispatch.subscriptions = (*dispatch.subscriptions, subscription)
             self.active = True
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"pykka-registry-events-{self._name}", daemon=True
-                )
-                self._thread.start()
-        self._queue.put(_Start(subscription, replay))
+            # under the lock: a remove() retiring this dispatcher cannot come between
+            dispatch.queue.put(_Start(subscription, replay))
 
     def remove(self, subscription: Subscription) -> None:
         # cancel() sets ``cancelled`` before taking the lock and
         # start_subscription() checks it under the lock: whichever runs
         # second sees the other, so a cancelled subscription never stays.
         with self._lock:
-            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
-            self.active = bool(self._subscriptions)
+            dispatch = self._current
+            if dispatch is None:
+                return
+            dispatch.subscriptions = tuple(
+                s for s in dispatch.subscriptions if s is not subscription)
+            if not dispatch.subscriptions:  # nobody listens: let its thread end
+                self._current = None
+                self.active = False
+                dispatch.queue.put(_STOP)
+                self._retiring = [t for t in self._retiring if t.is_alive()]
+                if dispatch.thread is not None:
+                    self._retiring.append(dispatch.thread)
 
     def is_dispatcher_thread(self) -> bool:
         """True when called from this bus's dispatcher (inside a listener)."""
-        return self._thread is not None and threading.current_thread() is self._thread
+        return getattr(_dispatcher_of, "bus", None) is self
 
     def publish(self, event: Event) -> None:
-        self._queue.put(event)
+        dispatch = self._current
+        if dispatch is not None:  # else nobody listens (it went after the event was built)
+            dispatch.queue.put(event)
+
+    def queued(self) -> int:
+        """Events (and replays) waiting for the dispatcher: its backlog."""
+        dispatch = self._current
+        return dispatch.queue.qsize() if dispatch is not None else 0
+
+    def subscriber_count(self) -> int:
+        """How many subscriptions are started and not cancelled."""
+        dispatch = self._current
+        return len(dispatch.subscriptions) if dispatch is not None else 0
 
     def dispatcher_alive(self) -> bool:
-        """False only when the dispatcher thread was started and is gone
-        while the bus is open (it never stops of user code: a bug). True
-        before the first subscription (no thread is needed yet) and after
+        """False only when the dispatcher thread is gone while it still has
+        subscribers and the bus is open (it never stops of user code: a
+        bug). True while nobody listens (no thread is needed then) and after
         :meth:`close`."""
-        thread = self._thread
-        return self._closed or thread is None or thread.is_alive()
+        dispatch = self._current
+        if self._closed or dispatch is None or dispatch.thread is None:
+            return True
+        return dispatch.thread.is_alive()
 
     def close(self, timeout: float) -> None:
         """Deliver what is queued, then stop the dispatcher (within ``timeout``)."""
         with self._lock:
             self._closed = True
             self.active = False
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            if threading.current_thread() is not thread:
-                thread.join(timeout)
+            dispatch, self._current = self._current, None
+            threads = list(self._retiring)
+            self._retiring = []
+        if dispatch is not None:
+            dispatch.queue.put(_STOP)
+            if dispatch.thread is not None:
+                threads.append(dispatch.thread)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _deliver(self, subscription: Subscription, event: Event) -> None:
         if subscription.cancelled:
@@ -363,20 +421,21 @@ class EventBus:
             # subscription must not stay silent for good.
             subscription.active = True
 
-    def _run(self) -> None:
+    def _run(self, dispatch: _Dispatch) -> None:
+        _dispatcher_of.bus = self
         # Every item is handled inside this guard: nothing a user's object
         # does (or a bug of ours) ends the thread, else no listener of this
         # registry would get another event and await_name would wait out
         # every deadline.
         while True:
-            item = self._queue.get()
+            item = dispatch.queue.get()
             if item is _STOP:
                 return
             try:
                 if isinstance(item, _Start):
                     self._replay(item)
                     continue
-                for subscription in self._subscriptions:
+                for subscription in dispatch.subscriptions:
                     if subscription.active and self._wanted(subscription, item):
                         self._deliver(subscription, item)
             except BaseException as error:

@@ -88,7 +88,7 @@ def _asdict(value: Any) -> dict[str, Any]:
 def event_queue_depth(registry: Any) -> Optional[int]:
     """Events published but not yet delivered by the registry's dispatcher."""
     try:
-        return int(registry._state.events._queue.qsize())
+        return registry._state.events.queued()
     except Exception:
         return None
 
@@ -96,7 +96,7 @@ def event_queue_depth(registry: Any) -> Optional[int]:
 def subscriber_count(registry: Any) -> Optional[int]:
     """Active subscriptions of the registry (the observer's own included)."""
     try:
-        return len(registry._state.events._subscriptions)
+        return registry._state.events.subscriber_count()
     except Exception:
         return None
 

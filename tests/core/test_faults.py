@@ -506,10 +506,10 @@ def test_health_check_reports_a_dispatcher_that_stopped(registry: Registry) -> N
 
     registry.subscribe(lambda event: None)
     assert registry.health_check().dispatcher_alive
-    bus = registry._state.events
-    bus._queue.put(_STOP)  # the thread ends as if it had died
-    assert bus._thread is not None
-    bus._thread.join(5)
+    dispatch = registry._state.events._current
+    assert dispatch is not None and dispatch.thread is not None
+    dispatch.queue.put(_STOP)  # the thread ends as if it had died, its subscriber still there
+    dispatch.thread.join(5)
     health = registry.health_check()
     assert not health.dispatcher_alive
     assert health.status == "unhealthy" and any("dispatcher" in p for p in health.problems)

@@ -499,6 +499,11 @@ def test_stop_leaves_no_thread_and_is_idempotent() -> None:
     observer.stop()
     assert not observer.running
     assert not [t.name for t in threading.enumerate() if "observer" in t.name]
+    # the registry runs on, but its event dispatcher (started for the
+    # observer, the only listener) ends with the observer's subscription
+    wait_until(lambda: not [t for t in threading.enumerate()
+                            if t.name.startswith("pykka-registry-events-")],
+               message="the registry's event dispatcher ended with the observer")
     with pytest.raises(OSError):
         urllib.request.urlopen(base(observer) + "/", timeout=2)
     registry.stop()
