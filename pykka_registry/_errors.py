@@ -58,14 +58,19 @@ __all__ = [
 
 def safe_repr(value: Any, limit: int = 200) -> str:
     """``repr(value)`` for an error message: never raises (a hostile
-    ``__repr__``, a 5,000-digit int, a self-referencing container), and at
-    most ``limit`` characters."""
+    ``__repr__``, one returning a ``str`` subclass with hostile methods, a
+    5,000-digit int, a self-referencing container), and at most ``limit``
+    characters of a plain ``str``."""
     try:
         text = repr(value)
     except BaseException:  # user code must not replace our error
         text = f"<{type(value).__name__} object (repr failed)>"
     if not isinstance(text, str):
         text = f"<{type(value).__name__} object>"
+    elif type(text) is not str:
+        # A __repr__ may return a str subclass whose __len__, __getitem__ or
+        # __format__ raise: work on a plain copy (str.__str__ runs no user code).
+        text = str.__str__(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -788,3 +788,54 @@ def test_group_via_with_a_hostile_group_key_gets_invalid_key_error(
     with pytest.raises(InvalidKeyError):
         registry.group_via(ns, stored, "hash").tell("x", key=HashRaises(error))
     assert registry.running and len(registry.members(ns, stored)) == 1
+
+
+class HostileStr(str):
+    """What a __repr__ may return: a str whose own methods raise."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("len on purpose")
+
+    def __getitem__(self, index: Any) -> Any:
+        raise RuntimeError("getitem on purpose")
+
+    def __format__(self, spec: str) -> str:
+        raise RuntimeError("format on purpose")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str on purpose")
+
+
+class ReprReturnsHostileStr:
+    def __init__(self, size: int = 500) -> None:
+        self.size = size
+
+    def __hash__(self) -> int:
+        return 11
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __repr__(self) -> str:
+        return HostileStr("r" * self.size)
+
+
+@pytest.mark.parametrize("size", [5, 500])
+def test_safe_repr_of_a_repr_returning_a_hostile_str_never_raises(size: int) -> None:
+    from pykka_registry._errors import safe_repr
+
+    text = safe_repr(ReprReturnsHostileStr(size))
+    assert type(text) is str and f"{text}" == ("r" * size)[:200 - 3] + ("..." if size > 200
+                                                                         else "")
+
+
+def test_a_key_whose_repr_returns_a_hostile_str_keeps_the_right_error(
+    registry: Registry, actors: Any
+) -> None:
+    from pykka_registry import AlreadyRegisteredError
+
+    ns, service = test_namespace(), ReprReturnsHostileStr()
+    registry.register(ns, service, actors())
+    with pytest.raises(AlreadyRegisteredError):
+        registry.register(ns, service, actors())
+    assert registry.running
