@@ -17,7 +17,9 @@ counts as too deep). Metadata beyond them, or whose ``items()``, keys or
 values raise while being copied (any ``BaseException`` but
 ``KeyboardInterrupt``, which passes through as the caller's Ctrl-C), is
 refused with :class:`~pykka_registry.InvalidMetadataError`; nothing is
-stored. Scalars (strings, bytes, numbers) may be of any size.
+stored. (In the server thread, where no Ctrl-C lands, a ``KeyboardInterrupt``
+from the copy of a write's event is the value's too: refused the same way.)
+Scalars (strings, bytes, numbers) may be of any size.
 
 Matching
 --------

@@ -29,6 +29,7 @@ from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
     InvalidKeyError,
+    InvalidMetadataError,
     RegistryError,
     safe_repr,
 )
@@ -150,7 +151,7 @@ class RegistryServer(pykka.ThreadingActor):
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         # Copy first, then write: the event's copy of the metadata may raise
         # (a container's __deepcopy__), and then nothing may be stored.
-        view = event_metadata(entry.metadata) if self.events.active else None
+        view = _event_view(entry.metadata) if self.events.active else None
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
         self.state.publish_backend_changes()
@@ -176,7 +177,7 @@ class RegistryServer(pykka.ThreadingActor):
         entries = [create(namespace, service, actor_ref, metadata)
                    for service, actor_ref, metadata in msg.items]
         # Copy first, then write (as in _register).
-        views = [event_metadata(e.metadata) for e in entries] if self.events.active else None
+        views = [_event_view(e.metadata) for e in entries] if self.events.active else None
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)
         self.state.publish_backend_changes()
@@ -222,7 +223,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _update_metadata(self, msg: UpdateMetadata) -> None:
         # Copy first, then write (as in _register).
-        view = event_metadata(msg.metadata) if self.events.active else None
+        view = _event_view(msg.metadata) if self.events.active else None
         entry = self.backend.update_metadata(msg.namespace, msg.service, msg.metadata)
         self.state.publish_backend_changes()
         if view is not None and self.events.active:
@@ -236,7 +237,7 @@ class RegistryServer(pykka.ThreadingActor):
             raise ActorNotAliveError(f"{actor_ref} is not alive; it joined no group")
         member = Member.create(msg.namespace, msg.group, actor_ref, msg.metadata)
         # Copy first, then write (as in _register).
-        view = event_metadata(member.metadata) if self.events.active else None
+        view = _event_view(member.metadata) if self.events.active else None
         self._backend_join(member)
         if view is not None and self.events.active:
             self.events.publish(Joined(member.namespace, member.group, actor_ref, view))
@@ -346,6 +347,21 @@ class RegistryServer(pykka.ThreadingActor):
 
 
 _death_seen = _deathwatch.death_seen
+
+
+def _event_view(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """:func:`event_metadata` for a write's event, in the server thread: its
+    copy lets ``KeyboardInterrupt`` through as the caller's Ctrl-C, but no
+    Ctrl-C lands in this thread; one raised here comes from the value's own
+    copy, so it is the value's fault: :class:`InvalidMetadataError`, as for
+    any other exception of that copy (not the handler's InvalidKeyError)."""
+    try:
+        return event_metadata(metadata)
+    except KeyboardInterrupt:
+        raise InvalidMetadataError(
+            "metadata cannot be copied for its event: KeyboardInterrupt from its items(), "
+            "keys or values; nothing was written"
+        ) from None
 
 
 def _holder_alive(actor_ref: Any) -> bool:

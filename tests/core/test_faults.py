@@ -839,3 +839,41 @@ def test_a_key_whose_repr_returns_a_hostile_str_keeps_the_right_error(
     with pytest.raises(AlreadyRegisteredError):
         registry.register(ns, service, actors())
     assert registry.running
+
+
+class CopiesOnceThenRaises(collections.UserList):  # type: ignore[type-arg]
+    """Copies fine in the caller's thread; the server's copy for the event
+    raises ``error`` (a value whose own code raises KeyboardInterrupt)."""
+
+    copies = 0
+    error: type[BaseException] = KeyboardInterrupt
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        type(self).copies += 1
+        if type(self).copies > 1:
+            raise self.error("copy on purpose")
+        return CopiesOnceThenRaises(list(self.data))
+
+
+@pytest.mark.parametrize("write", ["register", "register_many", "update_metadata", "join"])
+def test_a_keyboard_interrupt_from_the_event_copy_in_the_server_is_invalid_metadata(
+    registry: Registry, actors: Any, write: str
+) -> None:
+    ns, ref = test_namespace(), actors()
+    registry.register(ns, "held", ref)
+    registry.subscribe(lambda event: None)  # the server builds events now
+    CopiesOnceThenRaises.copies = 0
+    metadata = {"v": CopiesOnceThenRaises([1])}
+    with pytest.raises(InvalidMetadataError):
+        if write == "register":
+            registry.register(ns, "s", ref, metadata)
+        elif write == "register_many":
+            registry.register_many(ns, [("s", ref, metadata)])
+        elif write == "update_metadata":
+            registry.update_metadata(ns, "held", metadata)
+        else:
+            registry.join(ns, "g", ref, metadata)
+    assert CopiesOnceThenRaises.copies == 2, "the server's copy was not the one that raised"
+    assert registry.lookup(ns, "s") is None and registry.members(ns, "g") == []
+    assert registry.lookup_with_metadata(ns, "held") == (ref, {})
+    assert registry.running and registry.stats().server_restarts == 0
