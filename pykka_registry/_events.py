@@ -381,7 +381,10 @@ class EventBus:
                         self._deliver(subscription, item)
             except BaseException as error:
                 try:
+                    # With the traceback: user code is contained where it
+                    # runs, so what gets here is most likely a bug of ours.
                     logger.error("%s: the event dispatcher failed on an event (%s); it goes "
-                                 "on with the next one", self._name, type(error).__name__)
+                                 "on with the next one", self._name, type(error).__name__,
+                                 exc_info=True)
                 except BaseException:  # a log handler of the user's: the thread lives on
                     pass

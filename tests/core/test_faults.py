@@ -877,3 +877,29 @@ def test_a_keyboard_interrupt_from_the_event_copy_in_the_server_is_invalid_metad
     assert registry.lookup(ns, "s") is None and registry.members(ns, "g") == []
     assert registry.lookup_with_metadata(ns, "held") == (ref, {})
     assert registry.running and registry.stats().server_restarts == 0
+
+
+def test_a_bug_that_reaches_the_dispatcher_guard_is_logged_with_its_traceback(
+    registry: Registry, actors: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from pykka_registry._events import EventBus
+
+    ns, ref, seen = test_namespace(), actors(), threading.Event()
+    failures = [True]
+
+    def buggy_wanted(self: Any, subscription: Any, event: Any) -> bool:
+        if failures and failures.pop():
+            raise AttributeError("a bug of the library on purpose")
+        return True
+
+    monkeypatch.setattr(EventBus, "_wanted", buggy_wanted)
+    registry.subscribe(lambda event: seen.set(), namespace=ns)
+    with caplog.at_level("ERROR", logger="pykka_registry"):
+        registry.register(ns, "first", ref)    # hits the bug
+        registry.register(ns, "second", ref)   # delivered: the dispatcher lives
+        assert seen.wait(5)
+    guard = [r for r in caplog.records if "dispatcher failed" in r.getMessage()]
+    assert guard and guard[0].exc_info is not None, "the bug was logged without its traceback"
+    assert guard[0].exc_info[0] is AttributeError
+    assert registry.health_check().dispatcher_alive
