@@ -685,7 +685,9 @@ class Registry:
         the actors are told to stop. The two errors below come after both,
         so unlike other errors they do not mean "nothing changed"; any other
         error (a bad key, a namespace whose ``__eq__`` raises against a
-        stored one) comes before anything changed.
+        stored one, a stored name or group key whose ``__hash__`` or
+        ``__eq__`` raises by now: every key is looked up before anything is
+        removed) comes before anything changed.
 
         Raises:
             RegistryTimeoutError: some actor had not stopped within
@@ -693,7 +695,8 @@ class Registry:
                 was told to stop (the late ones stop when they can).
             InvalidKeyError: the namespace's names were removed and their
                 actors told to stop, but removing its group memberships
-                raised (a group key's or namespace's ``__eq__``); the message
+                raised (a group key whose ``__hash__``/``__eq__`` passed the
+                look-up first and raised during the removal); the message
                 says so. Memberships still held end when their actors stop.
         """
         self._check_key(namespace, "")

@@ -276,11 +276,18 @@ class RegistryServer(pykka.ThreadingActor):
         names are gone, their events published, and the caller says so)."""
         namespace, backend = msg.namespace, self.backend
         groups_ok = getattr(backend, "supports_groups", False) is True
-        # Read first: a namespace whose __eq__ raises against another stored
-        # one raises here, before anything is removed.
+        # Read first, key by key, the way the removal will look them up: a
+        # namespace whose __eq__ raises against another stored one, or a
+        # stored service or group key whose __hash__/__eq__ raises now,
+        # raises here, before anything is removed (the removal would raise
+        # part-way, with entries gone and no event for them).
         backend.count(namespace)
+        get = backend.get
+        for entry in backend.entries(namespace):
+            get(namespace, entry.service)
         if groups_ok:
-            backend.groups(namespace)
+            for group in backend.groups(namespace):
+                backend.members(namespace, group)
         removed = backend.clear_namespace(namespace)
         self.state.unregistrations += len(removed)
         self.state.publish_backend_changes()

@@ -903,3 +903,58 @@ def test_a_bug_that_reaches_the_dispatcher_guard_is_logged_with_its_traceback(
     assert guard and guard[0].exc_info is not None, "the bug was logged without its traceback"
     assert guard[0].exc_info[0] is AttributeError
     assert registry.health_check().dispatcher_alive
+
+
+class TurnsHostile:
+    """Hashes and compares fine while stored; then (``armed``) its hash raises."""
+
+    armed = False
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        if TurnsHostile.armed and self.n == 2:
+            raise RuntimeError("hash on purpose")
+        return self.n
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+
+@pytest.mark.parametrize("kind", ["names", "groups"])
+def test_stop_namespace_with_a_key_turned_hostile_changes_nothing(
+    registry: Registry, actors: Any, kind: str
+) -> None:
+    ns, events = test_namespace(), list[Any]()
+    first, second = actors(), actors()
+    keys = TurnsHostile(1), TurnsHostile(2)
+    registry.subscribe(events.append, namespace=ns)
+    for key, ref in zip(keys, (first, second)):
+        if kind == "names":
+            registry.register(ns, key, ref)
+        else:
+            registry.join(ns, key, ref)
+    TurnsHostile.armed = True
+    try:
+        with pytest.raises(InvalidKeyError, match="nothing was written"):
+            registry.stop_namespace(ns, timeout=5)
+    finally:
+        TurnsHostile.armed = False
+    # Nothing removed: the first key (removed before the second raised, on
+    # the old code) is still there, its actor alive, and no event lost.
+    if kind == "names":
+        assert registry.lookup(ns, keys[0]) is first
+        assert registry.count(ns) == 2
+    else:
+        assert registry.members(ns, keys[0]) == [first]
+        assert (ns, keys[0]) in registry.groups_of(first)
+    assert first.is_alive() and second.is_alive()
+    registry.stop_namespace(ns, timeout=5)  # the key is tame again: all goes
+    assert registry.count(ns) == 0 and registry.groups(ns) == []
+    # Every change has its event: two in, then two out (none lost between).
+    wait_until(lambda: len(events) >= 4, message="an event per change")
+    added = [type(e).__name__ for e in events[:2]]
+    assert added == (["Registered"] * 2 if kind == "names" else ["Joined"] * 2)
+    assert [type(e).__name__ for e in events[2:]] == (
+        ["Unregistered"] * 2 if kind == "names" else ["Left"] * 2)
