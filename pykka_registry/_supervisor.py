@@ -33,6 +33,12 @@ Guarantees
   :class:`SupervisorError` (raised to the caller of an asked operation, or
   the supervisor's own failure); error messages quote ids through
   :func:`~pykka_registry._errors.safe_repr`.
+* A child id whose ``__eq__`` raises (anything) against another child's id
+  never stops the tree: children are found by identity first, and a
+  comparison that raises means "not this child", so restarts and child
+  operations work. Only a new id that cannot be compared with the ones
+  held is refused: :class:`SupervisorError` from ``start_child``,
+  ``ValueError`` from :meth:`Supervisor.start`; nothing is started.
 * Introspection is read-only: :meth:`Supervisor.snapshot` asks the
   supervisor's own thread for a frozen :class:`SupervisorSnapshot` with a
   short timeout (it never waits longer, and a supervisor busy restarting a
@@ -163,6 +169,15 @@ def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise ValueError(f"groups must be (namespace, group) tuples, got {safe_repr(pair)}")
     return found
+
+
+def _same_id(stored: Hashable, wanted: Hashable) -> bool:
+    """``stored == wanted`` for child ids, False when the comparison raises
+    (user code in the supervisor's thread, where no Ctrl-C lands)."""
+    try:
+        return bool(stored == wanted)
+    except BaseException:
+        return False
 
 
 def _check_shutdown(value: Any) -> float:
@@ -369,8 +384,14 @@ class SupervisorActor(pykka.ThreadingActor):
         return child
 
     def _get(self, child_id: Hashable) -> Optional[_Child]:
+        # Identity first: the ids this thread passes around (restarts) are
+        # the stored objects, so a child id whose __eq__ raises against
+        # another child's id cannot stop the tree when a child restarts.
         for child in self.children:
-            if child.spec.id == child_id:
+            if child.spec.id is child_id:
+                return child
+        for child in self.children:
+            if _same_id(child.spec.id, child_id):
                 return child
         return None
 
@@ -602,8 +623,17 @@ class SupervisorActor(pykka.ThreadingActor):
             started.append(child)
 
     def _start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
-        if any(child.spec.id == spec.id for child in self.children):
-            raise SupervisorError(f"a child with id {safe_repr(spec.id)} already exists")
+        for child in self.children:
+            try:
+                taken = child.spec.id is spec.id or bool(child.spec.id == spec.id)
+            except BaseException as error:  # user code (no Ctrl-C lands in this thread)
+                raise SupervisorError(
+                    f"child id {safe_repr(spec.id)} cannot be compared with the id "
+                    f"{safe_repr(child.spec.id)} of another child ({type(error).__name__} "
+                    "from an __eq__); nothing was started"
+                ) from None
+            if taken:
+                raise SupervisorError(f"a child with id {safe_repr(spec.id)} already exists")
         child = _Child(spec)
         self.children.append(child)
         try:
@@ -777,7 +807,16 @@ class Supervisor:
             if not isinstance(spec, ChildSpec):
                 raise TypeError(f"children must be ChildSpec values, got {type(spec).__name__}")
         ids = [spec.id for spec in specs]
-        if len(set(ids)) != len(ids):
+        try:
+            unique = len(set(ids)) == len(ids)
+        except KeyboardInterrupt:  # the caller's Ctrl-C, not the ids' fault
+            raise
+        except BaseException as error:  # a child id's __eq__ (its hash was checked)
+            raise ValueError(
+                f"child ids must be unique and comparable, got {safe_repr(ids)} "
+                f"({type(error).__name__} from an id's __eq__)"
+            ) from None
+        if not unique:
             raise ValueError(f"child ids must be unique, got {safe_repr(ids)}")
         handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
         actor_class = _DaemonSupervisorActor if daemon else SupervisorActor
