@@ -958,3 +958,43 @@ def test_stop_namespace_with_a_key_turned_hostile_changes_nothing(
     assert added == (["Registered"] * 2 if kind == "names" else ["Joined"] * 2)
     assert [type(e).__name__ for e in events[2:]] == (
         ["Unregistered"] * 2 if kind == "names" else ["Left"] * 2)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_death_with_a_key_turned_hostile_still_removes_the_other_names(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    class Turns:
+        armed = False
+
+        def __hash__(self) -> int:
+            if Turns.armed:
+                raise error("hash on purpose")
+            return 31
+
+        def __eq__(self, other: object) -> bool:
+            return other is self
+
+    ns, doomed, events = test_namespace(), actors(), list[Any]()
+    registry.subscribe(events.append, namespace=ns)
+    hostile = Turns()
+    registry.register(ns, "before", doomed)
+    registry.register(ns, hostile, doomed)
+    registry.register(ns, "after", doomed)
+    registry.join(ns, "g1", doomed)
+    registry.join(ns, hostile, doomed)
+    registry.join(ns, "g2", doomed)
+    Turns.armed = True
+    try:
+        doomed.stop(block=True)  # the clean-up runs in its thread, before this returns
+        # Only the key that cannot be hashed stays; the innocent ones went.
+        assert registry.lookup(ns, "before") is None and registry.lookup(ns, "after") is None
+        assert registry.members(ns, "g1") == [] and registry.members(ns, "g2") == []
+    finally:
+        Turns.armed = False
+    wait_until(lambda: sum(type(e).__name__ in ("Unregistered", "Left") for e in events) == 4,
+               message="an Unregistered/Left event per name and membership removed")
+    gone = {getattr(e, "service", None) or getattr(e, "group", None) for e in events
+            if type(e).__name__ in ("Unregistered", "Left")}
+    assert gone == {"before", "after", "g1", "g2"}
+    assert registry.running
