@@ -998,3 +998,31 @@ def test_a_death_with_a_key_turned_hostile_still_removes_the_other_names(
             if type(e).__name__ in ("Unregistered", "Left")}
     assert gone == {"before", "after", "g1", "g2"}
     assert registry.running
+
+
+class Silent(pykka.ThreadingActor):
+    """Answers nothing until released (a holder too slow for the asker)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def on_receive(self, message: Any) -> Any:
+        self.release.wait(10)
+        return message
+
+
+def test_a_via_to_a_key_whose_repr_raises_keeps_its_timeout_error(registry: Registry) -> None:
+    ns, service, release = test_namespace(), ReprRaises(), threading.Event()
+    holder = Silent.start(release)
+    try:
+        registry.register(ns, service, holder)
+        via = registry.via(ns, service)
+        with pytest.raises(RegistryTimeoutError):
+            via.ask("hello", timeout=0.05)
+        with pytest.raises(RegistryTimeoutError):
+            via.ask("hello", timeout=5, block=False).get(timeout=0.05)
+        assert "repr failed" in repr(via)
+    finally:
+        release.set()
+        holder.stop()
