@@ -36,7 +36,7 @@ import copy
 from collections.abc import Mapping, MutableMapping, MutableSequence, MutableSet
 from typing import Any
 
-from pykka_registry._errors import InvalidMetadataError
+from pykka_registry._errors import InvalidMetadataError, type_name
 
 __all__ = ["COLLECTION_TYPES", "MAX_DEPTH", "MAX_ITEMS", "SCALAR_TYPES", "copy_metadata", "is_flat",
            "metadata_matches"]
@@ -113,8 +113,8 @@ def _copy_value(value: Any, depth: int, budget: _Budget) -> Any:
             raise
         except BaseException as error:  # user code: SystemExit from a __deepcopy__ too
             raise InvalidMetadataError(
-                f"metadata holds a {type(value).__name__} that cannot be copied: "
-                f"{type(error).__name__}"
+                f"metadata holds a {type_name(value)} that cannot be copied: "
+                f"{type_name(error)}"
             ) from None
     return value
 
@@ -141,7 +141,7 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
             return metadata.copy()
     if not isinstance(metadata, Mapping):
         raise InvalidMetadataError(
-            f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
+            f"metadata must be a Mapping (such as a dict), not {type_name(metadata)}"
         )
     budget = _Budget()
     try:
@@ -159,7 +159,7 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
         raise
     except BaseException as error:  # user code: SystemExit from items() or a key too
         raise InvalidMetadataError(
-            f"metadata cannot be copied: {type(error).__name__} from its items(), keys or "
+            f"metadata cannot be copied: {type_name(error)} from its items(), keys or "
             "values"
         ) from None
     if len(copied) > MAX_ITEMS:

@@ -30,7 +30,7 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._coerce import actor_ref_of
-from pykka_registry._errors import safe_repr
+from pykka_registry._errors import safe_repr, type_name
 
 __all__ = ["DownEvent", "Monitor", "monitor"]
 
@@ -115,7 +115,7 @@ def monitor(actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
     global _listening
     ref: pykka.ActorRef[Any] = actor_ref_of(actor_ref)
     if not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        raise TypeError(f"callback must be callable, got {type_name(callback)}")
     if not _listening:
         with _lock:
             if not _listening:

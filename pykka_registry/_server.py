@@ -32,6 +32,7 @@ from pykka_registry._errors import (
     InvalidMetadataError,
     RegistryError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._events import (
     LEFT,
@@ -135,7 +136,7 @@ class RegistryServer(pykka.ThreadingActor):
             # Never let it reach Pykka raw: a BaseException would make it
             # stop every actor of the process.
             raise InvalidKeyError(
-                f"{type(error).__name__} raised while applying {type(message).__name__} "
+                f"{type_name(error)} raised while applying {type_name(message)} "
                 "(from a key's __hash__ or __eq__, or a metadata value's copy); nothing was "
                 "written"
             ) from None
@@ -297,7 +298,7 @@ class RegistryServer(pykka.ThreadingActor):
             try:
                 left = self._backend_clear_groups(namespace)
             except BaseException as error:  # the names are gone already: say so, not raise
-                failure = f"{type(error).__name__} while removing its group memberships"
+                failure = f"{type_name(error)} while removing its group memberships"
                 logger.error("%s: stop_namespace(%s): %s", self.state.name,
                              safe_repr(namespace), failure)
         if self.events.active:

@@ -73,6 +73,7 @@ from pykka_registry._errors import (
     RestartIntensityExceeded,
     SupervisorError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 from pykka_registry._timeouts import check_timeout, optional_timeout
@@ -230,14 +231,14 @@ class ChildSpec:
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.start):
-            raise TypeError(f"start must be callable, got {type(self.start).__name__}")
+            raise TypeError(f"start must be callable, got {type_name(self.start)}")
         try:
             hash(self.id)
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # unhashable, or a hostile __hash__
             raise TypeError(f"child id must be hashable, got {safe_repr(self.id)} "
-                            f"({type(error).__name__} from its __hash__)") from None
+                            f"({type_name(error)} from its __hash__)") from None
 
 
 @attrs.define(frozen=True)
@@ -436,7 +437,7 @@ class SupervisorActor(pykka.ThreadingActor):
             # User code in the supervisor's thread: a BaseException reaching
             # Pykka would stop every actor of the process. A failed start.
             raise SupervisorError(
-                f"start() of child {safe_repr(child.spec.id)} raised {type(error).__name__}"
+                f"start() of child {safe_repr(child.spec.id)} raised {type_name(error)}"
             ) from None
         finally:
             _local.supervisor = previous
@@ -447,7 +448,7 @@ class SupervisorActor(pykka.ThreadingActor):
             started = started.actor_ref  # Pykka habit: Actor.start().proxy()
         if not isinstance(started, pykka.ActorRef):
             raise SupervisorError(
-                f"start() of child {safe_repr(child.spec.id)} returned {type(started).__name__}, "
+                f"start() of child {safe_repr(child.spec.id)} returned {type_name(started)}, "
                 "not a pykka.ActorRef, pykka.ActorProxy or Supervisor"
             )
         try:
@@ -571,8 +572,8 @@ class SupervisorActor(pykka.ThreadingActor):
             # stop every actor of the process. A SupervisorError instead: the
             # caller gets it (asked), or this supervisor fails (told).
             raise SupervisorError(
-                f"{self.handle.name}: {type(error).__name__} raised by user code in the "
-                f"supervisor's thread while handling {type(message).__name__}"
+                f"{self.handle.name}: {type_name(error)} raised by user code in the "
+                f"supervisor's thread while handling {type_name(message)}"
             ) from None
 
     def _handle(self, message: Any) -> Any:
@@ -629,7 +630,7 @@ class SupervisorActor(pykka.ThreadingActor):
             except BaseException as error:  # user code (no Ctrl-C lands in this thread)
                 raise SupervisorError(
                     f"child id {safe_repr(spec.id)} cannot be compared with the id "
-                    f"{safe_repr(child.spec.id)} of another child ({type(error).__name__} "
+                    f"{safe_repr(child.spec.id)} of another child ({type_name(error)} "
                     "from an __eq__); nothing was started"
                 ) from None
             if taken:
@@ -805,7 +806,7 @@ class Supervisor:
         specs = list(children)
         for spec in specs:
             if not isinstance(spec, ChildSpec):
-                raise TypeError(f"children must be ChildSpec values, got {type(spec).__name__}")
+                raise TypeError(f"children must be ChildSpec values, got {type_name(spec)}")
         ids = [spec.id for spec in specs]
         try:
             unique = len(set(ids)) == len(ids)
@@ -814,7 +815,7 @@ class Supervisor:
         except BaseException as error:  # a child id's __eq__ (its hash was checked)
             raise ValueError(
                 f"child ids must be unique and comparable, got {safe_repr(ids)} "
-                f"({type(error).__name__} from an id's __eq__)"
+                f"({type_name(error)} from an id's __eq__)"
             ) from None
         if not unique:
             raise ValueError(f"child ids must be unique, got {safe_repr(ids)}")
@@ -910,7 +911,7 @@ class Supervisor:
     def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         """Add a child and start it; return its ref once it runs (and is registered)."""
         if not isinstance(spec, ChildSpec):
-            raise TypeError(f"spec must be a ChildSpec, got {type(spec).__name__}")
+            raise TypeError(f"spec must be a ChildSpec, got {type_name(spec)}")
         return self._ask(_StartChild(spec))
 
     def terminate_child(self, id: Hashable, timeout: Optional[float] = None) -> None:

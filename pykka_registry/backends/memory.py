@@ -31,7 +31,7 @@ import threading
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
-from pykka_registry._errors import NotRegisteredError, safe_repr
+from pykka_registry._errors import NotRegisteredError, safe_repr, type_name
 from pykka_registry._events import UnregisterReason
 from pykka_registry.backends.base import Backend, Entry, Member, refuse_if_held
 
@@ -46,7 +46,7 @@ def _left_behind(what: str, namespace: Any, key: Any, error: BaseException) -> N
     """Log a dead actor's name or membership that could not be removed."""
     logger.error("a dead actor's %s %s in namespace %s could not be removed (%s from its "
                  "key's __hash__ or __eq__); its other names and memberships were", what,
-                 safe_repr(key), safe_repr(namespace), type(error).__name__)
+                 safe_repr(key), safe_repr(namespace), type_name(error))
 
 
 class LocalTables:

@@ -1026,3 +1026,61 @@ def test_a_via_to_a_key_whose_repr_raises_keeps_its_timeout_error(registry: Regi
     finally:
         release.set()
         holder.stop()
+
+
+class NameRaises(type):
+    """A metaclass whose classes' ``__name__`` raises (a BaseException)."""
+
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise SystemExit("__name__ on purpose")
+
+
+class HostileNamedError(Exception, metaclass=NameRaises):
+    pass
+
+
+class EqRaisesHostileNamed:
+    def __hash__(self) -> int:
+        return 43
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise HostileNamedError()
+
+
+class ReprRaisesHostileNamed(metaclass=NameRaises):
+    def __repr__(self) -> str:
+        raise RuntimeError("repr on purpose")
+
+
+def test_a_class_whose_name_raises_never_breaks_a_message() -> None:
+    from pykka_registry._errors import safe_repr
+
+    # Failures are reported outside the except block: pytest's own report
+    # would quote the hostile value's class name (and end the session).
+    text, failure = "", ""
+    try:
+        text = safe_repr(ReprRaisesHostileNamed())
+    except BaseException as error:
+        failure = f"safe_repr raised {error!r}"
+    if failure:
+        pytest.fail(failure)
+    assert text == "<ReprRaisesHostileNamed object (repr failed)>"
+
+
+def test_an_error_whose_class_name_raises_in_the_server_stops_no_actor(
+    registry: Registry, actors: Any
+) -> None:
+    ns, bystander = test_namespace(), actors()
+    registry.register(ns, EqRaisesHostileNamed(), actors())
+    raised: Any = None
+    try:
+        registry.register(ns, EqRaisesHostileNamed(), actors())  # __eq__ runs in the server
+    except BaseException as error:  # reported below (see the test above)
+        raised = error
+    assert isinstance(raised, InvalidKeyError), f"got {raised!r}, not InvalidKeyError"
+    assert "HostileNamedError" in str(raised)
+    assert bystander.is_alive(), "a BaseException reached Pykka, which stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0
