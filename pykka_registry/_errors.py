@@ -15,8 +15,9 @@ before anything is stored), with these stated exceptions:
 * a write raising :class:`RegistryUnavailableError` may or may not have been
   applied (its answer was lost).
 
-Messages quote user values through :func:`safe_repr`, so building an error
-never raises.
+Messages quote user values through :func:`safe_repr` and name their types
+through :func:`type_name` (a metaclass may make ``__name__`` raise), so
+building an error never raises.
 """
 
 from __future__ import annotations
@@ -56,16 +57,36 @@ __all__ = [
 ]
 
 
+_type_name = type.__dict__["__name__"].__get__
+
+
+def type_name(value: Any) -> str:
+    """``type(value).__name__`` for a message, without running user code: a
+    metaclass may make ``__name__`` a property that raises (``SystemExit``
+    too), which in a server thread would reach Pykka; the class's own
+    C-level name is read instead."""
+    try:
+        name = _type_name(type(value))
+    except BaseException:  # not reachable for a real class; never let it out
+        return "object"
+    return name if type(name) is str else "object"
+
+
 def safe_repr(value: Any, limit: int = 200) -> str:
     """``repr(value)`` for an error message: never raises (a hostile
-    ``__repr__``, a 5,000-digit int, a self-referencing container), and at
-    most ``limit`` characters."""
+    ``__repr__``, one returning a ``str`` subclass with hostile methods, a
+    5,000-digit int, a self-referencing container), and at most ``limit``
+    characters of a plain ``str``."""
     try:
         text = repr(value)
     except BaseException:  # user code must not replace our error
-        text = f"<{type(value).__name__} object (repr failed)>"
+        text = f"<{type_name(value)} object (repr failed)>"
     if not isinstance(text, str):
-        text = f"<{type(value).__name__} object>"
+        text = f"<{type_name(value)} object>"
+    elif type(text) is not str:
+        # A __repr__ may return a str subclass whose __len__, __getitem__ or
+        # __format__ raise: work on a plain copy (str.__str__ runs no user code).
+        text = str.__str__(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
-from pykka_registry._errors import safe_repr
+from pykka_registry._errors import safe_repr, type_name
 from pykka_registry._metadata import copy_metadata, is_flat
 
 __all__ = [
@@ -391,7 +391,7 @@ class EventBus:
             logger.error("%s: comparing the namespace %s of a subscription with %s raised "
                          "%s; that event is not delivered to %s", self._name,
                          safe_repr(subscription.namespace), safe_repr(event.namespace),
-                         type(error).__name__, safe_repr(subscription.listener))
+                         type_name(error), safe_repr(subscription.listener))
             return False
 
     def _replay(self, start: _Start) -> None:
@@ -412,7 +412,7 @@ class EventBus:
                                  "event (%s while copying its metadata); it is left out of "
                                  "the replay to %s", self._name,
                                  safe_repr(getattr(entry, "service", None)),
-                                 safe_repr(entry.namespace), type(error).__name__,
+                                 safe_repr(entry.namespace), type_name(error),
                                  safe_repr(subscription.listener))
                     continue
                 self._deliver(subscription, event)
@@ -440,7 +440,10 @@ class EventBus:
                         self._deliver(subscription, item)
             except BaseException as error:
                 try:
+                    # With the traceback: user code is contained where it
+                    # runs, so what gets here is most likely a bug of ours.
                     logger.error("%s: the event dispatcher failed on an event (%s); it goes "
-                                 "on with the next one", self._name, type(error).__name__)
+                                 "on with the next one", self._name, type_name(error),
+                                 exc_info=True)
                 except BaseException:  # a log handler of the user's: the thread lives on
                     pass

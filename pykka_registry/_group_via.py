@@ -32,6 +32,7 @@ from pykka_registry._errors import (
     RegistryError,
     RegistryTimeoutError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import GROUP_STRATEGIES, ActorRefLike, GroupStrategy
@@ -109,8 +110,8 @@ class GroupVia:
                 raise
             except BaseException as error:
                 raise InvalidKeyError(
-                    f"key must be hashable, got {type(key).__name__}: {safe_repr(key)} "
-                    f"({type(error).__name__} from its __hash__)"
+                    f"key must be hashable, got {type_name(key)}: {safe_repr(key)} "
+                    f"({type_name(error)} from its __hash__)"
                 ) from None
             if not members:
                 raise self._empty()

@@ -17,7 +17,9 @@ counts as too deep). Metadata beyond them, or whose ``items()``, keys or
 values raise while being copied (any ``BaseException`` but
 ``KeyboardInterrupt``, which passes through as the caller's Ctrl-C), is
 refused with :class:`~pykka_registry.InvalidMetadataError`; nothing is
-stored. Scalars (strings, bytes, numbers) may be of any size.
+stored. (In the server thread, where no Ctrl-C lands, a ``KeyboardInterrupt``
+from the copy of a write's event is the value's too: refused the same way.)
+Scalars (strings, bytes, numbers) may be of any size.
 
 Matching
 --------
@@ -34,7 +36,7 @@ import copy
 from collections.abc import Mapping, MutableMapping, MutableSequence, MutableSet
 from typing import Any
 
-from pykka_registry._errors import InvalidMetadataError
+from pykka_registry._errors import InvalidMetadataError, type_name
 
 __all__ = ["COLLECTION_TYPES", "MAX_DEPTH", "MAX_ITEMS", "SCALAR_TYPES", "copy_metadata", "is_flat",
            "metadata_matches"]
@@ -111,8 +113,8 @@ def _copy_value(value: Any, depth: int, budget: _Budget) -> Any:
             raise
         except BaseException as error:  # user code: SystemExit from a __deepcopy__ too
             raise InvalidMetadataError(
-                f"metadata holds a {type(value).__name__} that cannot be copied: "
-                f"{type(error).__name__}"
+                f"metadata holds a {type_name(value)} that cannot be copied: "
+                f"{type_name(error)}"
             ) from None
     return value
 
@@ -139,7 +141,7 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
             return metadata.copy()
     if not isinstance(metadata, Mapping):
         raise InvalidMetadataError(
-            f"metadata must be a Mapping (such as a dict), not {type(metadata).__name__}"
+            f"metadata must be a Mapping (such as a dict), not {type_name(metadata)}"
         )
     budget = _Budget()
     try:
@@ -157,7 +159,7 @@ def copy_metadata(metadata: Any) -> dict[Any, Any]:
         raise
     except BaseException as error:  # user code: SystemExit from items() or a key too
         raise InvalidMetadataError(
-            f"metadata cannot be copied: {type(error).__name__} from its items(), keys or "
+            f"metadata cannot be copied: {type_name(error)} from its items(), keys or "
             "values"
         ) from None
     if len(copied) > MAX_ITEMS:

@@ -5,7 +5,9 @@ Guarantees
 * The callback runs exactly once per monitor: when the actor dies, or at once
   if it is already dead, unless :meth:`Monitor.cancel` ran first. A
   callback that raises anything (``BaseException`` too) is logged; the
-  other monitors of that death still fire.
+  other monitors of that death still fire. Run at once in the caller's
+  thread (an actor already dead), a ``KeyboardInterrupt`` is the caller's
+  Ctrl-C: it passes through.
 * It runs in the dying actor's thread, before that actor's ``actor_stopped``
   is set (or, for an actor already dead, in the thread calling
   :func:`monitor`). Keep it short and non-blocking: to do real work, ``tell``
@@ -28,7 +30,7 @@ import pykka
 
 from pykka_registry import _deathwatch
 from pykka_registry._coerce import actor_ref_of
-from pykka_registry._errors import safe_repr
+from pykka_registry._errors import safe_repr, type_name
 
 __all__ = ["DownEvent", "Monitor", "monitor"]
 
@@ -79,10 +81,18 @@ _by_urn: dict[str, dict[int, Monitor]] = {}
 _listening = False
 
 
-def _fire(monitors: list[Monitor], event: DownEvent) -> None:
+def _fire(monitors: list[Monitor], event: DownEvent, in_caller: bool = False) -> None:
+    """Run the callbacks; ``in_caller``: in the thread that called
+    :func:`monitor` (an actor already dead), where a ``KeyboardInterrupt``
+    is most likely the user's Ctrl-C and passes through."""
     for entry in monitors:
         try:
             entry.callback(event)
+        except KeyboardInterrupt:
+            if in_caller:
+                raise
+            logger.exception("monitor callback %s failed for %s", safe_repr(entry.callback),
+                             event.actor_ref)
         except BaseException:  # one callback (a SystemExit too) must not skip the others
             logger.exception("monitor callback %s failed for %s", safe_repr(entry.callback),
                              event.actor_ref)
@@ -105,7 +115,7 @@ def monitor(actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
     global _listening
     ref: pykka.ActorRef[Any] = actor_ref_of(actor_ref)
     if not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        raise TypeError(f"callback must be callable, got {type_name(callback)}")
     if not _listening:
         with _lock:
             if not _listening:
@@ -117,5 +127,5 @@ def monitor(actor_ref: Union[pykka.ActorRef[Any], pykka.ActorProxy[Any]],
     # If it died before (or while) we registered, fire unless the death
     # listener already did.
     if _deathwatch.is_dead(ref) and handle.cancel():
-        _fire([handle], DownEvent(ref, _deathwatch.death_reason(ref)))
+        _fire([handle], DownEvent(ref, _deathwatch.death_reason(ref)), in_caller=True)
     return handle

@@ -70,6 +70,7 @@ from pykka_registry._errors import (
     RegistryTimeoutError,
     RegistryUnavailableError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._events import Event, EventListener, Registered, Subscription
 from pykka_registry._group_via import GroupVia
@@ -127,7 +128,7 @@ def _seen_before(seen: set[Any], service: Any) -> bool:
         raise
     except BaseException as error:
         raise InvalidKeyError(
-            f"service {type(service).__name__} cannot be compared: {type(error).__name__}"
+            f"service {type_name(service)} cannot be compared: {type_name(error)}"
         ) from None
     return False
 
@@ -502,7 +503,7 @@ class Registry:
             return error
         return InvalidKeyError(
             f"the key ({safe_repr(namespace)}, {safe_repr(service)}) cannot be looked up: "
-            f"{type(error).__name__} from its __hash__ or __eq__"
+            f"{type_name(error)} from its __hash__ or __eq__"
         )
 
     def _read(self, namespace: Any, service: Any, read: Callable[..., T], *args: Any) -> T:
@@ -685,7 +686,9 @@ class Registry:
         the actors are told to stop. The two errors below come after both,
         so unlike other errors they do not mean "nothing changed"; any other
         error (a bad key, a namespace whose ``__eq__`` raises against a
-        stored one) comes before anything changed.
+        stored one, a stored name or group key whose ``__hash__`` or
+        ``__eq__`` raises by now: every key is looked up before anything is
+        removed) comes before anything changed.
 
         Raises:
             RegistryTimeoutError: some actor had not stopped within
@@ -693,7 +696,8 @@ class Registry:
                 was told to stop (the late ones stop when they can).
             InvalidKeyError: the namespace's names were removed and their
                 actors told to stop, but removing its group memberships
-                raised (a group key's or namespace's ``__eq__``); the message
+                raised (a group key whose ``__hash__``/``__eq__`` passed the
+                look-up first and raised during the removal); the message
                 says so. Memberships still held end when their actors stop.
         """
         self._check_key(namespace, "")
@@ -842,7 +846,7 @@ class Registry:
         from its index)."""
         self._check_key(namespace, "")
         if not callable(predicate):
-            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+            raise TypeError(f"predicate must be callable, got {type_name(predicate)}")
         found: list[tuple[Hashable, ActorRefLike, dict[Any, Any]]] = []
         if self._state.closed:
             return found
@@ -864,7 +868,7 @@ class Registry:
         is a list, tuple, set or frozenset. Empty criteria match every entry."""
         self._check_key(namespace, "")
         if not isinstance(criteria, Mapping):
-            raise TypeError(f"criteria must be a Mapping, got {type(criteria).__name__}")
+            raise TypeError(f"criteria must be a Mapping, got {type_name(criteria)}")
         if self._state.closed:
             return []
         return [
@@ -1034,7 +1038,7 @@ class Registry:
         self._require_groups()
         self._check_key(namespace, group)
         if not isinstance(criteria, Mapping):
-            raise TypeError(f"criteria must be a Mapping, got {type(criteria).__name__}")
+            raise TypeError(f"criteria must be a Mapping, got {type_name(criteria)}")
         if self._state.closed:
             return []
         return [(m.actor_ref, m.metadata_copy())
@@ -1312,7 +1316,7 @@ class Registry:
             if len(given) == 2:
                 metadata = given[1]
         if not callable(start):
-            raise TypeError(f"start must be callable, got {type(start).__name__}")
+            raise TypeError(f"start must be callable, got {type_name(start)}")
         ref = self.lookup(namespace, service)
         if ref is not None:
             return ref
@@ -1352,7 +1356,7 @@ class Registry:
                    replay: bool, timeout: Optional[float] = None) -> Subscription:
         """:meth:`subscribe`, waiting at most ``timeout`` (``None``: ``call_timeout``)."""
         if not callable(listener):
-            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+            raise TypeError(f"listener must be callable, got {type_name(listener)}")
         if namespace is not None:
             self._check_key(namespace, "")
         subscription = self._state.events.new_subscription(

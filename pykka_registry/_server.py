@@ -29,8 +29,10 @@ from pykka_registry import _deathwatch
 from pykka_registry._errors import (
     ActorNotAliveError,
     InvalidKeyError,
+    InvalidMetadataError,
     RegistryError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._events import (
     LEFT,
@@ -134,7 +136,7 @@ class RegistryServer(pykka.ThreadingActor):
             # Never let it reach Pykka raw: a BaseException would make it
             # stop every actor of the process.
             raise InvalidKeyError(
-                f"{type(error).__name__} raised while applying {type(message).__name__} "
+                f"{type_name(error)} raised while applying {type_name(message)} "
                 "(from a key's __hash__ or __eq__, or a metadata value's copy); nothing was "
                 "written"
             ) from None
@@ -150,7 +152,7 @@ class RegistryServer(pykka.ThreadingActor):
         entry = Entry.create(msg.namespace, msg.service, actor_ref, msg.metadata)
         # Copy first, then write: the event's copy of the metadata may raise
         # (a container's __deepcopy__), and then nothing may be stored.
-        view = event_metadata(entry.metadata) if self.events.active else None
+        view = _event_view(entry.metadata) if self.events.active else None
         replaced = self.backend.register(entry, _holder_alive)
         self.state.registrations += 1
         self.state.publish_backend_changes()
@@ -176,7 +178,7 @@ class RegistryServer(pykka.ThreadingActor):
         entries = [create(namespace, service, actor_ref, metadata)
                    for service, actor_ref, metadata in msg.items]
         # Copy first, then write (as in _register).
-        views = [event_metadata(e.metadata) for e in entries] if self.events.active else None
+        views = [_event_view(e.metadata) for e in entries] if self.events.active else None
         replaced = self._backend_register_many(entries, _holder_alive)
         self.state.registrations += len(entries)
         self.state.publish_backend_changes()
@@ -222,7 +224,7 @@ class RegistryServer(pykka.ThreadingActor):
 
     def _update_metadata(self, msg: UpdateMetadata) -> None:
         # Copy first, then write (as in _register).
-        view = event_metadata(msg.metadata) if self.events.active else None
+        view = _event_view(msg.metadata) if self.events.active else None
         entry = self.backend.update_metadata(msg.namespace, msg.service, msg.metadata)
         self.state.publish_backend_changes()
         if view is not None and self.events.active:
@@ -236,7 +238,7 @@ class RegistryServer(pykka.ThreadingActor):
             raise ActorNotAliveError(f"{actor_ref} is not alive; it joined no group")
         member = Member.create(msg.namespace, msg.group, actor_ref, msg.metadata)
         # Copy first, then write (as in _register).
-        view = event_metadata(member.metadata) if self.events.active else None
+        view = _event_view(member.metadata) if self.events.active else None
         self._backend_join(member)
         if view is not None and self.events.active:
             self.events.publish(Joined(member.namespace, member.group, actor_ref, view))
@@ -275,11 +277,18 @@ class RegistryServer(pykka.ThreadingActor):
         names are gone, their events published, and the caller says so)."""
         namespace, backend = msg.namespace, self.backend
         groups_ok = getattr(backend, "supports_groups", False) is True
-        # Read first: a namespace whose __eq__ raises against another stored
-        # one raises here, before anything is removed.
+        # Read first, key by key, the way the removal will look them up: a
+        # namespace whose __eq__ raises against another stored one, or a
+        # stored service or group key whose __hash__/__eq__ raises now,
+        # raises here, before anything is removed (the removal would raise
+        # part-way, with entries gone and no event for them).
         backend.count(namespace)
+        get = backend.get
+        for entry in backend.entries(namespace):
+            get(namespace, entry.service)
         if groups_ok:
-            backend.groups(namespace)
+            for group in backend.groups(namespace):
+                backend.members(namespace, group)
         removed = backend.clear_namespace(namespace)
         self.state.unregistrations += len(removed)
         self.state.publish_backend_changes()
@@ -289,7 +298,7 @@ class RegistryServer(pykka.ThreadingActor):
             try:
                 left = self._backend_clear_groups(namespace)
             except BaseException as error:  # the names are gone already: say so, not raise
-                failure = f"{type(error).__name__} while removing its group memberships"
+                failure = f"{type_name(error)} while removing its group memberships"
                 logger.error("%s: stop_namespace(%s): %s", self.state.name,
                              safe_repr(namespace), failure)
         if self.events.active:
@@ -346,6 +355,21 @@ class RegistryServer(pykka.ThreadingActor):
 
 
 _death_seen = _deathwatch.death_seen
+
+
+def _event_view(metadata: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """:func:`event_metadata` for a write's event, in the server thread: its
+    copy lets ``KeyboardInterrupt`` through as the caller's Ctrl-C, but no
+    Ctrl-C lands in this thread; one raised here comes from the value's own
+    copy, so it is the value's fault: :class:`InvalidMetadataError`, as for
+    any other exception of that copy (not the handler's InvalidKeyError)."""
+    try:
+        return event_metadata(metadata)
+    except KeyboardInterrupt:
+        raise InvalidMetadataError(
+            "metadata cannot be copied for its event: KeyboardInterrupt from its items(), "
+            "keys or values; nothing was written"
+        ) from None
 
 
 def _holder_alive(actor_ref: Any) -> bool:

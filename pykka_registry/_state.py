@@ -61,7 +61,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pykka
 
-from pykka_registry._errors import RegistryTimeoutError, RegistryUnavailableError, safe_repr
+from pykka_registry._errors import (
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+    safe_repr,
+    type_name,
+)
 from pykka_registry._events import (
     EventBus,
     Joined,
@@ -304,7 +309,7 @@ class RegistryState:
             except BaseException as error:  # a metadata copy for the event raised
                 logger.error("%s: no event for a change backend %s reported (%s while "
                              "building it); skipped", self.name, self.backend.name,
-                             type(error).__name__)
+                             type_name(error))
 
     def _publish_change(self, change: Any) -> None:
         publish = self.events.publish

@@ -33,6 +33,12 @@ Guarantees
   :class:`SupervisorError` (raised to the caller of an asked operation, or
   the supervisor's own failure); error messages quote ids through
   :func:`~pykka_registry._errors.safe_repr`.
+* A child id whose ``__eq__`` raises (anything) against another child's id
+  never stops the tree: children are found by identity first, and a
+  comparison that raises means "not this child", so restarts and child
+  operations work. Only a new id that cannot be compared with the ones
+  held is refused: :class:`SupervisorError` from ``start_child``,
+  ``ValueError`` from :meth:`Supervisor.start`; nothing is started.
 * Introspection is read-only: :meth:`Supervisor.snapshot` asks the
   supervisor's own thread for a frozen :class:`SupervisorSnapshot` with a
   short timeout (it never waits longer, and a supervisor busy restarting a
@@ -67,6 +73,7 @@ from pykka_registry._errors import (
     RestartIntensityExceeded,
     SupervisorError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._monitor import DownEvent, Monitor, monitor
 from pykka_registry._timeouts import check_timeout, optional_timeout
@@ -165,6 +172,15 @@ def _validate_groups(groups: Any) -> tuple[tuple[Hashable, Hashable], ...]:
     return found
 
 
+def _same_id(stored: Hashable, wanted: Hashable) -> bool:
+    """``stored == wanted`` for child ids, False when the comparison raises
+    (user code in the supervisor's thread, where no Ctrl-C lands)."""
+    try:
+        return bool(stored == wanted)
+    except BaseException:
+        return False
+
+
 def _check_shutdown(value: Any) -> float:
     return check_timeout(value, "shutdown", positive=True)
 
@@ -215,14 +231,14 @@ class ChildSpec:
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.start):
-            raise TypeError(f"start must be callable, got {type(self.start).__name__}")
+            raise TypeError(f"start must be callable, got {type_name(self.start)}")
         try:
             hash(self.id)
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # unhashable, or a hostile __hash__
             raise TypeError(f"child id must be hashable, got {safe_repr(self.id)} "
-                            f"({type(error).__name__} from its __hash__)") from None
+                            f"({type_name(error)} from its __hash__)") from None
 
 
 @attrs.define(frozen=True)
@@ -369,8 +385,14 @@ class SupervisorActor(pykka.ThreadingActor):
         return child
 
     def _get(self, child_id: Hashable) -> Optional[_Child]:
+        # Identity first: the ids this thread passes around (restarts) are
+        # the stored objects, so a child id whose __eq__ raises against
+        # another child's id cannot stop the tree when a child restarts.
         for child in self.children:
-            if child.spec.id == child_id:
+            if child.spec.id is child_id:
+                return child
+        for child in self.children:
+            if _same_id(child.spec.id, child_id):
                 return child
         return None
 
@@ -415,7 +437,7 @@ class SupervisorActor(pykka.ThreadingActor):
             # User code in the supervisor's thread: a BaseException reaching
             # Pykka would stop every actor of the process. A failed start.
             raise SupervisorError(
-                f"start() of child {safe_repr(child.spec.id)} raised {type(error).__name__}"
+                f"start() of child {safe_repr(child.spec.id)} raised {type_name(error)}"
             ) from None
         finally:
             _local.supervisor = previous
@@ -426,7 +448,7 @@ class SupervisorActor(pykka.ThreadingActor):
             started = started.actor_ref  # Pykka habit: Actor.start().proxy()
         if not isinstance(started, pykka.ActorRef):
             raise SupervisorError(
-                f"start() of child {safe_repr(child.spec.id)} returned {type(started).__name__}, "
+                f"start() of child {safe_repr(child.spec.id)} returned {type_name(started)}, "
                 "not a pykka.ActorRef, pykka.ActorProxy or Supervisor"
             )
         try:
@@ -550,8 +572,8 @@ class SupervisorActor(pykka.ThreadingActor):
             # stop every actor of the process. A SupervisorError instead: the
             # caller gets it (asked), or this supervisor fails (told).
             raise SupervisorError(
-                f"{self.handle.name}: {type(error).__name__} raised by user code in the "
-                f"supervisor's thread while handling {type(message).__name__}"
+                f"{self.handle.name}: {type_name(error)} raised by user code in the "
+                f"supervisor's thread while handling {type_name(message)}"
             ) from None
 
     def _handle(self, message: Any) -> Any:
@@ -602,8 +624,17 @@ class SupervisorActor(pykka.ThreadingActor):
             started.append(child)
 
     def _start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
-        if any(child.spec.id == spec.id for child in self.children):
-            raise SupervisorError(f"a child with id {safe_repr(spec.id)} already exists")
+        for child in self.children:
+            try:
+                taken = child.spec.id is spec.id or bool(child.spec.id == spec.id)
+            except BaseException as error:  # user code (no Ctrl-C lands in this thread)
+                raise SupervisorError(
+                    f"child id {safe_repr(spec.id)} cannot be compared with the id "
+                    f"{safe_repr(child.spec.id)} of another child ({type_name(error)} "
+                    "from an __eq__); nothing was started"
+                ) from None
+            if taken:
+                raise SupervisorError(f"a child with id {safe_repr(spec.id)} already exists")
         child = _Child(spec)
         self.children.append(child)
         try:
@@ -775,9 +806,18 @@ class Supervisor:
         specs = list(children)
         for spec in specs:
             if not isinstance(spec, ChildSpec):
-                raise TypeError(f"children must be ChildSpec values, got {type(spec).__name__}")
+                raise TypeError(f"children must be ChildSpec values, got {type_name(spec)}")
         ids = [spec.id for spec in specs]
-        if len(set(ids)) != len(ids):
+        try:
+            unique = len(set(ids)) == len(ids)
+        except KeyboardInterrupt:  # the caller's Ctrl-C, not the ids' fault
+            raise
+        except BaseException as error:  # a child id's __eq__ (its hash was checked)
+            raise ValueError(
+                f"child ids must be unique and comparable, got {safe_repr(ids)} "
+                f"({type_name(error)} from an id's __eq__)"
+            ) from None
+        if not unique:
             raise ValueError(f"child ids must be unique, got {safe_repr(ids)}")
         handle = cls(name or f"supervisor-{next(_supervisor_counter)}", call_timeout)
         actor_class = _DaemonSupervisorActor if daemon else SupervisorActor
@@ -871,7 +911,7 @@ class Supervisor:
     def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         """Add a child and start it; return its ref once it runs (and is registered)."""
         if not isinstance(spec, ChildSpec):
-            raise TypeError(f"spec must be a ChildSpec, got {type(spec).__name__}")
+            raise TypeError(f"spec must be a ChildSpec, got {type_name(spec)}")
         return self._ask(_StartChild(spec))
 
     def terminate_child(self, id: Hashable, timeout: Optional[float] = None) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pykka
 
-from pykka_registry._errors import NotRegisteredError, RegistryTimeoutError
+from pykka_registry._errors import NotRegisteredError, RegistryTimeoutError, safe_repr
 from pykka_registry._timeouts import check_timeout, optional_timeout
 from pykka_registry._types import ActorRefLike
 
@@ -96,8 +96,8 @@ class Via:
             return wait()
         except pykka.Timeout:
             raise RegistryTimeoutError(
-                f"{target} ({self.service!r} in {self.namespace!r}) did not answer "
-                f"within {timeout}s"
+                f"{target} ({safe_repr(self.service)} in {safe_repr(self.namespace)}) did not "
+                f"answer within {timeout}s"
             ) from None
 
     def proxy(self) -> ViaProxy:
@@ -114,7 +114,8 @@ class Via:
         return proxy
 
     def __repr__(self) -> str:
-        return f"<Via {self.service!r} in {self.namespace!r} of {self.registry!r}>"
+        return (f"<Via {safe_repr(self.service)} in {safe_repr(self.namespace)} of "
+                f"{self.registry!r}>")
 
 
 class ViaProxy:

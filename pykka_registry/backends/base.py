@@ -76,6 +76,7 @@ from pykka_registry._errors import (
     GroupsNotSupportedError,
     InvalidKeyError,
     safe_repr,
+    type_name,
 )
 from pykka_registry._events import EXPIRED, UnregisterReason
 from pykka_registry._metadata import copy_metadata, is_flat, metadata_matches
@@ -216,7 +217,7 @@ class MemberChange:
 
 def _no_groups(backend: Any) -> GroupsNotSupportedError:
     return GroupsNotSupportedError(
-        f"backend {getattr(backend, 'name', type(backend).__name__)!s} keeps no groups "
+        f"backend {getattr(backend, 'name', type_name(backend))!s} keeps no groups "
         "(supports_groups is False)"
     )
 
@@ -264,8 +265,8 @@ class Backend(abc.ABC):
                 raise
             except BaseException as error:
                 raise InvalidKeyError(
-                    f"{what} must be hashable, got {type(part).__name__}: {safe_repr(part)} "
-                    f"({type(error).__name__} from its __hash__)"
+                    f"{what} must be hashable, got {type_name(part)}: {safe_repr(part)} "
+                    f"({type_name(error)} from its __hash__)"
                 ) from None
 
     def validate_metadata(self, metadata: Any) -> dict[Any, Any]:
@@ -583,7 +584,7 @@ def validate_backend(obj: Any) -> None:
             if not callable(method) or method is getattr(Backend, name):
                 missing.append(name)
     if missing:
-        what = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+        what = obj.__name__ if isinstance(obj, type) else type_name(obj)
         raise TypeError(f"{what} is not a complete registry backend; missing: {', '.join(missing)}")
 
 

@@ -17,21 +17,36 @@ Guarantees
   it returns, and the next read rebuilds it under the lock, so a read sees
   the group before or after a write, never between. Join, leave and a
   death's ``leave_all`` are O(1) per membership.
+* A death removes what it can: in ``remove_actor`` and ``leave_all`` (the
+  dying actor's thread), a key whose ``__hash__``/``__eq__`` raises by now
+  (it hashed fine when stored) leaves that one name or membership behind,
+  logged; the actor's other names and memberships are removed and reported
+  (so their events are published) all the same.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
-from pykka_registry._errors import NotRegisteredError
+from pykka_registry._errors import NotRegisteredError, safe_repr, type_name
 from pykka_registry._events import UnregisterReason
 from pykka_registry.backends.base import Backend, Entry, Member, refuse_if_held
 
 __all__ = ["LocalGroups", "LocalTables", "MemoryBackend"]
 
 _EMPTY: dict[Hashable, Any] = {}
+
+logger = logging.getLogger("pykka_registry")
+
+
+def _left_behind(what: str, namespace: Any, key: Any, error: BaseException) -> None:
+    """Log a dead actor's name or membership that could not be removed."""
+    logger.error("a dead actor's %s %s in namespace %s could not be removed (%s from its "
+                 "key's __hash__ or __eq__); its other names and memberships were", what,
+                 safe_repr(key), safe_repr(namespace), type_name(error))
 
 
 class LocalTables:
@@ -277,9 +292,14 @@ class LocalGroups:
         if urn not in self._groups_by_urn:  # most deaths: an actor in no group
             return []
         with self._group_lock:
-            removed = list(self._groups_by_urn.get(urn, {}).values())
-            for member in removed:
-                self._drop(member)
+            removed = []
+            for member in list(self._groups_by_urn.get(urn, {}).values()):
+                try:
+                    self._drop(member)
+                except BaseException as error:  # see "A death removes what it can"
+                    _left_behind("membership", member.namespace, member.group, error)
+                    continue
+                removed.append(member)
             return removed
 
     def clear_namespace_groups(self, namespace: Hashable) -> list[Member]:
@@ -418,9 +438,15 @@ class MemoryBackend(LocalTables, LocalGroups, Backend):
         if urn not in self._by_urn:  # most deaths: an actor that holds nothing here
             return []
         with self._lock:
-            removed = self._held_by(urn)
-            for entry in removed:
-                self._forget(entry)
+            held = self._held_by(urn)
+            removed = []
+            for entry in held:
+                try:
+                    self._forget(entry)
+                except BaseException as error:  # see "A death removes what it can"
+                    _left_behind("name", entry.namespace, entry.service, error)
+                    continue
+                removed.append(entry)
             return removed
 
     def clear_namespace(self, namespace: Hashable) -> list[Entry]:

@@ -788,3 +788,299 @@ def test_group_via_with_a_hostile_group_key_gets_invalid_key_error(
     with pytest.raises(InvalidKeyError):
         registry.group_via(ns, stored, "hash").tell("x", key=HashRaises(error))
     assert registry.running and len(registry.members(ns, stored)) == 1
+
+
+class HostileStr(str):
+    """What a __repr__ may return: a str whose own methods raise."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("len on purpose")
+
+    def __getitem__(self, index: Any) -> Any:
+        raise RuntimeError("getitem on purpose")
+
+    def __format__(self, spec: str) -> str:
+        raise RuntimeError("format on purpose")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str on purpose")
+
+
+class ReprReturnsHostileStr:
+    def __init__(self, size: int = 500) -> None:
+        self.size = size
+
+    def __hash__(self) -> int:
+        return 11
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __repr__(self) -> str:
+        return HostileStr("r" * self.size)
+
+
+@pytest.mark.parametrize("size", [5, 500])
+def test_safe_repr_of_a_repr_returning_a_hostile_str_never_raises(size: int) -> None:
+    from pykka_registry._errors import safe_repr
+
+    text = safe_repr(ReprReturnsHostileStr(size))
+    assert type(text) is str and f"{text}" == ("r" * size)[:200 - 3] + ("..." if size > 200
+                                                                         else "")
+
+
+def test_a_key_whose_repr_returns_a_hostile_str_keeps_the_right_error(
+    registry: Registry, actors: Any
+) -> None:
+    from pykka_registry import AlreadyRegisteredError
+
+    ns, service = test_namespace(), ReprReturnsHostileStr()
+    registry.register(ns, service, actors())
+    with pytest.raises(AlreadyRegisteredError):
+        registry.register(ns, service, actors())
+    assert registry.running
+
+
+class CopiesOnceThenRaises(collections.UserList):  # type: ignore[type-arg]
+    """Copies fine in the caller's thread; the server's copy for the event
+    raises ``error`` (a value whose own code raises KeyboardInterrupt)."""
+
+    copies = 0
+    error: type[BaseException] = KeyboardInterrupt
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        type(self).copies += 1
+        if type(self).copies > 1:
+            raise self.error("copy on purpose")
+        return CopiesOnceThenRaises(list(self.data))
+
+
+@pytest.mark.parametrize("write", ["register", "register_many", "update_metadata", "join"])
+def test_a_keyboard_interrupt_from_the_event_copy_in_the_server_is_invalid_metadata(
+    registry: Registry, actors: Any, write: str
+) -> None:
+    ns, ref = test_namespace(), actors()
+    registry.register(ns, "held", ref)
+    registry.subscribe(lambda event: None)  # the server builds events now
+    CopiesOnceThenRaises.copies = 0
+    metadata = {"v": CopiesOnceThenRaises([1])}
+    with pytest.raises(InvalidMetadataError):
+        if write == "register":
+            registry.register(ns, "s", ref, metadata)
+        elif write == "register_many":
+            registry.register_many(ns, [("s", ref, metadata)])
+        elif write == "update_metadata":
+            registry.update_metadata(ns, "held", metadata)
+        else:
+            registry.join(ns, "g", ref, metadata)
+    assert CopiesOnceThenRaises.copies == 2, "the server's copy was not the one that raised"
+    assert registry.lookup(ns, "s") is None and registry.members(ns, "g") == []
+    assert registry.lookup_with_metadata(ns, "held") == (ref, {})
+    assert registry.running and registry.stats().server_restarts == 0
+
+
+def test_a_bug_that_reaches_the_dispatcher_guard_is_logged_with_its_traceback(
+    registry: Registry, actors: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from pykka_registry._events import EventBus
+
+    ns, ref, seen = test_namespace(), actors(), threading.Event()
+    failures = [True]
+
+    def buggy_wanted(self: Any, subscription: Any, event: Any) -> bool:
+        if failures and failures.pop():
+            raise AttributeError("a bug of the library on purpose")
+        return True
+
+    monkeypatch.setattr(EventBus, "_wanted", buggy_wanted)
+    registry.subscribe(lambda event: seen.set(), namespace=ns)
+    with caplog.at_level("ERROR", logger="pykka_registry"):
+        registry.register(ns, "first", ref)    # hits the bug
+        registry.register(ns, "second", ref)   # delivered: the dispatcher lives
+        assert seen.wait(5)
+    guard = [r for r in caplog.records if "dispatcher failed" in r.getMessage()]
+    assert guard and guard[0].exc_info is not None, "the bug was logged without its traceback"
+    assert guard[0].exc_info[0] is AttributeError
+    assert registry.health_check().dispatcher_alive
+
+
+class TurnsHostile:
+    """Hashes and compares fine while stored; then (``armed``) its hash raises."""
+
+    armed = False
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        if TurnsHostile.armed and self.n == 2:
+            raise RuntimeError("hash on purpose")
+        return self.n
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+
+@pytest.mark.parametrize("kind", ["names", "groups"])
+def test_stop_namespace_with_a_key_turned_hostile_changes_nothing(
+    registry: Registry, actors: Any, kind: str
+) -> None:
+    ns, events = test_namespace(), list[Any]()
+    first, second = actors(), actors()
+    keys = TurnsHostile(1), TurnsHostile(2)
+    registry.subscribe(events.append, namespace=ns)
+    for key, ref in zip(keys, (first, second)):
+        if kind == "names":
+            registry.register(ns, key, ref)
+        else:
+            registry.join(ns, key, ref)
+    TurnsHostile.armed = True
+    try:
+        with pytest.raises(InvalidKeyError, match="nothing was written"):
+            registry.stop_namespace(ns, timeout=5)
+    finally:
+        TurnsHostile.armed = False
+    # Nothing removed: the first key (removed before the second raised, on
+    # the old code) is still there, its actor alive, and no event lost.
+    if kind == "names":
+        assert registry.lookup(ns, keys[0]) is first
+        assert registry.count(ns) == 2
+    else:
+        assert registry.members(ns, keys[0]) == [first]
+        assert (ns, keys[0]) in registry.groups_of(first)
+    assert first.is_alive() and second.is_alive()
+    registry.stop_namespace(ns, timeout=5)  # the key is tame again: all goes
+    assert registry.count(ns) == 0 and registry.groups(ns) == []
+    # Every change has its event: two in, then two out (none lost between).
+    wait_until(lambda: len(events) >= 4, message="an event per change")
+    added = [type(e).__name__ for e in events[:2]]
+    assert added == (["Registered"] * 2 if kind == "names" else ["Joined"] * 2)
+    assert [type(e).__name__ for e in events[2:]] == (
+        ["Unregistered"] * 2 if kind == "names" else ["Left"] * 2)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])
+def test_a_death_with_a_key_turned_hostile_still_removes_the_other_names(
+    registry: Registry, actors: Any, error: type[BaseException]
+) -> None:
+    class Turns:
+        armed = False
+
+        def __hash__(self) -> int:
+            if Turns.armed:
+                raise error("hash on purpose")
+            return 31
+
+        def __eq__(self, other: object) -> bool:
+            return other is self
+
+    ns, doomed, events = test_namespace(), actors(), list[Any]()
+    registry.subscribe(events.append, namespace=ns)
+    hostile = Turns()
+    registry.register(ns, "before", doomed)
+    registry.register(ns, hostile, doomed)
+    registry.register(ns, "after", doomed)
+    registry.join(ns, "g1", doomed)
+    registry.join(ns, hostile, doomed)
+    registry.join(ns, "g2", doomed)
+    Turns.armed = True
+    try:
+        doomed.stop(block=True)  # the clean-up runs in its thread, before this returns
+        # Only the key that cannot be hashed stays; the innocent ones went.
+        assert registry.lookup(ns, "before") is None and registry.lookup(ns, "after") is None
+        assert registry.members(ns, "g1") == [] and registry.members(ns, "g2") == []
+    finally:
+        Turns.armed = False
+    wait_until(lambda: sum(type(e).__name__ in ("Unregistered", "Left") for e in events) == 4,
+               message="an Unregistered/Left event per name and membership removed")
+    gone = {getattr(e, "service", None) or getattr(e, "group", None) for e in events
+            if type(e).__name__ in ("Unregistered", "Left")}
+    assert gone == {"before", "after", "g1", "g2"}
+    assert registry.running
+
+
+class Silent(pykka.ThreadingActor):
+    """Answers nothing until released (a holder too slow for the asker)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def on_receive(self, message: Any) -> Any:
+        self.release.wait(10)
+        return message
+
+
+def test_a_via_to_a_key_whose_repr_raises_keeps_its_timeout_error(registry: Registry) -> None:
+    ns, service, release = test_namespace(), ReprRaises(), threading.Event()
+    holder = Silent.start(release)
+    try:
+        registry.register(ns, service, holder)
+        via = registry.via(ns, service)
+        with pytest.raises(RegistryTimeoutError):
+            via.ask("hello", timeout=0.05)
+        with pytest.raises(RegistryTimeoutError):
+            via.ask("hello", timeout=5, block=False).get(timeout=0.05)
+        assert "repr failed" in repr(via)
+    finally:
+        release.set()
+        holder.stop()
+
+
+class NameRaises(type):
+    """A metaclass whose classes' ``__name__`` raises (a BaseException)."""
+
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise SystemExit("__name__ on purpose")
+
+
+class HostileNamedError(Exception, metaclass=NameRaises):
+    pass
+
+
+class EqRaisesHostileNamed:
+    def __hash__(self) -> int:
+        return 43
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        raise HostileNamedError()
+
+
+class ReprRaisesHostileNamed(metaclass=NameRaises):
+    def __repr__(self) -> str:
+        raise RuntimeError("repr on purpose")
+
+
+def test_a_class_whose_name_raises_never_breaks_a_message() -> None:
+    from pykka_registry._errors import safe_repr
+
+    # Failures are reported outside the except block: pytest's own report
+    # would quote the hostile value's class name (and end the session).
+    text, failure = "", ""
+    try:
+        text = safe_repr(ReprRaisesHostileNamed())
+    except BaseException as error:
+        failure = f"safe_repr raised {error!r}"
+    if failure:
+        pytest.fail(failure)
+    assert text == "<ReprRaisesHostileNamed object (repr failed)>"
+
+
+def test_an_error_whose_class_name_raises_in_the_server_stops_no_actor(
+    registry: Registry, actors: Any
+) -> None:
+    ns, bystander = test_namespace(), actors()
+    registry.register(ns, EqRaisesHostileNamed(), actors())
+    raised: Any = None
+    try:
+        registry.register(ns, EqRaisesHostileNamed(), actors())  # __eq__ runs in the server
+    except BaseException as error:  # reported below (see the test above)
+        raised = error
+    assert isinstance(raised, InvalidKeyError), f"got {raised!r}, not InvalidKeyError"
+    assert "HostileNamedError" in str(raised)
+    assert bystander.is_alive(), "a BaseException reached Pykka, which stopped every actor"
+    assert registry.running and registry.stats().server_restarts == 0

@@ -245,3 +245,25 @@ def test_a_callback_raising_base_exception_does_not_skip_the_others(
     monitor(ref, kept)
     ref.stop(block=True)
     assert kept.fired.wait(5), "a BaseException in one callback skipped the next"
+
+
+def test_a_keyboard_interrupt_from_a_callback_run_in_the_callers_thread_passes_through(
+) -> None:
+    # An actor already dead: the callback runs at once, in this thread, where
+    # a KeyboardInterrupt is the user's Ctrl-C and must not be swallowed.
+    ref = Echo.start()
+    ref.stop(block=True)
+    calls: list[DownEvent] = []
+
+    def interrupted(event: DownEvent) -> None:
+        calls.append(event)
+        raise KeyboardInterrupt("Ctrl-C on purpose")
+
+    with pytest.raises(KeyboardInterrupt):
+        monitor(ref, interrupted)
+    assert len(calls) == 1
+
+    def exits(event: DownEvent) -> None:
+        raise SystemExit("callback on purpose")
+
+    monitor(ref, exits)  # anything else is logged, as in the dying thread

@@ -543,10 +543,14 @@ def test_a_child_id_whose_eq_raises_never_stops_every_actor() -> None:
     try:
         with Supervisor.start([ChildSpec(id=IdEqRaises(), start=Echo.start),
                                ChildSpec(id="plain", start=Echo.start)]) as sup:
-            with pytest.raises(SupervisorError, match="SystemExit"):
-                sup.terminate_child("plain")  # compared with the hostile id first
+            # An equal id, not the same object: compared with the hostile id
+            # first, whose raising comparison means "not this one".
+            sup.terminate_child("".join(["pla", "in"]))
             assert bystander.is_alive(), "a BaseException in a supervisor stopped every actor"
             assert sup.is_alive() and len(sup.which_children()) == 2
+            assert [c.actor_ref for c in sup.which_children() if isinstance(c.id, str)] == [None]
+            with pytest.raises(SupervisorError, match="no child"):
+                sup.terminate_child("missing")
     finally:
         bystander.stop()
 
@@ -559,3 +563,51 @@ def test_a_child_id_whose_hash_raises_is_a_type_error(error: type[BaseException]
 
     with pytest.raises(TypeError, match="hashable"):
         ChildSpec(id=HashRaises(), start=Echo.start)
+
+
+@pytest.mark.parametrize("error", [ValueError, SystemExit])
+def test_a_child_whose_id_eq_raises_restarts_without_stopping_the_tree(
+    error: type[BaseException]
+) -> None:
+    class Id:
+        def __hash__(self) -> int:
+            return 23
+
+        def __eq__(self, other: object) -> bool:
+            if other is self:
+                return True
+            raise error("child id eq on purpose")
+
+    hostile = Id()
+    with Supervisor.start([ChildSpec(id="plain", start=Echo.start),
+                           ChildSpec(id=hostile, start=Echo.start)]) as sup:
+        plain = sup.which_children()[0].actor_ref
+        crashed = sup.which_children()[1].actor_ref
+        assert plain is not None and crashed is not None
+        crashed.stop()
+        wait_until(lambda: sup.which_children()[1].restarts == 1
+                   and sup.which_children()[1].actor_ref is not None,
+                   message="the child with the hostile id was restarted")
+        assert sup.is_alive() and plain.is_alive(), "the tree stopped on a restart"
+
+
+@pytest.mark.parametrize("error", [ValueError, SystemExit])
+def test_child_ids_that_cannot_be_compared_get_typed_errors(
+    error: type[BaseException]
+) -> None:
+    class Id:
+        def __hash__(self) -> int:
+            return 29
+
+        def __eq__(self, other: object) -> bool:
+            if other is self:
+                return True
+            raise error("child id eq on purpose")
+
+    with pytest.raises(ValueError, match="comparable"):
+        Supervisor.start([ChildSpec(id=Id(), start=Echo.start),
+                          ChildSpec(id=Id(), start=Echo.start)])
+    with Supervisor.start([ChildSpec(id="plain", start=Echo.start)]) as sup:
+        with pytest.raises(SupervisorError, match="cannot be compared"):
+            sup.start_child(ChildSpec(id=Id(), start=Echo.start))
+        assert sup.is_alive() and len(sup.which_children()) == 1
