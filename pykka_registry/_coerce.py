@@ -32,7 +32,10 @@ import pykka
 
 from pykka_registry._errors import InvalidActorRefError, safe_repr
 
-__all__ = ["NO_SERVICE", "actor_ref_of", "is_actor_like", "pair_key", "split_key", "urn_of"]
+__all__ = [
+    "NO_SERVICE", "actor_ref_of", "is_actor_like", "pair_key", "shift_pair_key", "split_key",
+    "urn_of",
+]
 
 
 class _NoService:
@@ -122,3 +125,26 @@ def pair_key(namespace: Any, method: str, shape: str) -> tuple[Hashable, Hashabl
         f"{method}((namespace, service), {shape}); got {safe_repr(namespace)} "
         "where the key was expected, and too few arguments for the two-key form"
     )
+
+
+def shift_pair_key(method: str, namespace: Any, service: Any, value: Any, extra: Any, *,
+                   value_name: str, extra_name: str, needs: str,
+                   ) -> tuple[Hashable, Hashable, Any, Any]:
+    """The arguments of ``method((namespace, service), value[, extra])``
+    moved back in place: called as ``method(namespace, service, value,
+    extra)`` with the key in ``namespace``, ``service`` holds the value and
+    ``value`` the extra (either may be :data:`NO_SERVICE`). Returns
+    ``(namespace, service, value, extra)``.
+
+    Raises:
+        TypeError: too many arguments, no ``value`` (``needs`` says what it
+            is), or ``namespace`` not a pair (:func:`pair_key`).
+    """
+    given = [a for a in (service, value) if a is not NO_SERVICE]
+    if len(given) == 2 and extra is not None:
+        raise TypeError(f"{method}() takes at most 3 arguments with a (namespace, service) key")
+    namespace, service = pair_key(namespace, method, f"{value_name}, {extra_name}=None")
+    if not given:
+        raise TypeError(f"{method}() needs {needs}: {method}(namespace, service, {value_name}) "
+                        f"or {method}((namespace, service), {value_name})")
+    return namespace, service, given[0], given[1] if len(given) == 2 else extra

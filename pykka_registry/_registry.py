@@ -55,6 +55,7 @@ from pykka_registry._coerce import (
     actor_ref_of,
     is_actor_like,
     pair_key,
+    shift_pair_key,
     split_key,
     urn_of,
 )
@@ -545,17 +546,9 @@ class Registry:
         if actor_ref is NO_SERVICE or service is NO_SERVICE or (
                 not isinstance(actor_ref, _ACTOR_TYPES) and is_actor_like(service)):
             # register((ns, svc), ref[, metadata]): the arguments moved left.
-            given: list[Any] = [a for a in (service, actor_ref) if a is not NO_SERVICE]
-            if len(given) == 2 and metadata is not None:
-                raise TypeError("register() takes at most 3 arguments with a "
-                                "(namespace, service) key")
-            namespace, service = pair_key(namespace, "register", "actor_ref, metadata=None")
-            if not given:
-                raise TypeError("register() needs the actor: register(namespace, service, "
-                                "actor_ref) or register((namespace, service), actor_ref)")
-            actor_ref = given[0]
-            if len(given) == 2:
-                metadata = given[1]
+            namespace, service, actor_ref, metadata = shift_pair_key(
+                "register", namespace, service, actor_ref, metadata,
+                value_name="actor_ref", extra_name="metadata", needs="the actor")
         self._check_key(namespace, service)
         actor_ref = actor_ref_of(actor_ref)
         own_metadata = self._backend.validate_metadata(metadata)
@@ -1303,18 +1296,10 @@ class Registry:
         if start is NO_SERVICE or service is NO_SERVICE or (
                 not callable(start) and callable(service)):
             # get_or_start((ns, svc), start[, metadata]): the arguments moved left.
-            given: list[Any] = [a for a in (service, start) if a is not NO_SERVICE]
-            if len(given) == 2 and metadata is not None:
-                raise TypeError("get_or_start() takes at most 3 arguments with a "
-                                "(namespace, service) key")
-            namespace, service = pair_key(namespace, "get_or_start", "start, metadata=None")
-            if not given:
-                raise TypeError("get_or_start() needs start, the callable that starts the "
-                                "actor: get_or_start(namespace, service, start) or "
-                                "get_or_start((namespace, service), start)")
-            start = given[0]
-            if len(given) == 2:
-                metadata = given[1]
+            namespace, service, start, metadata = shift_pair_key(
+                "get_or_start", namespace, service, start, metadata,
+                value_name="start", extra_name="metadata",
+                needs="start, the callable that starts the actor")
         if not callable(start):
             raise TypeError(f"start must be callable, got {type_name(start)}")
         ref = self.lookup(namespace, service)

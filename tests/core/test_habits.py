@@ -353,6 +353,19 @@ def test_a_short_write_says_both_ways_to_call(registry: Registry, call: Any) -> 
     assert registry.count() == before
 
 
+def test_a_key_tuple_with_too_many_arguments_is_refused(registry: Registry, ns: Any) -> None:
+    ref = Echo.start()
+    try:
+        with pytest.raises(TypeError, match="at most 3 arguments"):
+            registry.register((ns, "a"), ref, {"a": 1}, {"b": 2})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="at most 3 arguments"):
+            registry.get_or_start((ns, "a"), Echo.start, {"a": 1},  # type: ignore[arg-type]
+                                  {"b": 2})
+        assert registry.count(ns) == 0
+    finally:
+        ref.stop()
+
+
 def test_keys_of_and_monitor_take_a_proxy(registry: Registry, ns: Any) -> None:
     from pykka_registry import monitor
 

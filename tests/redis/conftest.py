@@ -7,6 +7,8 @@
   stop, kill or restart Redis.
 * ``actors``: ``actors(label)`` starts a ``Recorder`` (it answers which node
   it runs on), stopped at the end of the test.
+* ``client``: a raw redis-py client of the session's server, for writing
+  hostile data straight into Redis.
 
 Every test that needs a Redis server lives in this folder. Without redis-py
 (or the ``redis-server`` binary) they are skipped with a clear reason, except
@@ -69,3 +71,14 @@ def actors() -> Iterator[Callable[..., Any]]:
     """``actors(label)``: a started ``Recorder``; all stopped after the test."""
     with recorders() as start:
         yield start
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[Any]:
+    """A raw redis-py client of the session's server (to write hostile data
+    straight into Redis), closed after the test."""
+    c = redis_server.client()
+    try:
+        yield c
+    finally:
+        c.close()

@@ -36,15 +36,6 @@ def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
         yield make
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[Any]:
-    c = redis_server.client()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def _urns(refs: Any) -> list[str]:
     return [ref.actor_urn for ref in refs]
 

@@ -37,15 +37,6 @@ def nodes(redis_url: str, prefix: str) -> Iterator[Factory]:
         yield make
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[Any]:
-    c = redis_server.client()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def _strict_json(text: str) -> Any:
     """``text`` parsed as JSON that any reader accepts: no NaN, and
     encodable as UTF-8 (no lone surrogate)."""
