@@ -15,11 +15,11 @@ Guarantees
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from pykka_registry._errors import InvalidTimeoutError
 
-__all__ = ["MAX_TIMEOUT_S", "check_timeout", "maybe_timeout", "optional_timeout"]
+__all__ = ["MAX_TIMEOUT_S", "check_timeout", "optional_timeout"]
 
 #: The longest wait the registry performs: longer ones (``inf``) are clamped to it.
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
@@ -51,7 +51,3 @@ def optional_timeout(value: Any, default: float, what: str = "timeout") -> float
         return default
     return check_timeout(value, what)
 
-
-def maybe_timeout(value: Any, what: str = "timeout") -> Optional[float]:
-    """:func:`check_timeout`, passing ``None`` through."""
-    return None if value is None else check_timeout(value, what)
